@@ -1,0 +1,57 @@
+"""The ``pti`` command line: a thin dispatcher over ``pti.commands.<name>`` modules.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit status). Modules are imported only when their command is
+run (``--help`` of the top level imports them to list their arguments lazily, never torch).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from pti import __version__
+
+# command name -> module under pti.commands (kept in the order shown by --help)
+COMMANDS: dict[str, str] = {
+    "info": "info",
+    "smoke": "smoke",
+}
+
+
+def _command_help(module_name: str) -> str:
+    module = importlib.import_module(f"pti.commands.{module_name}")
+    return getattr(module, "HELP", "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pti",
+        description="Pivotal Tuning Inversion for StyleGAN2: align, invert, tune and edit real photos.",
+    )
+    parser.add_argument("--version", action="version", version=f"pti {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"pti.commands.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("pti: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
