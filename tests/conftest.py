@@ -1,0 +1,44 @@
+"""Shared pytest configuration: marker handling and small fixtures.
+
+- ``gpu``: skipped (with the reason) when CUDA is not available.
+- ``network``: skipped unless ``PTI_TEST_NETWORK=1`` (CI and this project's machines are offline).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_cuda = torch.cuda.is_available()
+    allow_network = os.environ.get("PTI_TEST_NETWORK") == "1"
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    skip_net = pytest.mark.skip(reason="needs internet; set PTI_TEST_NETWORK=1 to run")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+        if "network" in item.keywords and not allow_network:
+            item.add_marker(skip_net)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    """Tests share 2 cores with other work; keep intra-op threads modest and deterministic."""
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_tiny_generator(resolution: int = 16, seed: int = 0, **synthesis_kwargs):
+    """A small random StyleGAN2 for fast tests (w_dim 32, 2 mapping layers)."""
+    from pti.stylegan2 import Generator
+
+    torch.manual_seed(seed)
+    kwargs = {"channel_base": 512, "channel_max": 32, **synthesis_kwargs}
+    return Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=resolution, img_channels=3,
+                     mapping_kwargs={"num_layers": 2}, synthesis_kwargs=kwargs).eval()
+
+
+@pytest.fixture
+def tiny_generator():
+    return make_tiny_generator()
