@@ -1,0 +1,123 @@
+"""Perceptual distance: offline fallback chosen and named honestly, metric properties, real LPIPS (network)."""
+from __future__ import annotations
+
+import urllib.error
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pti import perceptual
+from pti.perceptual import FALLBACK_NAME, PerceptualUnavailable, describe, load_perceptual
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty torch hub cache and a network that refuses (mocked at the download call only)."""
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(perceptual, "_FAILED_DOWNLOADS", {})
+
+
+@pytest.fixture(scope="module")
+def fallback():
+    return load_perceptual("effnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def photo() -> torch.Tensor:
+    x = torch.from_numpy(skimage_data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return F.interpolate(x, size=(128, 128), mode="area")
+
+
+def test_offline_chooses_named_fallback_with_warning(offline):
+    with pytest.warns(RuntimeWarning, match="not LPIPS") as record:
+        p = load_perceptual("alex")
+    assert p.name == FALLBACK_NAME
+    assert "not LPIPS" in p.name and not p.is_lpips
+    assert "alexnet" in str(record[0].message)  # says which file is missing
+    assert describe(p).startswith(FALLBACK_NAME)
+
+
+def test_offline_without_fallback_raises_naming_the_file(offline):
+    with pytest.raises(PerceptualUnavailable, match=r"alexnet-owt-.*\.pth.*allow the offline fallback"):
+        load_perceptual("alex", allow_fallback=False)
+
+
+def test_cached_backbone_is_used_without_download(monkeypatch, tmp_path):
+    """A backbone file already in the hub cache is found without touching the network."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = perceptual.backbone_cache_path("alex")
+    calls = []
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: calls.append(a))
+    (tmp_path / "checkpoints").mkdir()
+    with open(path, "wb") as f:  # stands in for the downloaded file (only its presence is checked here)
+        f.write(b"cached")
+    assert perceptual.ensure_lpips_backbone("alex") == path
+    assert calls == []
+
+
+def test_unknown_net_is_rejected():
+    with pytest.raises(ValueError, match="unknown perceptual network"):
+        load_perceptual("resnet")
+
+
+def _noise_ladder(p, x, levels=(0.0, 0.03, 0.1, 0.3)):
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    with torch.no_grad():
+        return [p(x, (x + s * noise).clamp(-1, 1)).item() for s in levels]
+
+
+def test_fallback_metric_properties(fallback, photo):
+    d = _noise_ladder(fallback, photo)
+    assert d[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(a < b for a, b in zip(d, d[1:])), d
+
+
+def test_fallback_is_frozen_and_differentiable(fallback, photo):
+    fallback.train()  # must stay in eval mode
+    assert not any(m.training for m in fallback.modules())
+    assert not any(p.requires_grad for p in fallback.parameters())
+    x = photo.clone().requires_grad_(True)
+    fallback(x, photo.flip(-1)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_fallback_batch_and_odd_sizes(fallback, photo):
+    x = torch.cat([photo, photo.flip(-1)])[:, :, :45, :70]
+    y = torch.cat([photo, photo])[:, :, :45, :70]
+    d = fallback(x, y)
+    assert d.shape == (2,)
+    assert d[0].item() == pytest.approx(0.0, abs=1e-6) and d[1].item() > 0
+    small = fallback(photo[:, :, :16, :16], photo[:, :, 16:32, :16])
+    assert small.shape == (1,) and small.item() > 0
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        fallback(photo, photo[:, :, :64])
+
+
+def test_random_backbone_is_labelled_and_handles_tiny_images(photo):
+    p = load_perceptual("random-alex")
+    assert "random backbone" in p.name and not p.is_lpips
+    tiny = F.interpolate(photo, size=(16, 16), mode="area")
+    d = p(torch.cat([tiny, tiny]), torch.cat([tiny, tiny.flip(-1)]))
+    assert d.shape == (2,) and d[0].item() == pytest.approx(0.0, abs=1e-7) and d[1].item() > 0
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_real_lpips(net, photo):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no silent fallback
+        p = load_perceptual(net, allow_fallback=False)
+    assert p.name == f"lpips-{net}" and p.is_lpips
+    d = _noise_ladder(p, photo)
+    assert d[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(a < b for a, b in zip(d, d[1:])), d
+    assert d[-1] < 1.5  # LPIPS scale
