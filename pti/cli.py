@@ -15,8 +15,16 @@ from pti import __version__
 
 # command name -> module under pti.commands (kept in the order shown by --help)
 COMMANDS: dict[str, str] = {
+    "align": "align",
+    "run": "run",
+    "invert": "invert",
+    "tune": "tune",
+    "edit": "edit",
+    "fit-boundaries": "fit_boundaries",
     "info": "info",
+    "download": "download",
     "smoke": "smoke",
+    "train-demo": "train_demo",
 }
 
 

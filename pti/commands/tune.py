@@ -1,0 +1,18 @@
+"""``pti tune``: pivotal tuning from existing pivots in the run folder."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "pivotal tuning from existing pivots in the run folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pti.commands._pti_jobs import add_job_arguments
+
+    add_job_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pti.commands._pti_jobs import run_job
+
+    return run_job(args, "tune")
