@@ -1,0 +1,151 @@
+"""Generator checkpoints: one :func:`load` for three formats, and :func:`save` for ours.
+
+==================  ==================  ==============================================
+format name         file                read by
+==================  ==================  ==============================================
+``nvidia-pkl``      ``*.pkl``           restricted unpickler (:mod:`.nvidia_pickle`),
+                                        never runs code from the file
+``rosinality-pt``   ``*.pt``/``*.pth``  ``torch.load(weights_only=True)`` + key
+                                        mapping (:mod:`.rosinality`)
+``pti-safetensors`` ``*.safetensors``   safetensors; constructor kwargs as JSON in the
+                                        header metadata (written by :func:`save`)
+==================  ==================  ==============================================
+
+A zoo name (``'demo'``, ``'ffhq'``; see :mod:`pti.zoo`) may be given instead of a path.
+Every failure is a :class:`CheckpointError` naming the file and the expected format;
+a file that asks for code to be run raises :class:`UnsafeCheckpointError`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from pti import __version__
+from pti.io_utils import atomic_path
+from pti.stylegan2 import nvidia_pickle, rosinality
+from pti.stylegan2.errors import CheckpointError, UnsafeCheckpointError
+from pti.stylegan2.networks import Generator
+from pti.stylegan2.nvidia_pickle import load_state_dict_strict
+from pti.stylegan2.rosinality import estimate_w_avg, from_rosinality_state_dict, to_rosinality_checkpoint, \
+    to_rosinality_state_dict
+
+NATIVE_FORMAT = "pti-safetensors"
+NATIVE_FORMAT_VERSION = 1
+_NATIVE_DESCRIPTION = "pti generator file (.safetensors written by pti.stylegan2.save)"
+# Header metadata keys of the native format (safetensors metadata values are strings).
+META_FORMAT = "pti_format"
+META_FORMAT_VERSION = "pti_format_version"
+META_INIT_KWARGS = "pti_init_kwargs"
+META_PTI_VERSION = "pti_version"
+_META_FORMAT_VALUE = "pti.stylegan2.Generator"
+
+__all__ = [
+    "CheckpointError", "UnsafeCheckpointError", "load", "load_with_format", "save", "detect_format",
+    "to_rosinality_state_dict", "to_rosinality_checkpoint", "from_rosinality_state_dict", "estimate_w_avg",
+    "NATIVE_FORMAT",
+]
+
+
+def _load_native(path: Path) -> Generator:
+    expected = f"expected a {_NATIVE_DESCRIPTION}"
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # truncated or not safetensors: any error of the safetensors reader
+        raise CheckpointError(f"{path}: damaged, truncated or not a safetensors file ({type(exc).__name__}: {exc}); "
+                              f"{expected}") from None
+    if metadata.get(META_FORMAT) != _META_FORMAT_VALUE or META_INIT_KWARGS not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without pti's generator metadata "
+                              f"({META_FORMAT}={_META_FORMAT_VALUE!r}, {META_INIT_KWARGS}); {expected}")
+    try:
+        version = int(metadata.get(META_FORMAT_VERSION, "0"))
+        init_kwargs = json.loads(metadata[META_INIT_KWARGS])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable pti metadata ({exc}); {expected}") from None
+    if version > NATIVE_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written in pti format version {version} (by pti "
+                              f"{metadata.get(META_PTI_VERSION, '?')}); this pti reads up to version "
+                              f"{NATIVE_FORMAT_VERSION}: upgrade pti")
+    try:
+        G = Generator(**init_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the stored init kwargs {init_kwargs} do not build a Generator ({exc})") from None
+    load_state_dict_strict(G, tensors, str(path))
+    return G.eval()
+
+
+_LOADERS: dict[str, tuple[str, Callable[[Path], Generator]]] = {
+    ".pkl": (nvidia_pickle.FORMAT_NAME, nvidia_pickle.load_nvidia_generator),
+    ".pt": (rosinality.FORMAT_NAME, rosinality.load_rosinality_generator),
+    ".pth": (rosinality.FORMAT_NAME, rosinality.load_rosinality_generator),
+    ".safetensors": (NATIVE_FORMAT, _load_native),
+}
+
+
+def detect_format(path: str | Path) -> str:
+    """Format name of a checkpoint path, from its extension (:class:`CheckpointError` if unknown)."""
+    path = Path(path)
+    try:
+        return _LOADERS[path.suffix.lower()][0]
+    except KeyError:
+        raise CheckpointError(
+            f"{path}: unknown checkpoint extension {path.suffix or '(none)'!r}; expected .pkl (NVIDIA "
+            f"StyleGAN2-ADA network pickle), .pt/.pth (rosinality stylegan2-pytorch) or .safetensors (pti)") from None
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    """A path as given, or the local file of a zoo name (downloaded if needed)."""
+    from pti import zoo
+
+    path = Path(path_or_name)
+    if isinstance(path_or_name, str) and path_or_name in zoo.ZOO and not path.exists():
+        try:
+            return zoo.resolve(path_or_name)
+        except zoo.ZooError as exc:
+            raise CheckpointError(str(exc)) from None
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file (nor a zoo name: {', '.join(zoo.ZOO)}); give a .pkl, .pt or "
+                              f".safetensors generator checkpoint")
+    return path
+
+
+def load_with_format(path_or_name: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, str]:
+    """Load a generator and say which format it came in (``nvidia-pkl``, ``rosinality-pt``, ``pti-safetensors``).
+
+    The generator is in eval mode on ``device``; its parameters require grad (ready for tuning).
+    """
+    path = _resolve(path_or_name)
+    fmt = detect_format(path)
+    G = _LOADERS[path.suffix.lower()][1](path)
+    return G.to(device), fmt
+
+
+def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Load a StyleGAN2 generator from a checkpoint path or zoo name; see :func:`load_with_format`."""
+    return load_with_format(path_or_name, device=device)[0]
+
+
+def save(G: Generator, path: str | Path) -> Path:
+    """Write ``G`` in pti's format: safetensors with ``G.init_kwargs`` (JSON) in the header.
+
+    Atomic: written to a temporary name beside ``path`` and renamed. Returns ``path``.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path}: pti saves generators as .safetensors; give a file name ending in .safetensors")
+    try:
+        init_kwargs = json.dumps(G.init_kwargs, sort_keys=True)
+    except TypeError as exc:
+        raise ValueError(f"{path}: G.init_kwargs cannot be stored as JSON ({exc})") from None
+    metadata = {META_FORMAT: _META_FORMAT_VALUE, META_FORMAT_VERSION: str(NATIVE_FORMAT_VERSION),
+                META_INIT_KWARGS: init_kwargs, META_PTI_VERSION: __version__}
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in G.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path

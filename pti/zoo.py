@@ -1,0 +1,201 @@
+"""Known generator checkpoints and their verified download.
+
+Entries (:data:`ZOO`):
+
+- ``demo``: the small generator shipped in ``pti/assets/demo_generator.safetensors``.
+- ``ffhq``: NVIDIA's StyleGAN2-ADA FFHQ 1024x1024 network pickle, the one the official PTI
+  code uses. Downloaded on demand into the cache folder (``~/.cache/pti``, or
+  ``$PTI_CACHE_DIR``) with a progress bar, its sha256 checked when known, and renamed
+  into place only when complete.
+
+No torch import here: ``pti download`` stays light.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from tqdm import tqdm
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+_CHUNK = 1 << 20
+
+
+class ZooError(RuntimeError):
+    """A zoo name is unknown, its file is missing, or its download failed or did not verify."""
+
+
+class UnverifiedDownloadWarning(UserWarning):
+    """A file was downloaded for an entry that has no recorded sha256."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named checkpoint.
+
+    Attributes:
+        name: the zoo name (``pti.stylegan2.load(name)``, ``pti download name``).
+        filename: file name in the package assets (``packaged``) or in the cache folder.
+        resolution: image resolution in pixels (square).
+        description: one line for listings.
+        url: where to download it from (None for packaged files).
+        sha256: hex digest of the file; None when no published value could be verified.
+        packaged: True when the file ships inside ``pti/assets`` (nothing to download).
+        license: the licence of the weights.
+    """
+
+    name: str
+    filename: str
+    resolution: int
+    description: str
+    url: str | None = None
+    sha256: str | None = None
+    packaged: bool = False
+    license: str = ""
+
+
+ZOO: Mapping[str, ZooEntry] = MappingProxyType({
+    "demo": ZooEntry(
+        name="demo", filename="demo_generator.safetensors", resolution=64, packaged=True,
+        description="small StyleGAN2 trained for this project's demo (64x64 faces; pti's own format)",
+        license="see pti/assets model card (trained on DCGAN samples of DigiFace-1M: non-commercial research)"),
+    "ffhq": ZooEntry(
+        name="ffhq", filename="ffhq.pkl", resolution=1024,
+        description="NVIDIA StyleGAN2-ADA FFHQ 1024x1024, the generator used by the PTI paper",
+        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+        # No published sha256 could be checked offline; the downloader prints the computed one.
+        sha256=None,
+        license="NVIDIA Source Code License-NC (non-commercial)"),
+})
+
+
+def cache_dir() -> Path:
+    """Folder for downloaded checkpoints: ``$PTI_CACHE_DIR`` if set, else ``~/.cache/pti``."""
+    override = os.environ.get("PTI_CACHE_DIR")
+    return Path(override).expanduser() if override else Path.home() / ".cache" / "pti"
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry called ``name``; :class:`ZooError` lists the known names otherwise."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ZooError(f"unknown zoo name {name!r}; known: {', '.join(ZOO)}") from None
+
+
+def local_path(entry: ZooEntry, cache: Path | None = None) -> Path:
+    """Where ``entry``'s file lives (packaged assets) or will live once downloaded (cache folder)."""
+    if entry.packaged:
+        return ASSETS_DIR / entry.filename
+    return (cache or cache_dir()) / entry.filename
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """Outcome of :func:`download`: the file, its sha256, whether it matched a recorded hash,
+    and whether it was fetched now (False: it was already there)."""
+
+    path: Path
+    sha256: str
+    verified: bool
+    downloaded: bool
+
+
+def _fetch(entry: ZooEntry, dest: Path, timeout: float, progress: bool) -> str:
+    """Stream ``entry.url`` into a temporary file beside ``dest``; rename it once verified. Returns sha256."""
+    assert entry.url is not None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(tmp, "wb") as out:
+            total = response.headers.get("Content-Length")
+            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=f"download {entry.name}", disable=not progress, file=sys.stderr) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        sha = digest.hexdigest()
+        if entry.sha256 is not None and sha != entry.sha256.lower():
+            raise ZooError(f"{entry.name}: the download from {entry.url} has sha256 {sha}, expected "
+                           f"{entry.sha256}; the file was discarded, try again later")
+        os.replace(tmp, dest)
+        return sha
+    except urllib.error.HTTPError as exc:
+        raise ZooError(f"cannot download {entry.name} from {entry.url}: the server answered HTTP {exc.code} "
+                       f"({exc.reason}); download it elsewhere and put it at {dest}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ZooError(f"cannot download {entry.name} from {entry.url} ({reason}): are you offline? Download it "
+                       f"elsewhere and put it at {dest}, or pass a local checkpoint path instead") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download(entry: ZooEntry | str, cache: Path | None = None, force: bool = False, progress: bool = True,
+             timeout: float = 60.0) -> DownloadResult:
+    """Make ``entry``'s file available locally and check its sha256 (when one is recorded).
+
+    A file already in the cache is reused (and re-hashed) unless ``force``. Without a
+    recorded sha256 the computed hash is reported and an :class:`UnverifiedDownloadWarning`
+    is issued. Raises :class:`ZooError` when offline, on a hash mismatch, or for a missing
+    packaged file.
+    """
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    dest = local_path(entry, cache)
+    if entry.packaged:
+        if not dest.is_file():
+            raise ZooError(_missing_packaged_message(entry, dest))
+        return DownloadResult(dest, sha256_file(dest), verified=False, downloaded=False)
+    if entry.url is None:
+        raise ZooError(f"{entry.name}: no download URL is known; put the file at {dest}")
+    downloaded = force or not dest.is_file()
+    if downloaded:
+        sha = _fetch(entry, dest, timeout, progress)
+    else:
+        sha = sha256_file(dest)
+        if entry.sha256 is not None and sha != entry.sha256.lower():
+            raise ZooError(f"{dest}: sha256 {sha} does not match the expected {entry.sha256}; delete it and run "
+                           f"`pti download {entry.name}` again")
+    verified = entry.sha256 is not None
+    if not verified:
+        warnings.warn(f"{dest}: UNVERIFIED: pti knows no published sha256 for {entry.name!r}; "
+                      f"the file's sha256 is {sha}", UnverifiedDownloadWarning, stacklevel=2)
+    return DownloadResult(dest, sha, verified=verified, downloaded=downloaded)
+
+
+def _missing_packaged_message(entry: ZooEntry, path: Path) -> str:
+    return (f"{path}: the {entry.name!r} generator is not there: this copy of pti ships without it; "
+            f"pull or reinstall a release that includes it, train it with `pti train-demo`, "
+            f"or pass the path of another checkpoint")
+
+
+def resolve(name: str, cache: Path | None = None, allow_download: bool = True, progress: bool = True) -> Path:
+    """Local file of zoo entry ``name``, downloading it first if needed (and allowed)."""
+    entry = get_entry(name)
+    path = local_path(entry, cache)
+    if path.is_file():
+        return path
+    if entry.packaged:
+        raise ZooError(_missing_packaged_message(entry, path))
+    if not allow_download:
+        raise ZooError(f"{path}: {name!r} is not downloaded yet; run `pti download {name}`")
+    return download(entry, cache, progress=progress).path
