@@ -1,0 +1,251 @@
+"""Image files <-> tensors, and labelled figure grids.
+
+Inside the library an image is a float tensor ``[N, 3, H, W]`` (or ``[3, H, W]``) in
+``[-1, 1]``, RGB. This module is the one place where files are read and written:
+
+- :func:`open_rgb` reads any file Pillow can open (or a PIL image / numpy array) as an
+  8-bit RGB PIL image: EXIF orientation applied; grayscale, palette, 1-bit, 16-bit
+  (``I;16``, ``I``), float (``F``), CMYK (through its ICC profile when it has one),
+  YCbCr/LAB/HSV converted; transparency (RGBA, LA, PA, palette with transparency)
+  composited over white.
+- :func:`read_image` gives the ``[1, 3, H, W]`` tensor, :func:`write_image` writes one
+  (atomically: temporary name, then rename).
+- :func:`save_grid` writes a PNG grid of images with row and column labels for figures.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from pti.io_utils import atomic_path
+
+#: file suffixes treated as images by folder-walking commands
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image (the message names the file)."""
+
+
+def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
+    """``[H, W]``, ``[H, W, 1|3|4]`` uint8 / uint16 / float (0..1) array -> PIL image."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageReadError(f"{name}: expected an [H, W], [H, W, 3] or [H, W, 4] array, got shape {a.shape}")
+    if a.dtype == np.uint16:
+        a = (a.astype(np.float64) / 257.0).round()
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64) * 255.0
+    elif a.dtype == np.bool_:
+        a = a.astype(np.float64) * 255.0
+    a = np.clip(a, 0, 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer / float single-channel image -> 8-bit ``L`` (full range kept)."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16"):
+        a = a / 257.0
+    elif img.mode == "I":
+        a = a / 257.0 if a.max(initial=0) > 255 else a
+    elif img.mode == "F":
+        a = a * 255.0 if a.max(initial=0) <= 1.0 else a
+    return Image.fromarray(np.clip(a.round(), 0, 255).astype(np.uint8))
+
+
+def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
+    icc = img.info.get("icc_profile")
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            return ImageCms.profileToProfile(img, io.BytesIO(icc), ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # a broken or unsupported profile: fall back to Pillow's plain conversion
+            pass
+    return img.convert("RGB")
+
+
+def _to_rgb8(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_l(img).convert("RGB")
+    if mode == "CMYK":
+        return _cmyk_to_rgb(img)
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Any image file, PIL image or numpy array -> 8-bit RGB PIL image, EXIF orientation applied.
+
+    ``name`` is used in error messages (defaults to the path, or ``'<image>'``).
+    Raises :class:`ImageReadError` naming the file when it cannot be read.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        name = name or str(source)
+        try:
+            with Image.open(source) as opened:
+                img = ImageOps.exif_transpose(opened)  # a loaded copy, rotated/flipped per EXIF
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ImageReadError(f"{name}: cannot read as an image ({exc}); check the file") from exc
+    elif isinstance(source, Image.Image):
+        img = ImageOps.exif_transpose(source)
+    elif isinstance(source, np.ndarray):
+        img = _array_to_pil(source, name or "<array>")
+    else:
+        raise TypeError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
+    return _to_rgb8(img)
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB PIL image -> ``[1, 3, H, W]`` float32 in ``[-1, 1]``."""
+    a = np.asarray(_to_rgb8(img), dtype=np.float32)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+def read_image(source: ImageSource, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Read an image as ``[1, 3, H, W]`` float32 in ``[-1, 1]``.
+
+    ``size`` (an int for a square, or ``(height, width)``) resizes with Lanczos filtering.
+    """
+    img = open_rgb(source)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        img = img.resize((w, h), Image.LANCZOS)
+    return pil_to_tensor(img)
+
+
+def to_uint8_array(x: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` or ``[1, 3, H, W]`` tensor in ``[-1, 1]`` -> ``[H, W, 3]`` uint8 array (clamped, rounded)."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a [3, H, W] image tensor, got shape {tuple(x.shape)}")
+    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return a.permute(1, 2, 0).numpy()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """``[3, H, W]`` or ``[1, 3, H, W]`` tensor in ``[-1, 1]`` -> RGB PIL image."""
+    return Image.fromarray(to_uint8_array(x))
+
+
+def _pil_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+               ".tiff": "TIFF", ".webp": "WEBP", ".ppm": "PPM"}
+    if suffix not in formats:
+        raise ValueError(f"{path}: unknown image suffix {suffix!r}; use one of {', '.join(sorted(formats))}")
+    return formats[suffix]
+
+
+def save_pil(img: Image.Image, path: str | os.PathLike) -> None:
+    """Write a PIL image atomically; the format follows the suffix (JPEG at quality 95)."""
+    path = Path(path)
+    fmt = _pil_format(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def write_image(x: torch.Tensor | Image.Image, path: str | os.PathLike) -> None:
+    """Write a ``[3, H, W]`` / ``[1, 3, H, W]`` tensor in ``[-1, 1]`` (or a PIL image) atomically."""
+    save_pil(x if isinstance(x, Image.Image) else tensor_to_pil(x), path)
+
+
+def _label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def _as_cells(row: torch.Tensor | Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    if isinstance(row, torch.Tensor):
+        if row.ndim == 3:
+            return [row]
+        return [img for img in row]
+    return [None if img is None else (img[0] if img.ndim == 4 else img) for img in row]
+
+
+def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path: str | os.PathLike,
+              row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+              cell_size: int | None = None, title: str | None = None, pad: int = 4,
+              font_size: int | None = None) -> Image.Image:
+    """Write a labelled grid of images to ``path`` (PNG, atomically) and return it.
+
+    ``rows``: one entry per row, either a ``[N, 3, H, W]`` batch or a list of ``[3, H, W]`` /
+    ``[1, 3, H, W]`` tensors in ``[-1, 1]`` (``None`` leaves a blank cell). Every image is
+    resized (bilinear, antialiased) to ``cell_size`` square (default: the first image's
+    height). ``row_labels`` go left of each row, ``col_labels`` above each column,
+    ``title`` above everything; white background.
+    """
+    cells = [_as_cells(r) for r in rows]
+    if not cells or not any(c is not None for r in cells for c in r):
+        raise ValueError(f"{path}: save_grid needs at least one image")
+    n_cols = max(len(r) for r in cells)
+    if row_labels is not None and len(row_labels) != len(cells):
+        raise ValueError(f"{path}: {len(row_labels)} row labels for {len(cells)} rows")
+    if col_labels is not None and len(col_labels) != n_cols:
+        raise ValueError(f"{path}: {len(col_labels)} column labels for {n_cols} columns")
+    first = next(c for r in cells for c in r if c is not None)
+    size = int(cell_size or first.shape[-2])
+    font = _label_font(font_size or max(10, min(28, size // 10)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max((_text_size(probe, s, font)[0] for s in row_labels or []), default=0)
+    label_w = label_w + 2 * pad if row_labels else 0
+    col_h = max((_text_size(probe, s, font)[1] for s in col_labels or []), default=0)
+    col_h = col_h + 2 * pad if col_labels else 0
+    title_h = _text_size(probe, title, font)[1] + 2 * pad if title else 0
+    width = label_w + n_cols * (size + pad) + pad
+    height = title_h + col_h + len(cells) * (size + pad) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.multiline_text((pad, pad), title, fill="black", font=font)
+    top = title_h + col_h
+    for j, label in enumerate(col_labels or []):
+        tw, _ = _text_size(draw, label, font)
+        draw.multiline_text((label_w + pad + j * (size + pad) + (size - tw) // 2, title_h + pad), label,
+                            fill="black", font=font)
+    for i, row in enumerate(cells):
+        y = top + pad + i * (size + pad)
+        if row_labels:
+            _, th = _text_size(draw, row_labels[i], font)
+            draw.multiline_text((pad, y + (size - th) // 2), row_labels[i], fill="black", font=font)
+        for j, img in enumerate(row):
+            if img is None:
+                continue
+            img = img.detach().float().cpu()
+            if img.shape[-2:] != (size, size):
+                img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True,
+                                    align_corners=False)[0]
+            canvas.paste(tensor_to_pil(img), (label_w + pad + j * (size + pad), y))
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG")
+    return canvas

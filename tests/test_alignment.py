@@ -1,0 +1,158 @@
+"""FFHQ alignment on real photos that ship with dependencies (astronaut, Grace Hopper)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pti.alignment import NoFaceFound, align_face, align_face_details, detect_faces
+from pti.cli import main
+from pti.images import open_rgb
+
+skimage_data = pytest.importorskip("skimage.data")
+cbook = pytest.importorskip("matplotlib.cbook")
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return Image.fromarray(skimage_data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def grace() -> Image.Image:
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return open_rgb(Image.open(f))
+
+
+def ffhq_geometry(aligned: Image.Image) -> dict[str, float]:
+    """Landmarks found afresh in an aligned crop, as fractions of its side."""
+    faces = detect_faces(aligned)
+    assert faces, "no face found in the aligned crop"
+    left, right = faces[0].eye_centres()
+    mouth = faces[0].mouth_centre()
+    s = aligned.size[0]
+    eye = (left + right) / 2 / s
+    return {"eye_x": eye[0], "eye_y": eye[1], "iod": np.hypot(*(right - left)) / s,
+            "mouth_x": mouth[0] / s, "mouth_y": mouth[1] / s,
+            "tilt_deg": np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0]))}
+
+
+def assert_ffhq_placement(aligned: Image.Image, tilt_tol: float = 3.0) -> None:
+    """Eyes centred at ~47.5% height, ~1/4 of the side apart, level; mouth centred below at ~72%."""
+    assert aligned.size == (SIZE, SIZE) and aligned.mode == "RGB"
+    g = ffhq_geometry(aligned)
+    assert abs(g["eye_x"] - 0.5) < 0.03, g
+    assert abs(g["eye_y"] - 0.475) < 0.02, g
+    assert 0.20 < g["iod"] < 0.29, g
+    assert abs(g["mouth_x"] - 0.5) < 0.04, g
+    assert 0.67 < g["mouth_y"] < 0.79, g
+    assert abs(g["tilt_deg"]) < tilt_tol, g
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "grace"])
+def test_face_is_centred_ffhq_style(photo, request):
+    assert_ffhq_placement(align_face(request.getfixturevalue(photo), SIZE))
+
+
+@pytest.mark.parametrize("photo, angle", [("astronaut", 20), ("grace", -20)])
+def test_upright_after_rotating_input(photo, angle, request):
+    rotated = request.getfixturevalue(photo).rotate(angle, resample=Image.BICUBIC, expand=True)
+    left, right = detect_faces(rotated)[0].eye_centres()
+    input_tilt = np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0]))
+    assert abs(input_tilt) > 12  # the face in the input is tilted by ~20 degrees...
+    assert_ffhq_placement(align_face(rotated, SIZE))  # ...and upright after alignment
+
+
+def _with_mode(img: Image.Image, mode: str) -> Image.Image:
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 257)
+    return img.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK"])
+def test_odd_image_modes(astronaut, mode, tmp_path):
+    img = _with_mode(astronaut, mode)
+    assert img.mode == mode
+    path = tmp_path / ("photo.jpg" if mode in ("L", "CMYK") else "photo.png")
+    img.save(path)
+    assert_ffhq_placement(align_face(path, SIZE))
+
+
+def test_exif_orientation(astronaut, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated 90 degrees clockwise: the viewer turns it back
+    astronaut.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    aligned = align_face(tmp_path / "phone.jpg", SIZE)
+    assert_ffhq_placement(aligned)
+    reference = np.asarray(align_face(astronaut, SIZE), dtype=float)
+    assert np.abs(np.asarray(aligned, dtype=float) - reference).mean() < 6  # JPEG and landmark jitter only
+
+
+def test_large_photo_is_detected_downscaled_and_cropped_from_original(astronaut):
+    big = astronaut.resize((2048, 2048), Image.BICUBIC)
+    result = align_face_details(big, SIZE, detect_max_side=512)
+    small = align_face_details(astronaut, SIZE)
+    assert np.allclose(result.face.box, np.array(small.face.box) * 4, atol=12)
+    assert np.abs(result.quad - small.quad * 4).max() < 0.03 * np.ptp(result.quad[:, 0])
+    assert_ffhq_placement(result.image)
+
+
+def test_no_face_raises_naming_the_file(tmp_path):
+    path = tmp_path / "coffee.png"
+    Image.fromarray(skimage_data.coffee()).save(path)
+    with pytest.raises(NoFaceFound) as err:
+        align_face(path, SIZE)
+    assert str(err.value) == f"{path}: no face detected; pass --no-align if already aligned"
+
+
+def test_several_faces_best_score_first_or_by_index(astronaut, grace):
+    right = grace.resize((round(grace.width * 512 / grace.height), 512))
+    photo = Image.new("RGB", (512 + right.width, 512))
+    photo.paste(astronaut, (0, 0))
+    photo.paste(right, (512, 0))
+    faces = detect_faces(photo)
+    assert len(faces) >= 2
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    centres = [align_face_details(photo, 64, face_index=i).quad.mean(axis=0)[0] for i in (0, 1)]
+    expected = [(f.box[0] + f.box[2]) / 2 for f in faces[:2]]
+    assert np.allclose(centres, expected, atol=40)
+    assert {c < 512 for c in centres} == {True, False}  # one face from each photo
+    with pytest.raises(NoFaceFound, match=r"face index 9 requested but \d face\(s\) detected"):
+        align_face(photo, 64, face_index=9, name="pair.png")
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "grace"])
+def test_five_point_variant_is_close_to_68_point(photo, request):
+    img = request.getfixturevalue(photo)
+    q68 = align_face_details(img, SIZE, landmarks="68").quad
+    five = align_face_details(img, SIZE, landmarks="5")
+    side = np.hypot(*(q68[3] - q68[0]))
+    assert np.abs(five.quad - q68).max() < 0.08 * side
+    assert_ffhq_placement(five.image, tilt_tol=4.0)
+
+
+def test_align_command_folder_errors_and_rerun(astronaut, grace, tmp_path, capsys):
+    src, dst = tmp_path / "photos", tmp_path / "aligned"
+    src.mkdir()
+    astronaut.save(src / "astronaut.png")
+    grace.save(src / "grace.jpg")
+    Image.fromarray(skimage_data.coffee()).save(src / "coffee.png")
+    (src / "notes.txt").write_text("not an image")
+
+    assert main(["align", str(src), str(dst), "--size", "64"]) == 1
+    err = capsys.readouterr().err
+    assert f"{src / 'coffee.png'}: no face detected" in err
+    outputs = sorted(p.name for p in dst.iterdir())
+    assert outputs == ["astronaut.png", "grace.png"]
+    assert Image.open(dst / "grace.png").size == (64, 64)
+
+    stamp = (dst / "grace.png").stat().st_mtime_ns
+    assert main(["align", str(src), str(dst), "--size", "64"]) == 1  # coffee still fails
+    assert "0 aligned, 2 already done" in capsys.readouterr().out
+    assert (dst / "grace.png").stat().st_mtime_ns == stamp
+
+    assert main(["align", str(src / "grace.jpg"), str(tmp_path / "one.png"), "--size", "32"]) == 0
+    assert Image.open(tmp_path / "one.png").size == (32, 32)
+    assert main(["align", str(tmp_path / "missing.jpg"), str(dst)]) == 2
