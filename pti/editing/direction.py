@@ -1,0 +1,183 @@
+"""Edit directions in W and how to apply them.
+
+A :class:`Direction` is a unit vector in W (``[w_dim]``, float32), an optional range of
+the ``num_ws`` style inputs it acts on (GANSpace-style layer-restricted edits), a name, a
+note on where it came from, and a ``scale``: the W-space length of one unit of strength.
+
+``apply(w, d, s)`` moves ``w`` by ``s * d.scale * d.vector`` on the layers ``d.layers``
+(all layers when None). Conventions for ``scale``:
+
+- official InterFaceGAN / PTI ``.pt`` files: the norm of the stored vector (1 for the
+  published files), so ``apply`` equals the official ``latent + factor * direction``;
+- GANSpace, SeFa and boundaries fitted by :mod:`pti.editing.interfacegan`: the standard
+  deviation of the generator's W samples along the vector, so a strength is in sigmas
+  and ``-3, 0, 3`` means the same amount of change for every generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+class DirectionMismatchError(ValueError):
+    """A direction does not fit a generator (wrong ``w_dim`` or layer range outside ``num_ws``)."""
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A W-space edit direction.
+
+    Attributes:
+        vector: ``[w_dim]`` float32 with unit L2 norm (normalised on construction).
+        layers: ``(start, stop)``, a Python-style half-open range over the ``num_ws`` style
+            inputs the edit touches; None means all of them.
+        name: short label (used in grids and file keys), e.g. ``"yaw"`` or ``"ganspace_3"``.
+        source: where the direction came from (file, method and parameters).
+        scale: W-space length of one unit of strength (> 0); see the module docstring.
+    """
+
+    vector: torch.Tensor
+    layers: tuple[int, int] | None = None
+    name: str = ""
+    source: str = ""
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        v = torch.as_tensor(self.vector).detach().to("cpu", torch.float32).reshape(-1).clone()
+        if v.numel() == 0 or not bool(torch.isfinite(v).all()):
+            raise ValueError(f"direction {self.name!r}: the vector must be non-empty and finite")
+        norm = float(v.double().norm())
+        if norm == 0.0:
+            raise ValueError(f"direction {self.name!r}: the vector is all zeros")
+        object.__setattr__(self, "vector", (v.double() / norm).float())
+        if self.layers is not None:
+            start, stop = (int(x) for x in self.layers)
+            if not 0 <= start < stop:
+                raise ValueError(f"direction {self.name!r}: layers must be (start, stop) with 0 <= start < stop, "
+                                 f"got {self.layers}")
+            object.__setattr__(self, "layers", (start, stop))
+        scale = float(self.scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"direction {self.name!r}: scale must be a finite positive number, got {self.scale}")
+        object.__setattr__(self, "scale", scale)
+
+    @property
+    def w_dim(self) -> int:
+        return int(self.vector.numel())
+
+    def with_layers(self, layers: tuple[int, int] | None) -> "Direction":
+        """The same direction restricted to ``layers`` (None: all layers)."""
+        return dataclasses.replace(self, layers=layers)
+
+    def check(self, w_dim: int, num_ws: int | None = None, what: str = "the generator") -> None:
+        """Raise :class:`DirectionMismatchError` unless the direction fits ``w_dim`` / ``num_ws``."""
+        origin = f" (from {self.source})" if self.source else ""
+        if self.w_dim != w_dim:
+            raise DirectionMismatchError(
+                f"direction {self.name!r}{origin} has dimension {self.w_dim} but {what} has w_dim {w_dim}: "
+                f"it was made for another generator. Compute one for this generator ('ganspace:K', 'sefa:K') "
+                f"or fit one with `pti fit-boundaries`.")
+        if self.layers is not None and num_ws is not None and self.layers[1] > num_ws:
+            raise DirectionMismatchError(
+                f"direction {self.name!r}{origin} acts on layers {self.layers[0]}..{self.layers[1] - 1} but {what} "
+                f"has only {num_ws} style inputs (num_ws); choose a layer range within 0..{num_ws - 1}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (tensors, str, float, lists) that ``torch.load(weights_only=True)`` reads back."""
+        return {"vector": self.vector.clone(), "layers": list(self.layers) if self.layers is not None else None,
+                "name": self.name, "source": self.source, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Direction":
+        layers = data.get("layers")
+        return cls(vector=data["vector"], layers=tuple(layers) if layers is not None else None,
+                   name=str(data.get("name", "")), source=str(data.get("source", "")),
+                   scale=float(data.get("scale", 1.0)))
+
+
+def _strength_column(strength: float | torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
+    s = torch.as_tensor(strength, dtype=like.dtype, device=like.device).reshape(-1)
+    if s.numel() not in (1, n):
+        raise ValueError(f"strength must be a number or have one value per code ({n}), got {s.numel()} values")
+    return s.expand(n)
+
+
+def apply(w: torch.Tensor, direction: Direction, strength: float | torch.Tensor,
+          num_ws: int | None = None) -> torch.Tensor:
+    """Move codes along ``direction``.
+
+    Args:
+        w: ``[N, w_dim]`` (W) or ``[N, num_ws, w_dim]`` (W+, or W broadcast to layers).
+        direction: the edit; ``strength * direction.scale * direction.vector`` is added.
+        strength: a number or ``[N]`` (one strength per code).
+        num_ws: needed only for a layer-restricted direction applied to ``[N, w_dim]`` codes;
+            the result is then ``[N, num_ws, w_dim]``.
+
+    Returns:
+        Edited codes, same dtype/device as ``w``; shape as ``w`` except as noted above.
+    """
+    if w.ndim not in (2, 3):
+        raise ValueError(f"w must be [N, w_dim] or [N, num_ws, w_dim], got {tuple(w.shape)}")
+    direction.check(w.shape[-1], w.shape[1] if w.ndim == 3 else num_ws, what="the codes")
+    step = direction.vector.to(device=w.device, dtype=w.dtype) * direction.scale
+    s = _strength_column(strength, w.shape[0], w)
+    if direction.layers is None:
+        delta = s[:, None] * step[None, :]
+        return w + (delta if w.ndim == 2 else delta[:, None, :])
+    if w.ndim == 2:
+        if num_ws is None:
+            raise ValueError(f"direction {direction.name!r} acts on layers {direction.layers}; pass num_ws to apply "
+                             "it to [N, w_dim] codes (the result is [N, num_ws, w_dim])")
+        w = w[:, None, :].expand(-1, num_ws, -1)
+    start, stop = direction.layers
+    mask = torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
+    mask[start:stop] = 1
+    return w + s[:, None, None] * mask[None, :, None] * step[None, None, :]
+
+
+@torch.no_grad()
+def render_edits(G: torch.nn.Module, w: torch.Tensor, directions: Direction | Sequence[Direction],
+                 strengths: Sequence[float], noise: Sequence[torch.Tensor] | None = None,
+                 noise_mode: str = "const", batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+    """Render every (code, direction, strength) combination, batched.
+
+    Args:
+        G: generator with ``synthesis``, ``num_ws`` and ``w_dim``.
+        w: ``[N, w_dim]`` or ``[N, num_ws, w_dim]`` codes (e.g. ``pivot.w``).
+        directions: one direction or a sequence of D.
+        strengths: S strengths (units of each direction's ``scale``).
+        noise: optional noise maps for ``G.synthesis`` (e.g. ``pivot.noise``); each map's
+            batch dimension must be 1 (shared) since codes are batched together.
+        noise_mode: passed to ``G.synthesis`` ('const' reproduces a pivot's image).
+
+    Returns:
+        ``[N, D, S, C, H, W]`` float32 images in [-1, 1] on ``w``'s device.
+    """
+    dirs = [directions] if isinstance(directions, Direction) else list(directions)
+    strengths = [float(s) for s in strengths]
+    if not dirs or not strengths:
+        raise ValueError("render_edits needs at least one direction and one strength")
+    num_ws, w_dim = int(G.num_ws), int(G.w_dim)
+    if w.ndim == 2:
+        w = w[:, None, :].expand(-1, num_ws, -1)
+    if w.ndim != 3 or w.shape[1:] != (num_ws, w_dim):
+        raise ValueError(f"w must be [N, {w_dim}] or [N, {num_ws}, {w_dim}] for this generator, got {tuple(w.shape)}")
+    for d in dirs:
+        d.check(w_dim, num_ws)
+    n, n_dirs, n_str = w.shape[0], len(dirs), len(strengths)
+    # all edited codes, in (code, direction, strength) order
+    codes = torch.stack([apply(w, d, s) for d in dirs for s in strengths], dim=1)  # [N, D*S, num_ws, w_dim]
+    codes = codes.reshape(n * n_dirs * n_str, num_ws, w_dim)
+    kwargs: dict[str, Any] = {"noise_mode": noise_mode}
+    if noise is not None and len(noise) > 0:
+        kwargs["noise"] = list(noise)
+    images = []
+    for i in tqdm(range(0, codes.shape[0], batch_size), desc="rendering edits", disable=not progress):
+        images.append(G.synthesis(codes[i:i + batch_size], **kwargs).float())
+    out = torch.cat(images)
+    return out.reshape(n, n_dirs, n_str, *out.shape[1:])
