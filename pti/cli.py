@@ -21,8 +21,6 @@ COMMANDS: dict[str, str] = {
     "tune": "tune",
     "edit": "edit",
     "fit-boundaries": "fit_boundaries",
-    "edit": "edit",
-    "fit-boundaries": "fit_boundaries",
     "info": "info",
     "download": "download",
     "smoke": "smoke",
