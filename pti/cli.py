@@ -16,6 +16,7 @@ from pti import __version__
 # command name -> module under pti.commands (kept in the order shown by --help)
 COMMANDS: dict[str, str] = {
     "align": "align",
+    "demo": "demo",
     "run": "run",
     "invert": "invert",
     "tune": "tune",
@@ -25,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "download": "download",
     "smoke": "smoke",
     "train-demo": "train_demo",
+    "demo-quality": "demo_quality",
 }
 
 
@@ -59,6 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pti: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"pti: {exc}", file=sys.stderr)
+        return 2
+
+
+# Errors caused by the user's input (a bad file, a missing checkpoint, a photo without a face):
+# shown as one line instead of a traceback. Matched by class name so that --help imports nothing.
+USER_ERRORS = {"CheckpointError", "UnsafeCheckpointError", "ZooError", "NoFaceFound", "ImageReadError",
+               "DirectionMismatchError", "FileNotFoundError", "NotADirectoryError"}
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
 
 
 if __name__ == "__main__":
