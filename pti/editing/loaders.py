@@ -213,14 +213,17 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
     method, _, index = spec.partition(":")
     if method in ("ganspace", "sefa") and index:
         k = int(index)
+        if not 0 <= k < w_dim:
+            raise ValueError(f"{spec}: component {k} out of range (w_dim {w_dim} gives components 0..{w_dim - 1})")
+        n_comp = min(w_dim, max(k + 1, 16))
         if method == "ganspace":
             from pti.editing.ganspace import ganspace_basis
 
-            d = ganspace_basis(G, num_components=max(k + 1, 16), cache=cache).directions()[k]
+            d = ganspace_basis(G, num_components=n_comp, cache=cache).directions()[k]
         else:
             from pti.editing.sefa import sefa_directions
 
-            d = sefa_directions(G, num_components=max(k + 1, 16), layers=layers, cache=cache)[k]
+            d = sefa_directions(G, num_components=n_comp, layers=layers, cache=cache)[k]
         return _check(d.with_layers(layers) if layers is not None else d, w_dim, num_ws)
 
     file_part, _, key = spec.partition("#")
