@@ -11,7 +11,9 @@ Formats read (never with pickle code execution: ``torch.load(weights_only=True)`
   (unit rows), ``lat_mean [1, w_dim]``, ``lat_stdev [K]``, plus activation-space keys
   (``act_comp``, ``act_mean``, ``act_stdev``, ``var_ratio``, ``random_stdevs``) that editing
   does not need. The ``.pt`` variant used by encoder4editing/PTI (``ffhq_pca.pt``) is a dict
-  ``{'comp': [K, 1, w_dim], 'mean': [1, w_dim], 'std': [K]}``.
+  ``{'comp': [K, 1, w_dim], 'mean': [1, w_dim], 'std': [K]}``. Edits here are relative, as in
+  GANSpace (``w + strength * std_k * comp_k``); PTI's own ganspace helper instead sets the
+  component coordinate to ``strength`` (absolute), so equal numbers give different images.
 - **pti direction collections** (``.pt``): ``{'format': 'pti-directions-v1', 'directions':
   {name: Direction.to_dict()}, 'metadata': {...}}``, e.g. ``pti/assets/boundaries_demo.pt``.
 
