@@ -7,21 +7,35 @@ For each image: (align) -> invert (or reuse ``pivot.pt``) -> tune -> outputs::
     inversion.png        G(w_p; θ) before tuning
     reconstruction.png   G(w_p; θ*) after tuning                 (tune stage only)
     tuned.safetensors    θ* (only with save_generator)
-    metrics.json         written last: its presence with "status": "done" marks a finished image
+    metrics.json         written last: "status": "done", the worker that made it, and a manifest
+                         ("files": name -> size in bytes) of the files above
 
-Each image is processed in a staging folder ``runs/<run>/.<image>.partial/`` that replaces
-``runs/<run>/<image>/`` only when everything is written, so a killed run never leaves a
-half-written result (a valid ``pivot.pt`` left by a killed run is reused). A failing image
-(unreadable, no face, NaN loss) raises inside :func:`process_image`; :func:`run_one`
-removes its staging folder (nothing is written for it) and the batch driver
-:func:`process_images` records the error and goes on with the others.
+An image's output folder is named after its file's stem (``photo.jpg`` -> ``runs/<run>/photo/``).
+
+Restart safety. Each image is processed in a staging folder ``runs/<run>/.<image>.partial/``
+that replaces ``runs/<run>/<image>/`` only when everything is written (a rename), so a killed
+run never leaves a half-written result folder. An image counts as finished
+(:func:`is_finished`) only when its ``metrics.json`` parses, says ``done`` for the stage and
+every file of its manifest is there with its recorded size; anything else (missing or corrupt
+``metrics.json``, a truncated file) is redone. A valid ``pivot.pt`` left in a staging folder by a
+killed run is reused when it was made with the same :class:`~pti.config.InversionConfig`; a
+corrupt one is inverted again. A staging folder that a kill caught between its completion and
+its rename is moved into place instead of being recomputed.
+
+Failures. A failing image (unreadable, no face, NaN/inf loss) raises inside
+:func:`process_image`; :func:`run_one` removes its staging folder (nothing is written for it,
+an older result folder is left as it was) and the batch driver :func:`process_images` records
+the error in ``runs/<run>/.failures/<image>.json`` and goes on with the others. A later success
+removes that record. Failed images are tried again by the next run of the same command.
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -29,9 +43,11 @@ from typing import Any, Iterable, Literal, Sequence
 import torch
 
 from pti.config import InversionConfig, TuningConfig, config_to_dict
+from pti.images import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 Stage = Literal["invert", "tune"]
+#: per-image failure records live here inside the run folder
+FAILURES_DIR = ".failures"
 
 
 @dataclass
@@ -49,24 +65,55 @@ class RunOptions:
 
 @dataclass
 class ImageOutcome:
+    """What happened to one image in this run. ``name`` is its output folder name (the file stem)."""
+
     name: str
     status: Literal["done", "skipped", "failed"]
     seconds: float = 0.0
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    file: str = ""
+
+    def brief(self) -> dict[str, Any]:
+        """The outcome without its metrics (small enough to send between ranks)."""
+        return {"name": self.name, "status": self.status, "seconds": self.seconds, "error": self.error,
+                "file": self.file}
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """One image file, or the image files of a folder sorted by name (raises if none)."""
+    """One image file, or the image files of a folder sorted by name (raises if none).
+
+    Hidden files (names starting with '.', e.g. macOS ``._photo.jpg``) are left out.
+    """
     source = Path(source)
     if source.is_file():
         return [source]
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder")
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted((p for p in source.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                   key=lambda p: p.name)
     if not files:
-        raise FileNotFoundError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FileNotFoundError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return files
+
+
+def output_name(path: Path) -> str:
+    """The name of an image's output folder: its file stem."""
+    return path.stem
+
+
+def check_unique_names(paths: Sequence[Path]) -> None:
+    """Raise ``ValueError`` when two images would share an output folder (``a.png`` and ``a.jpg``)."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for p in paths:
+        other = seen.setdefault(output_name(p), p)
+        if other is not p:
+            clashes.append(f"{other.name} and {p.name}")
+    if clashes:
+        raise ValueError(f"{paths[0].parent}: these images would share an output folder (same name without "
+                         f"extension): {'; '.join(clashes)}; rename one of each pair")
 
 
 def read_metrics(out_dir: Path) -> dict[str, Any] | None:
@@ -78,19 +125,55 @@ def read_metrics(out_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("status") == "done" else None
 
 
+def _manifest_ok(out_dir: Path, files: Any) -> bool:
+    if not isinstance(files, dict):
+        return False
+    for name, size in files.items():
+        try:
+            if (out_dir / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def is_finished(out_dir: Path, stage: Stage) -> bool:
+    """True when ``out_dir`` holds a complete result for ``stage`` (a 'tune' result also finishes 'invert')."""
     data = read_metrics(out_dir)
-    return data is not None and (data.get("stage") == stage or (stage == "invert" and data.get("stage") == "tune"))
+    if data is None or not (data.get("stage") == stage or (stage == "invert" and data.get("stage") == "tune")):
+        return False
+    return _manifest_ok(out_dir, data.get("files"))
+
+
+def failure_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / FAILURES_DIR / f"{name}.json"
+
+
+def record_failure(run_dir: Path, outcome: ImageOutcome, stage: Stage, worker: dict[str, Any] | None) -> None:
+    """Write ``<run>/.failures/<name>.json`` with the error text (atomically)."""
+    from pti.io_utils import atomic_write_json
+
+    atomic_write_json({"name": outcome.name, "file": outcome.file, "stage": stage, "error": outcome.error,
+                       "seconds": outcome.seconds, "worker": worker or {}, "time": time.time()},
+                      failure_path(run_dir, outcome.name))
+
+
+def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(failure_path(run_dir, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load_target(path: Path, resolution: int, align: bool) -> torch.Tensor:
-    """Read (and align) an image: ``[1, 3, R, R]`` in [-1, 1]."""
-    from pti.images import read_image
+    """Read (and align) an image: ``[1, 3, H, W]`` in [-1, 1] (``R x R`` when aligned)."""
+    from pti.images import pil_to_tensor, read_image
 
     if align:
         from pti.alignment import align_face
 
-        image = align_face(path, output_size=resolution)
+        image = pil_to_tensor(align_face(path, output_size=resolution))
     else:
         image = read_image(path)
     if image.ndim == 3:
@@ -112,14 +195,35 @@ def reconstruction_metrics(image: torch.Tensor, target: torch.Tensor, perceptual
     return {"mse": mse, "psnr": 10 * math.log10(1 / mse) if mse > 0 else float("inf"), "perceptual": dist}
 
 
+def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: InversionConfig, any_config: bool):
+    """A pivot.pt that fits ``G`` and ``inv_cfg`` (any config when ``any_config``), or None."""
+    from pti.inversion import Pivot
+
+    if not pivot_path.exists():
+        return None
+    try:
+        pivot = Pivot.load(pivot_path, map_location=next(G.parameters()).device)
+    except ValueError:
+        return None  # corrupt or foreign: invert again
+    if tuple(pivot.w.shape) != (1, G.num_ws, G.w_dim) or pivot.space != inv_cfg.space:
+        return None
+    if not bool(torch.isfinite(pivot.w).all()) or not all(bool(torch.isfinite(n).all()) for n in pivot.noise):
+        return None
+    if not any_config and pivot.config and pivot.config != config_to_dict(inv_cfg):
+        return None  # made with other inversion settings
+    return pivot
+
+
 def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
-                  options: RunOptions, perceptual_inv=None, perceptual_tune=None) -> dict[str, Any]:
+                  options: RunOptions, perceptual_inv=None, perceptual_tune=None,
+                  worker: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one image into ``out_dir``; returns its metrics dict (also written to ``out_dir/metrics.json``).
 
-    Use :func:`run_one` for the atomic, resumable version.
+    ``worker``: a record of the process doing it (see :meth:`pti.distributed.DistContext.describe`),
+    stored in the metrics. Use :func:`run_one` for the atomic, resumable version.
     """
     from pti.images import write_image
-    from pti.inversion import Pivot, prepare_target, project
+    from pti.inversion import prepare_target, project
     from pti.io_utils import atomic_write_json
     from pti.losses import PerceptualLoss
     from pti.tuning import tune
@@ -133,15 +237,9 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     perceptual_inv = perceptual_inv or PerceptualLoss(inv_cfg.perceptual_net, inv_cfg.perceptual_resolution, device)
     perceptual_tune = perceptual_tune or PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
 
-    pivot = None
     pivot_path = out_dir / "pivot.pt"
-    if options.reuse_pivot and pivot_path.exists():
-        try:
-            pivot = Pivot.load(pivot_path, map_location=device)
-            if tuple(pivot.w.shape) != (1, G.num_ws, G.w_dim) or pivot.space != inv_cfg.space:
-                pivot = None
-        except ValueError:
-            pivot = None  # corrupt or foreign: invert again
+    pivot = _load_reusable_pivot(G, pivot_path, inv_cfg, any_config=options.require_pivot) \
+        if options.reuse_pivot else None
     reused = pivot is not None
     if pivot is None and options.require_pivot:
         raise FileNotFoundError(f"{path}: no valid pivot.pt for this generator and space in the run folder; "
@@ -162,6 +260,7 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
                       "loss": _summary(pivot.loss_history),
                       **reconstruction_metrics(inverted, target, perceptual_tune)},
         "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)},
+        "worker": dict(worker or {}),
     }
     if options.stage == "tune":
         result = tune(G, target, pivot, tune_cfg, perceptual=perceptual_tune, progress=options.progress)
@@ -179,23 +278,44 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
                              "perceptual_during_tuning": _summary(result.perceptual_history),
                              "locality": _summary(result.locality_history),
                              **reconstruction_metrics(reconstruction, target, perceptual_tune)}
+    metrics["files"] = {f.name: f.stat().st_size for f in sorted(out_dir.iterdir())
+                        if f.is_file() and not f.name.startswith(".") and f.name != "metrics.json"}
     metrics["seconds"] = time.perf_counter() - t0
     metrics["status"] = "done"
     atomic_write_json(metrics, out_dir / "metrics.json")
     return metrics
 
 
-def _staging_dir(final: Path) -> Path:
+def staging_dir(final: Path) -> Path:
+    """Where an image is processed before it becomes ``final``: ``<run>/.<name>.partial``."""
     return final.parent / f".{final.name}.partial"
 
 
-def run_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
-            options: RunOptions, perceptual_inv=None, perceptual_tune=None) -> dict[str, Any]:
-    """:func:`process_image` in a staging folder that atomically becomes ``final_dir`` on success."""
-    import shutil
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder ``src`` to ``dst``, replacing an older ``dst``."""
+    if dst.exists():
+        shutil.rmtree(dst)  # a kill between these two lines leaves src complete: see recover_staged
+    src.rename(dst)
 
-    staging = _staging_dir(final_dir)
-    keep_pivot = options.reuse_pivot and (staging / "pivot.pt").exists()
+
+def recover_staged(final_dir: Path, stage: Stage) -> bool:
+    """Move a complete staging folder (killed between completion and rename) into place; True if done."""
+    staging = staging_dir(final_dir)
+    if staging.is_dir() and is_finished(staging, stage):
+        _replace_dir(staging, final_dir)
+        return True
+    return False
+
+
+def run_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
+            options: RunOptions, perceptual_inv=None, perceptual_tune=None,
+            worker: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`process_image` in a staging folder that atomically becomes ``final_dir`` on success.
+
+    On failure the staging folder is removed and ``final_dir`` is left as it was; the exception propagates.
+    """
+    staging = staging_dir(final_dir)
+    keep_pivot = options.reuse_pivot and (staging / "pivot.pt").is_file()
     if staging.exists() and not keep_pivot:
         shutil.rmtree(staging)
     elif keep_pivot:
@@ -203,22 +323,33 @@ def run_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionC
             if f.name != "pivot.pt":
                 shutil.rmtree(f) if f.is_dir() else f.unlink()
     staging.mkdir(parents=True, exist_ok=True)
-    if options.reuse_pivot and not keep_pivot and (final_dir / "pivot.pt").exists():
+    if options.reuse_pivot and not keep_pivot and (final_dir / "pivot.pt").is_file():
         shutil.copy2(final_dir / "pivot.pt", staging / "pivot.pt")
     try:
-        metrics = process_image(G, path, staging, inv_cfg, tune_cfg, options, perceptual_inv, perceptual_tune)
+        metrics = process_image(G, path, staging, inv_cfg, tune_cfg, options, perceptual_inv, perceptual_tune,
+                                worker)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    staging.rename(final_dir)
+    _replace_dir(staging, final_dir)
     return metrics
 
 
+def _error_text(exc: Exception) -> str:
+    message = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)):
+        message += "\n" + traceback.format_exc(limit=3)
+    return message
+
+
 def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Path, inv_cfg: InversionConfig,
-                   tune_cfg: TuningConfig, options: RunOptions) -> list[ImageOutcome]:
-    """Process images one by one into ``run_dir/<stem>/``; failures are recorded, not raised."""
+                   tune_cfg: TuningConfig, options: RunOptions, worker: dict[str, Any] | None = None,
+                   ) -> list[ImageOutcome]:
+    """Process images one by one into ``run_dir/<stem>/``; failures are recorded, not raised.
+
+    Finished images are skipped (``options.skip_finished``); each failure is returned as an outcome and
+    written to ``run_dir/.failures/<stem>.json``. ``worker`` (rank, device, ...) goes into each metrics.json.
+    """
     from tqdm.auto import tqdm
 
     from pti.losses import PerceptualLoss
@@ -226,23 +357,40 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
     device = next(G.parameters()).device
     run_dir = Path(run_dir)
     paths = list(paths)
+    check_unique_names(paths)
+    current_config = {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)}
     perceptual_inv = perceptual_tune = None
     outcomes: list[ImageOutcome] = []
-    for path in tqdm(paths, desc="images", disable=not options.progress or len(paths) < 2):
-        out_dir = run_dir / path.stem
-        if options.skip_finished and is_finished(out_dir, options.stage):
-            outcomes.append(ImageOutcome(path.name, "skipped", metrics=read_metrics(out_dir) or {}))
+    other_config = 0
+    rank = (worker or {}).get("rank", 0)
+    desc = "images" if (worker or {}).get("world_size", 1) == 1 else f"images (rank {rank})"
+    bar_off = not options.progress or len(paths) < 2 or rank != 0
+    for path in tqdm(paths, desc=desc, disable=bar_off):
+        name = output_name(path)
+        out_dir = run_dir / name
+        if options.skip_finished and (is_finished(out_dir, options.stage) or recover_staged(out_dir, options.stage)):
+            metrics = read_metrics(out_dir) or {}
+            other_config += metrics.get("config") != current_config
+            failure_path(run_dir, name).unlink(missing_ok=True)
+            outcomes.append(ImageOutcome(name, "skipped", metrics=metrics, file=str(path)))
             continue
         if perceptual_inv is None:
             perceptual_inv = PerceptualLoss(inv_cfg.perceptual_net, inv_cfg.perceptual_resolution, device)
             perceptual_tune = PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
         t0 = time.perf_counter()
         try:
-            metrics = run_one(G, path, out_dir, inv_cfg, tune_cfg, options, perceptual_inv, perceptual_tune)
-            outcomes.append(ImageOutcome(path.name, "done", time.perf_counter() - t0, metrics=metrics))
+            metrics = run_one(G, path, out_dir, inv_cfg, tune_cfg, options, perceptual_inv, perceptual_tune, worker)
         except Exception as exc:  # one bad image must not stop the batch
-            message = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)):
-                message += "\n" + traceback.format_exc(limit=3)
-            outcomes.append(ImageOutcome(path.name, "failed", time.perf_counter() - t0, error=message))
+            outcome = ImageOutcome(name, "failed", time.perf_counter() - t0, error=_error_text(exc), file=str(path))
+            record_failure(run_dir, outcome, options.stage, worker)
+            outcomes.append(outcome)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        failure_path(run_dir, name).unlink(missing_ok=True)
+        outcomes.append(ImageOutcome(name, "done", time.perf_counter() - t0, metrics=metrics, file=str(path)))
+    if other_config:
+        warnings.warn(f"{run_dir}: {other_config} finished image(s) were skipped although they were made with "
+                      f"other inversion/tuning settings; pass --redo (RunOptions.skip_finished=False) to redo them",
+                      RuntimeWarning, stacklevel=2)
     return outcomes

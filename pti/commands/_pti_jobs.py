@@ -1,4 +1,11 @@
-"""Shared implementation of ``pti invert``, ``pti tune`` and ``pti run``."""
+"""Shared implementation of ``pti invert``, ``pti tune`` and ``pti run``.
+
+The same command runs on one process, or on many under ``torchrun`` (see :mod:`pti.distributed`):
+each rank processes its share of the sorted images, then rank 0 writes ``summary.json`` and
+``summary.md`` into the run folder after a barrier. Exit status (rank 0's; the
+other ranks exit 0 unless their own setup fails): 0 when every image is finished, 1 when some
+failed (or are missing), 2 for usage errors.
+"""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +22,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default="runs/default", help="run folder (default: runs/default)")
     parser.add_argument("--generator", "-g", default="demo",
                         help="generator checkpoint (.pkl/.pt/.safetensors) or zoo name (default: demo)")
-    parser.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda' "
+                             "(cuda:LOCAL_RANK), 'cuda:1', ...")
     parser.add_argument("--seed", type=int, default=None, help="seed for inversion and tuning (default: 0)")
     parser.add_argument("--space", choices=["w", "w+"], default=None, help="pivot space (default: w, the paper's)")
     parser.add_argument("--no-align", action="store_true", help="images are already aligned crops")
@@ -24,23 +33,22 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reuse-pivot", action="store_true", help="invert again even if pivot.pt exists")
     parser.add_argument("--redo", action="store_true", help="process images even if already finished")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--dist-timeout-min", type=float, default=24 * 60, metavar="MIN",
+                        help="under torchrun: how long the end-of-job barrier waits for the slowest rank "
+                             "(default: 1440 minutes)")
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"pti: --device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def run_job(args: argparse.Namespace, stage: str) -> int:
-    from pti.runner import RunOptions, list_images, process_images
-    from pti.stylegan2.checkpoints import load
+    import time
+    from datetime import timedelta
+    from pathlib import Path
+
+    from pti import distributed
+    from pti.config import config_to_dict
+    from pti.run_summary import build_summary, session_record, write_summary
+    from pti.runner import RunOptions, check_unique_names, list_images, process_images
+    from pti.stylegan2.checkpoints import CheckpointError, load
 
     source = args.input_opt or args.input
     if not source:
@@ -55,19 +63,60 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         tune_cfg.locality.enabled = True
     try:
         paths = list_images(source)
-    except FileNotFoundError as exc:
+        check_unique_names(paths)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"pti: {exc}", file=sys.stderr)
         return 2
-    device = resolve_device(args.device)
-    G = load(args.generator, device=device).eval()
-    options = RunOptions(stage="invert" if stage == "invert" else "tune", align=not args.no_align,
-                         reuse_pivot=not args.no_reuse_pivot, save_generator=args.save_generator,
-                         skip_finished=not args.redo, require_pivot=(stage == "tune"), progress=not args.quiet)
-    outcomes = process_images(G, paths, args.output, inv_cfg, tune_cfg, options)
-    done = sum(o.status == "done" for o in outcomes)
-    skipped = sum(o.status == "skipped" for o in outcomes)
-    failed = [o for o in outcomes if o.status == "failed"]
-    print(f"pti {stage}: {done} done, {skipped} already finished, {len(failed)} failed -> {args.output}")
-    for o in failed:
-        print(f"  FAILED {o.name}: {o.error}", file=sys.stderr)
-    return 1 if failed else 0
+    try:
+        ctx = distributed.setup(args.device, timeout=timedelta(minutes=args.dist_timeout_min))
+    except ValueError as exc:
+        print(f"pti: {exc}", file=sys.stderr)
+        return 2
+    tag = f"pti {stage}" + (f" [rank {ctx.rank}/{ctx.world_size}]" if ctx.distributed else "")
+    run_dir = Path(args.output)
+    try:
+        t0 = time.perf_counter()
+        try:
+            G = load(args.generator, device=ctx.device).eval()
+        except CheckpointError as exc:
+            print(f"{tag}: {exc}", file=sys.stderr)
+            return 2  # non-zero: torchrun stops the other ranks
+        setup_seconds = time.perf_counter() - t0
+        options = RunOptions(stage="invert" if stage == "invert" else "tune", align=not args.no_align,
+                             reuse_pivot=not args.no_reuse_pivot, save_generator=args.save_generator,
+                             skip_finished=not args.redo, require_pivot=(stage == "tune"), progress=not args.quiet)
+        share = distributed.shard(paths, ctx.rank, ctx.world_size)
+        worker = ctx.describe()
+        t0 = time.perf_counter()
+        outcomes = process_images(G, share, run_dir, inv_cfg, tune_cfg, options, worker=worker)
+        loop_seconds = time.perf_counter() - t0
+        done = sum(o.status == "done" for o in outcomes)
+        skipped = sum(o.status == "skipped" for o in outcomes)
+        failed = [o for o in outcomes if o.status == "failed"]
+        print(f"{tag}: {done} done, {skipped} already finished, {len(failed)} failed of {len(share)} "
+              f"-> {run_dir}", file=sys.stderr if ctx.distributed else sys.stdout)
+        for o in failed:
+            print(f"  FAILED {o.name}: {o.error}", file=sys.stderr)
+
+        distributed.barrier(ctx)  # every rank has finished its share
+        sessions = distributed.all_gather_objects(ctx, session_record(worker, outcomes, setup_seconds, loop_seconds))
+        status = None
+        if ctx.is_main:
+            info = {"input": str(source), "generator": str(args.generator),
+                    "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)}}
+            summary = build_summary(paths, run_dir, options.stage, sessions, info)
+            json_path, md_path = write_summary(summary, run_dir)
+            c = summary["counts"]
+            print(f"pti {stage}: {c['done']} of {c['images']} image(s) finished, {c['failed']} failed, "
+                  f"{c['missing']} missing; {summary['this_run']['images_per_minute']:.2f} images/min over "
+                  f"{ctx.world_size} process(es); summary: {md_path}")
+            if ctx.distributed:
+                for f in summary["failures"]:
+                    print(f"  FAILED {f['name']} (rank {f['rank']}): {f['error']}", file=sys.stderr)
+            status = 1 if c["failed"] or c["missing"] else 0
+        # rank 0 gives the job's verdict: the other ranks wait for the summary to be written (so that
+        # torchrun does not stop rank 0 while it writes) and exit 0 unless their setup failed.
+        status = distributed.broadcast_from_main(ctx, status)
+        return int(status) if ctx.is_main else 0
+    finally:
+        distributed.teardown(ctx)

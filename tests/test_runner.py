@@ -1,0 +1,233 @@
+"""The per-image runner: resumable run folders, corrupt/half-written outputs, pivot reuse, failures, `pti run`.
+
+Everything runs on a tiny random StyleGAN2 (16 px) with 2 inversion and 2 tuning steps, and the
+offline EfficientNet-Lite0 perceptual distance (no download), on one CPU thread.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_tiny_generator
+from pti.config import InversionConfig, TuningConfig, config_to_dict
+from pti.images import write_image
+from pti.inversion import Pivot
+from pti.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
+                        run_one, staging_dir)
+
+INV = InversionConfig(steps=2, w_avg_samples=100, perceptual_net="effnet-lite0")
+TUNE = TuningConfig(steps=2, perceptual_net="effnet-lite0", lpips_threshold=None)
+OPTS = RunOptions(align=False, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_few_threads):
+    """Tiny convolutions run far faster on one thread than on two contended ones."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    return make_tiny_generator(resolution=16, seed=1)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, G) -> list[Path]:
+    """Three 16x16 PNGs rendered by G (read-only for the tests)."""
+    folder = tmp_path_factory.mktemp("images")
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(4)), None),
+                        noise_mode="const")
+    for i in range(3):
+        write_image(x[i], folder / f"img{i}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def test_list_images_sorted_hidden_skipped_and_name_clashes(tmp_path):
+    for name in ["b.png", "a.jpg", "._a.jpg", "c.txt", "d.PNG"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.png", "d.PNG"]
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match="a.jpg and a.png"):
+        check_unique_names(list_images(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        list_images(tmp_path / "nothing")
+
+
+def test_finished_image_is_skipped(G, images, tmp_path):
+    run = tmp_path / "run"
+    first = process_images(G, images[:2], run, INV, TUNE, OPTS)
+    assert [o.status for o in first] == ["done", "done"]
+    assert all(is_finished(run / p.stem, "tune") for p in images[:2])
+    stamps = [mtime(run / p.stem / "metrics.json") for p in images[:2]]
+    again = process_images(G, images[:2], run, INV, TUNE, OPTS)
+    assert [o.status for o in again] == ["skipped", "skipped"]
+    assert [mtime(run / p.stem / "metrics.json") for p in images[:2]] == stamps
+    with pytest.warns(RuntimeWarning, match="other inversion/tuning settings"):
+        other = process_images(G, images[:1], run, INV, dataclasses.replace(TUNE, steps=3), OPTS)
+    assert other[0].status == "skipped"
+    redo = process_images(G, images[:1], run, INV, TUNE, dataclasses.replace(OPTS, skip_finished=False))
+    assert redo[0].status == "done" and mtime(run / images[0].stem / "metrics.json") != stamps[0]
+
+
+def _finished_run(G, image: Path, run: Path) -> Path:
+    assert process_images(G, [image], run, INV, TUNE, OPTS)[0].status == "done"
+    return run / image.stem
+
+
+@pytest.mark.parametrize("damage", ["killed_in_staging", "metrics_missing", "metrics_corrupt", "file_truncated"])
+def test_half_written_outputs_are_redone(G, images, tmp_path, damage):
+    run = tmp_path / "run"
+    final = run / images[0].stem
+    if damage == "killed_in_staging":  # what a kill during processing leaves
+        staging = staging_dir(final)
+        staging.mkdir(parents=True)
+        (staging / "aligned.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+        (staging / "pivot.pt").write_bytes(b"PK\x03\x04 truncated")
+        (staging / ".inversion.png.abc.tmp").write_bytes(b"")
+    else:
+        _finished_run(G, images[0], run)
+        if damage == "metrics_missing":
+            (final / "metrics.json").unlink()
+        elif damage == "metrics_corrupt":
+            text = (final / "metrics.json").read_text()
+            (final / "metrics.json").write_text(text[: len(text) // 2])
+        else:
+            data = (final / "reconstruction.png").read_bytes()
+            (final / "reconstruction.png").write_bytes(data[: len(data) // 2])
+    assert not is_finished(final, "tune")
+    outcome = process_images(G, images[:1], run, INV, TUNE, OPTS)[0]
+    assert outcome.status == "done", outcome.error
+    assert is_finished(final, "tune") and not staging_dir(final).exists()
+    metrics = json.loads((final / "metrics.json").read_text())
+    if damage == "killed_in_staging":
+        assert metrics["inversion"]["reused_pivot"] is False  # the truncated pivot was not trusted
+    assert set(metrics["files"]) == {"aligned.png", "pivot.pt", "inversion.png", "reconstruction.png"}
+    assert Pivot.load(final / "pivot.pt").w.shape == (1, G.num_ws, G.w_dim)
+
+
+def test_complete_staging_folder_is_moved_into_place(G, images, tmp_path):
+    """A kill between a finished staging folder and its rename: the result is kept, not recomputed."""
+    run = tmp_path / "run"
+    final = _finished_run(G, images[0], run)
+    stamp = mtime(final / "metrics.json")
+    final.rename(staging_dir(final))
+    outcome = process_images(G, images[:1], run, INV, TUNE, OPTS)[0]
+    assert outcome.status == "skipped"
+    assert is_finished(final, "tune") and mtime(final / "metrics.json") == stamp
+    assert not staging_dir(final).exists()
+
+
+def test_reuse_pivot_and_redo_corrupt_or_foreign_pivot(G, images, tmp_path):
+    run = tmp_path / "run"
+    invert_only = RunOptions(stage="invert", align=False, progress=False)
+    assert [o.status for o in process_images(G, images, run, INV, TUNE, invert_only)] == ["done"] * 3
+    pivots = [Pivot.load(run / p.stem / "pivot.pt") for p in images]
+    assert not (run / images[0].stem / "reconstruction.png").exists()
+
+    (run / images[1].stem / "pivot.pt").write_bytes(b"garbage, not a torch file")
+    nan = Pivot(**{**pivots[2].__dict__, "w": torch.full_like(pivots[2].w, float("nan"))})
+    nan.save(run / images[2].stem / "pivot.pt")
+    outcomes = process_images(G, images, run, INV, TUNE, OPTS)
+    assert [o.status for o in outcomes] == ["done"] * 3, [o.error for o in outcomes]
+    reused = [o.metrics["inversion"]["reused_pivot"] for o in outcomes]
+    assert reused == [True, False, False]
+    assert torch.equal(Pivot.load(run / images[0].stem / "pivot.pt").w, pivots[0].w)
+    for p in images[1:]:
+        assert torch.isfinite(Pivot.load(run / p.stem / "pivot.pt").w).all()
+
+    # a pivot made with other inversion settings is not reused by `pti run`, but is by `pti tune`
+    other_inv = dataclasses.replace(INV, steps=3)
+    redo = RunOptions(align=False, progress=False, skip_finished=False)
+    assert process_images(G, images[:1], run, other_inv, TUNE, redo)[0].metrics["inversion"]["reused_pivot"] is False
+    tune_only = RunOptions(align=False, progress=False, skip_finished=False, require_pivot=True)
+    assert process_images(G, images[:1], run, INV, TUNE, tune_only)[0].metrics["inversion"]["reused_pivot"] is True
+
+
+def test_tune_without_pivot_fails_with_a_clear_error(G, images, tmp_path):
+    run = tmp_path / "run"
+    outcome = process_images(G, images[:1], run, INV, TUNE, RunOptions(align=False, progress=False,
+                                                                       require_pivot=True))[0]
+    assert outcome.status == "failed" and "pti invert" in outcome.error and images[0].name in outcome.error
+    assert not (run / images[0].stem).exists() and not staging_dir(run / images[0].stem).exists()
+
+
+def test_non_finite_loss_aborts_only_that_image(G, images, tmp_path):
+    run = tmp_path / "run"
+    # a diverging pivot (finite but enormous) left in the staging folder of image 1 by a killed run
+    huge = Pivot(w=torch.full((1, G.num_ws, G.w_dim), 1e30), space="w", config=config_to_dict(INV))
+    huge.save(staging_dir(run / images[1].stem) / "pivot.pt")
+    outcomes = process_images(G, images, run, INV, TUNE, OPTS)
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert "NonFiniteLossError" in outcomes[1].error
+    assert not (run / images[1].stem).exists() and not staging_dir(run / images[1].stem).exists()
+    record = json.loads(failure_path(run, images[1].stem).read_text())
+    assert "NonFiniteLossError" in record["error"] and record["file"] == str(images[1])
+    # the next run retries it (the bad pivot is gone) and clears the failure record
+    assert [o.status for o in process_images(G, images, run, INV, TUNE, OPTS)] == ["skipped", "done", "skipped"]
+    assert not failure_path(run, images[1].stem).exists()
+
+
+def test_inf_learning_rate_writes_nothing_and_keeps_older_result(G, images, tmp_path):
+    run = tmp_path / "run"
+    invert_only = RunOptions(stage="invert", align=False, progress=False)
+    process_images(G, images[:1], run, INV, TUNE, invert_only)
+    before = (run / images[0].stem / "metrics.json").read_text()
+    bad = TuningConfig(steps=2, lr=float("inf"), perceptual_net="effnet-lite0", lpips_threshold=None)
+    with pytest.raises(RuntimeError, match="tuning loss became"):
+        run_one(G, images[0], run / images[0].stem, INV, bad, OPTS)
+    assert (run / images[0].stem / "metrics.json").read_text() == before  # the invert result is untouched
+    outcomes = process_images(G, images, run, INV, bad, OPTS)
+    assert [o.status for o in outcomes] == ["failed"] * 3
+    assert sorted(os.listdir(run)) == [".failures", images[0].stem]
+    assert sorted(os.listdir(run / ".failures")) == sorted(f"{p.stem}.json" for p in images)
+
+
+def test_pti_run_cli_reports_unreadable_image(G, images, tmp_path, capsys):
+    from pti.cli import main
+    from pti.stylegan2.checkpoints import save
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in images:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.png").write_bytes(b"this is not an image")
+    save(G, tmp_path / "g.safetensors")
+    run = tmp_path / "run"
+    argv = ["run", "--input", str(folder), "--output", str(run), "--generator", str(tmp_path / "g.safetensors"),
+            "--device", "cpu", "--no-align", "--quiet", "--inv-steps", "2", "--tune-steps", "2",
+            "--inv-w-avg-samples", "100", "--inv-perceptual-net", "effnet-lite0",
+            "--tune-perceptual-net", "effnet-lite0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "FAILED broken" in err and "broken.png" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"] == {"images": 4, "done": 3, "failed": 1, "missing": 0}
+    assert [f["name"] for f in summary["failures"]] == ["broken"]
+    assert "cannot read" in summary["failures"][0]["error"]
+    assert summary["this_run"]["processed"] == 3 and summary["this_run"]["images_per_minute"] > 0
+    assert {e["name"]: e["status"] for e in summary["images"]} == {"broken": "failed", "img0": "done",
+                                                                    "img1": "done", "img2": "done"}
+    md = (run / "summary.md").read_text()
+    assert "**broken**" in md and "images/min" in md and "| img2 | done |" in md
+
+    # the user replaces the bad file: the next run does only that image and succeeds
+    shutil.copy(images[0], folder / "broken.png")
+    assert main(argv) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"]["done"] == 4 and summary["failures"] == []
+    assert (summary["this_run"]["processed"], summary["this_run"]["skipped_finished"]) == (1, 3)
+    assert not failure_path(run, "broken").exists()
