@@ -55,6 +55,8 @@ def bias_act(
     """
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
+    if x.ndim > 0:
+        dim = dim % x.ndim  # negative dims count from the end
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}] = {x.shape[dim]}")
     if use_cuda(impl, x):
@@ -75,6 +77,8 @@ def bias_act_ref(
 ) -> torch.Tensor:
     """Pure-PyTorch :func:`bias_act` (differentiable to any order)."""
     spec = ACTIVATIONS[act]
+    if x.ndim > 0:
+        dim = dim % x.ndim
     alpha = float(alpha if alpha is not None else spec.def_alpha)
     gain = float(gain if gain is not None else spec.def_gain)
     clamp = float(clamp if clamp is not None else -1)
