@@ -9,7 +9,8 @@
 """
 from pti.editing.direction import Direction, DirectionMismatchError, apply, render_edits
 from pti.editing.ganspace import PCABasis, ganspace_basis, ganspace_directions
-from pti.editing.interfacegan import BoundaryFit, fit_boundary, fit_generator_boundaries, sample_and_score
+from pti.editing.interfacegan import (BoundaryFit, fit_boundary, fit_generator_boundaries,
+                                      sample_and_score)
 from pti.editing.loaders import (load_directions, load_ganspace, load_ganspace_basis, load_interfacegan,
                                  resolve_direction, save_directions, save_ganspace_npz, save_interfacegan)
 from pti.editing.sefa import sefa_directions
