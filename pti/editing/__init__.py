@@ -16,6 +16,7 @@ from pti.editing.loaders import (load_directions, load_ganspace, load_ganspace_b
 from pti.editing.sefa import sefa_directions
 
 __all__ = ["Direction", "DirectionMismatchError", "apply", "render_edits", "PCABasis", "ganspace_basis",
-           "ganspace_directions", "sefa_directions", "BoundaryFit", "fit_boundary", "fit_generator_boundaries", "sample_and_score",
+           "ganspace_directions", "sefa_directions", "BoundaryFit", "fit_boundary", "fit_generator_boundaries",
+           "sample_and_score",
            "load_interfacegan", "save_interfacegan", "load_ganspace", "load_ganspace_basis", "save_ganspace_npz",
            "load_directions", "save_directions", "resolve_direction"]
