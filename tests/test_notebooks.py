@@ -1,0 +1,250 @@
+"""The numbered notebooks and ``pti report``.
+
+The committed notebooks are checked as files (parameters cell first, no outputs). Then all
+five are executed once, through :func:`pti.report.run_report` (papermill + nbconvert, the
+code path of ``make report``), on a tiny random 64x64 generator with 15 inversion and 15
+tuning steps, and the tests assert on what they wrote: the metrics JSON (finite values,
+PTI's reconstruction better than W's), the figures, the executed notebooks and their HTML.
+The edit widget's callback is exercised headlessly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from conftest import make_tiny_generator
+from pti.report import NOTEBOOKS, ReportError, check_kernel, notebook_parameters, notebooks_dir, run_report, select
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+REQUIRED_PARAMETERS = {"generator", "images", "device", "seed", "output_dir", "inversion_steps", "tuning_steps"}
+TINY = {"device": "cpu", "inversion_steps": 15, "tuning_steps": 15, "w_avg_samples": 500,
+        # LPIPS on a random SqueezeNet: the cheapest distance with LPIPS's code path; its name says "tests only"
+        "perceptual_net": "random-squeeze", "inversion_perceptual_net": "random-squeeze",
+        "alphas": [30.0], "num_drift_samples": 6, "strengths": [-2.0, 0.0, 2.0], "edit_strengths": [-2.0, 0.0, 2.0]}
+METRICS = ("mse", "psnr", "ms_ssim", "perceptual", "identity")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# --- the committed notebooks ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_has_parameters_first_and_no_outputs(name):
+    nb = nbformat.read(str(NOTEBOOK_DIR / f"{name}.ipynb"), as_version=4)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", []), \
+        f"{name}: the first cell must be the code cell tagged 'parameters'"
+    declared = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+    assert REQUIRED_PARAMETERS <= set(declared), f"{name}: missing parameters {REQUIRED_PARAMETERS - set(declared)}"
+    assert declared["generator"] == '"demo"' and declared["output_dir"] == '"../figures"'
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: committed with outputs"
+    prose = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "$$" in prose, f"{name}: the prose should give the paper's equations"
+
+
+def test_select_and_unknown_parameters(tmp_path):
+    assert select(["01", "03"]) == ["01_inversion", "03_locality_regularization"]
+    assert select(None) == list(NOTEBOOKS)
+    with pytest.raises(ReportError, match="unknown"):
+        select(["09"])
+    with pytest.raises(ReportError, match="tuning_stpes"):
+        run_report(["02"], reports=tmp_path / "r", figures=tmp_path / "f", parameters={"tuning_stpes": 3})
+    assert not (tmp_path / "r" / "02_pivotal_tuning.ipynb").exists()
+    with pytest.raises(ReportError, match="not found"):
+        notebooks_dir(tmp_path)
+
+
+def test_kernel_runs_this_interpreter():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from pti.report import _runs_this_interpreter
+
+    check_kernel()
+    argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    assert _runs_this_interpreter(argv0)
+    assert _runs_this_interpreter(sys.executable)
+    assert not _runs_this_interpreter("/nonexistent/python2.7")
+
+
+def test_report_command_rejects_unknown_notebook(capsys):
+    from pti.cli import main
+
+    assert main(["report", "42"]) == 2
+    assert "unknown" in capsys.readouterr().err
+
+
+# --- the widget, headless ---------------------------------------------------------------------
+
+def test_edit_explorer_callback_rerenders():
+    pytest.importorskip("ipywidgets")
+    from pti.editing import Direction
+    from pti.editing.widgets import EditExplorer, EditSource
+
+    G = make_tiny_generator(16)
+    w = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)), None).detach()
+    gen = torch.Generator().manual_seed(2)
+    directions = {f"d{i}": Direction(torch.randn(G.w_dim, generator=gen), name=f"d{i}", scale=2.0) for i in range(2)}
+    explorer = EditExplorer({"W": EditSource(G, w), "W again": EditSource(G, w.clone())}, directions,
+                            photo=torch.zeros(1, 3, 16, 16), cell_size=16)
+    box = explorer.widgets()
+    assert box.children[-1] is explorer.image_widget
+    start = explorer.image_widget.value
+    assert start[:8] == b"\x89PNG\r\n\x1a\n" and explorer.renders == 1
+
+    explorer.controls["strength"].value = 3.0             # what a slider drag does
+    moved = explorer.image_widget.value
+    assert explorer.renders == 2 and moved != start
+    explorer.controls["layers"].value = (0, 2)            # restrict the same edit to two style inputs
+    restricted = explorer.image_widget.value
+    assert explorer.renders == 3 and restricted not in (start, moved)
+    explorer.controls["direction"].value = "d1"
+    assert explorer.renders == 4 and explorer.image_widget.value != restricted
+    explorer.controls["strength"].value = 0.0             # back to the unedited codes
+    assert explorer.image_widget.value == start
+
+    strip = explorer.render("d0", 3.0, (0, G.num_ws))     # photo | W | W again
+    assert strip.shape == (3, 3, 16, 16) and torch.equal(strip[1], strip[2])
+    assert explorer.layer_range(5, 2) == (5, 6) and explorer.layer_range(-3, 99) == (0, G.num_ws)
+
+
+# --- the notebooks, executed ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """All notebooks run once through pti.report with tiny settings (the code path of `make report`)."""
+    root = tmp_path_factory.mktemp("notebooks")
+    generator = root / "tiny64.safetensors"
+    from pti.stylegan2.checkpoints import save
+
+    save(make_tiny_generator(64), generator)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PTI_CACHE_DIR", str(root / "cache"))   # GANSpace/SeFa of the tiny generator: not in ~/.cache
+        # one thread per kernel: the tests share 2 cores, and oversubscribed small ops are many times slower
+        runs = run_report(None, reports=root / "reports", figures=root / "figures", threads=1,
+                          parameters={**TINY, "generator": str(generator)}, progress=False, log=lambda *_: None)
+    return {"runs": {r.name: r for r in runs}, "figures": root / "figures", "reports": root / "reports"}
+
+
+def _metrics(executed, name: str) -> dict:
+    number = name.split("_")[0]
+    path = executed["figures"] / f"{number}_metrics.json"
+    assert path.is_file(), f"{name} did not write {path.name}"
+    data = json.loads(path.read_text())
+    assert data["notebook"] == name
+    for figure in data["figures"]:
+        png = executed["figures"] / figure
+        assert png.is_file() and png.stat().st_size > 1000, f"{name}: figure {figure} missing or empty"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    # the notebook ran in a kernel of this interpreter (so it imported this pti), with the right generator
+    assert Path(data["environment"]["python"]).resolve() == Path(sys.executable).resolve()
+    assert data["environment"]["resolution"] == 64 and data["environment"]["w_dim"] == 32
+    assert data["perceptual_name"].startswith("lpips-squeeze (random backbone")
+    return data
+
+
+def _assert_metric_row(row: dict, where: str) -> None:
+    for key in METRICS:
+        assert _finite(row[key]), f"{where}: {key} = {row[key]!r}"
+    assert 0 <= row["mse"] <= 1 and 0 <= row["ms_ssim"] <= 1 and row["perceptual"] >= 0 and -1 <= row["identity"] <= 1
+
+
+@pytest.mark.slow
+def test_every_notebook_executes_into_ipynb_and_html(executed):
+    assert set(executed["runs"]) == set(NOTEBOOKS)
+    for name, run in executed["runs"].items():
+        assert run.ok, f"{name} failed: {run.error} (executed notebook: {run.ipynb})"
+        nb = nbformat.read(str(run.ipynb), as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and "inversion_steps = 15" in injected[0].source
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors
+        html = run.ipynb.with_suffix(".html").read_text()
+        assert "<html" in html and name.split("_", 1)[1].split("_")[0] in html.lower()
+    summary = json.loads((executed["reports"] / "summary.json").read_text())
+    assert [n["name"] for n in summary["notebooks"]] == list(NOTEBOOKS) and all(n["ok"] for n in summary["notebooks"])
+
+
+@pytest.mark.slow
+def test_01_inversion_metrics(executed):
+    data = _metrics(executed, "01_inversion")
+    assert {"01_aligned.png", "01_inversion.png", "01_inversion_loss.png"} <= set(data["figures"])
+    assert set(data["images"]) == {"grace_hopper", "astronaut"}      # the bundled photos (images=None)
+    for name, methods in data["images"].items():
+        assert set(methods) == {"W", "W+"}
+        for method, row in methods.items():
+            _assert_metric_row(row, f"01 {name} {method}")
+        assert data["w_plus_layer_spread"][name] > 0                 # W+ codes differ across layers
+
+
+@pytest.mark.slow
+def test_02_pti_beats_w(executed):
+    data = _metrics(executed, "02_pivotal_tuning")
+    for name, methods in data["images"].items():
+        for method, row in methods.items():
+            _assert_metric_row(row, f"02 {name} {method}")
+        assert methods["PTI"]["mse"] < methods["W"]["mse"], f"{name}: PTI does not reconstruct better than W"
+        assert methods["PTI"]["psnr"] > methods["W"]["psnr"]
+        tuning = data["tuning"][name]
+        assert 1 <= tuning["steps"] <= 15 and len(tuning["loss_history"]) >= tuning["steps"]
+        assert all(_finite(v) for v in tuning["loss_history"] + tuning["perceptual_history"])
+        assert 0 < tuning["relative_weight_change"] < 0.5
+
+
+@pytest.mark.slow
+def test_03_locality_ablation(executed):
+    data = _metrics(executed, "03_locality_regularization")
+    assert set(data["settings"]) == {"off", "alpha=30"}
+    assert {"03_drift.png", "03_random_samples.png", "03_edits.png"} <= set(data["figures"])
+    for label, s in data["settings"].items():
+        _assert_metric_row(s["reconstruction"], f"03 {label}")
+        assert s["reconstruction"]["mse"] < data["w"]["mse"], f"{label}: PTI does not beat W"
+        assert all(_finite(v) and v >= 0 for v in (s["drift_mean"], s["drift_near"], s["drift_far"]))
+        assert _finite(s["edit_strength_ratio"]) and s["edit_strength_ratio"] > 0
+        assert len(s["edit_identity"]) == 2 and all(_finite(v) for v in s["edit_identity"])
+        drift = data["drift"][label]
+        assert len(drift["drift"]) == len(drift["distance"]) == 6 * 6   # samples x fractions
+        at_pivot = [d for d, f in zip(drift["distance"], drift["fraction"]) if f == 0.0]
+        assert at_pivot and all(abs(d) < 1e-4 for d in at_pivot)
+    assert data["settings"]["off"]["locality_loss_last"] is None
+    assert _finite(data["settings"]["alpha=30"]["locality_loss_last"])
+
+
+@pytest.mark.slow
+def test_04_editing_static_figure_and_widget(executed):
+    data = _metrics(executed, "04_editing")
+    # a random generator has no shipped boundaries: GANSpace and SeFa are computed from it
+    assert set(data["directions"]) == {"ganspace_0", "sefa_0"}
+    assert {f"04_edits_{n}.png" for n in ("grace_hopper", "astronaut")} <= set(data["figures"])
+    for photo, per_dir in data["edits"].items():
+        for direction, per_method in per_dir.items():
+            assert set(per_method) == {"W", "W+", "PTI"}
+            for method, m in per_method.items():
+                change = m["change_from_unedited"]
+                assert len(change) == 3 and all(_finite(v) for v in change + m["identity_to_photo"])
+                assert abs(change[1]) < 1e-5 and change[0] > 1e-4 and change[2] > 1e-4   # s=0 unedited, s=±2 edited
+    assert data["widget"]["image_changed"] is True and data["widget"]["renders"] >= 2
+
+
+@pytest.mark.slow
+def test_05_multi_id(executed):
+    data = _metrics(executed, "05_multi_id")
+    assert set(data["images"]) == {"grace_hopper", "astronaut"}
+    for name, methods in data["images"].items():
+        for method, row in methods.items():
+            _assert_metric_row(row, f"05 {name} {method}")
+        assert methods["PTI multi-ID"]["mse"] < methods["W"]["mse"], f"{name}: multi-ID PTI does not beat W"
+        assert methods["PTI single"]["mse"] < methods["W"]["mse"]
+    assert data["multi_tuning"]["steps"] >= 1 and data["parameters"]["locality"] is True
+    assert len(data["drift"]) == 4 and all(_finite(v["mean"]) and _finite(v["far"]) for v in data["drift"].values())
