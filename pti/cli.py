@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "train-demo": "train_demo",
     "demo-quality": "demo_quality",
     "bench-ops": "bench_ops",
+    "report": "report",
 }
 
 
