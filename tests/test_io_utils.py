@@ -1,0 +1,29 @@
+"""Atomic writes: all or nothing, ordinary permissions."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from pti.io_utils import atomic_path, atomic_write_text
+
+
+def test_atomic_write_permissions_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text("hello", tmp_path / "a.txt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    (tmp_path / "b.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert (tmp_path / "b.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt"]
