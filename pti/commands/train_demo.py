@@ -1,0 +1,63 @@
+"""``pti train-demo``: train (or resume) the 64x64 demo StyleGAN2 on DCGAN faces."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "train or resume the small demo StyleGAN2 on faces sampled from the DigiFace-1M DCGAN (CPU or CUDA)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="train_runs/demo", help="run directory (state.pt, log.txt, samples/)")
+    parser.add_argument("--kimg", type=float, default=1000.0, help="train until this many thousand images are seen")
+    parser.add_argument("--resume", default="auto",
+                        help="'auto' (newer of OUT/state.pt and the committed resume copy), 'none', or a state file")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a new run")
+    parser.add_argument("--batch", type=int, default=None, help="images per step of a new run (default 16)")
+    parser.add_argument("--r1-gamma", type=float, default=None, help="R1 weight of a new run (default 0.05)")
+    parser.add_argument("--lr", type=float, default=None, help="G and D learning rate of a new run (default 0.002)")
+    parser.add_argument("--channel-base", type=int, default=None, help="synthesis channel_base of a new run")
+    parser.add_argument("--channel-max", type=int, default=None, help="synthesis channel_max of a new run")
+    parser.add_argument("--z-dim", type=int, default=None, help="z_dim = w_dim of a new run (default 256)")
+    parser.add_argument("--state-every", type=float, default=600.0, help="seconds between state.pt saves")
+    parser.add_argument("--grid-every", type=float, default=600.0, help="seconds between sample grids")
+    parser.add_argument("--export-every", type=float, default=900.0,
+                        help="seconds between exports of G_ema and the compact resume copy (0: never)")
+    parser.add_argument("--export", default=None,
+                        help="G_ema export path (default pti/assets/demo_generator.safetensors)")
+    parser.add_argument("--resume-copy", default=None,
+                        help="compact resume state path (default pti/assets/train_state/demo_resume.pt)")
+    parser.add_argument("--no-assets", action="store_true",
+                        help="write neither the export nor the compact resume copy (and do not resume from it)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for checks)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import torch
+
+    from pti.train_demo import DEFAULT_EXPORT, DEFAULT_RESUME_COPY, ScheduleConfig, TrainDemoConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"seed": args.seed}
+    for name, key in (("batch", "batch"), ("r1_gamma", "r1_gamma"), ("channel_base", "channel_base"),
+                      ("channel_max", "channel_max")):
+        if getattr(args, name) is not None:
+            overrides[key] = getattr(args, name)
+    if args.lr is not None:
+        overrides.update(g_lr=args.lr, d_lr=args.lr)
+    if args.z_dim is not None:
+        overrides.update(z_dim=args.z_dim, w_dim=args.z_dim)
+    cfg = dataclasses.replace(TrainDemoConfig(), **overrides)
+    schedule = ScheduleConfig(
+        state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
+        export_path=None if args.no_assets else Path(args.export or DEFAULT_EXPORT),
+        resume_copy_path=None if args.no_assets else Path(args.resume_copy or DEFAULT_RESUME_COPY))
+    trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
+                    max_steps=args.max_steps)
+    print(f"pti train-demo: {trainer.nimg / 1000:.2f} kimg seen, state in {Path(args.out) / 'state.pt'}")
+    return 0

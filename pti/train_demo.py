@@ -1,0 +1,445 @@
+"""Train the small demo StyleGAN2 on DCGAN faces (the recipe behind ``pti/assets/demo_generator``).
+
+Generator: this project's :class:`pti.stylegan2.Generator` (64x64, 'skip' architecture).
+Training data: faces sampled on the fly from the DigiFace-1M DCGAN of ``gan-face-generate``
+(:mod:`pti.train_dcgan_source`). Objective (StyleGAN2): non-saturating logistic loss, lazy
+R1 penalty on real images (gradient of the discriminator's score with respect to the real
+image before augmentation), generator EMA with ramp-up, style mixing, mapping network at
+lr x 0.01 and ``w_avg`` tracking. Discriminator: a Projected GAN discriminator on frozen
+EfficientNet-Lite0 features (:mod:`pti.train_projected_d`) with DiffAugment
+(:mod:`pti.train_augment`) on both real and fake images.
+
+A run directory holds ``state.pt`` (everything needed to resume, loadable with
+``torch.load(weights_only=True)``), ``log.txt``, ``samples/*.png`` grids; the exported
+generator and a compact resume copy are written on their own schedules.
+
+Entry point: :func:`train` (also ``pti train-demo``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pti.io_utils import atomic_torch_save
+from pti.stylegan2 import Generator
+from pti.train_augment import diff_augment
+from pti.train_dcgan_source import DCGANFaceSource
+from pti.train_projected_d import ProjectedDConfig, ProjectedDiscriminator
+
+STATE_VERSION = 1
+DEFAULT_EXPORT = Path(__file__).resolve().parent / "assets" / "demo_generator.safetensors"
+DEFAULT_RESUME_COPY = Path(__file__).resolve().parent / "assets" / "train_state" / "demo_resume.pt"
+
+
+@dataclass
+class TrainDemoConfig:
+    """Everything that defines a training run (saved in the state; resuming keeps it).
+
+    Generator: ``z_dim``/``w_dim``, ``mapping_layers``, synthesis ``channel_base`` /
+    ``channel_max`` (channels at resolution r are ``min(channel_base / r, channel_max)``),
+    ``resolution`` (DCGAN faces are 64x64; other values resize them, for tests).
+    Optimisation: Adam with ``lr`` and betas (0, 0.99) for G and D, ``batch`` images per step.
+    ``r1_gamma`` and ``r1_interval``: lazy R1 on reals. ``ema_kimg``: EMA half-life in
+    thousands of images, ramped up as ``min(ema_kimg, ema_rampup * kimg seen)``.
+    ``style_mixing_prob``: per-sample probability of mixing two latents at a random cutoff.
+    ``augment``: DiffAugment policies applied before D. ``calib_images``: real images (from a
+    separate seed) used once to fix D's feature scales. ``d``: discriminator settings.
+    """
+
+    resolution: int = 64
+    z_dim: int = 256
+    w_dim: int = 256
+    mapping_layers: int = 8
+    channel_base: int = 4096
+    channel_max: int = 128
+    batch: int = 16
+    g_lr: float = 0.002
+    d_lr: float = 0.002
+    r1_gamma: float = 0.05
+    r1_interval: int = 16
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    style_mixing_prob: float = 0.9
+    augment: tuple[str, ...] = ("color", "translation", "cutout")
+    calib_images: int = 64
+    d: ProjectedDConfig = field(default_factory=ProjectedDConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["augment"] = list(self.augment)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainDemoConfig":
+        data = dict(data)
+        data["d"] = ProjectedDConfig(**data.get("d", {}))
+        data["augment"] = tuple(data.get("augment", ()))
+        return cls(**data)
+
+
+@dataclass
+class ScheduleConfig:
+    """When to write things, in seconds of wall time (0 disables)."""
+
+    state_interval_s: float = 600.0
+    grid_interval_s: float = 600.0
+    export_interval_s: float = 900.0
+    export_path: Path | None = DEFAULT_EXPORT
+    resume_copy_path: Path | None = DEFAULT_RESUME_COPY
+    log_interval_steps: int = 20
+
+
+def build_generator(cfg: TrainDemoConfig) -> Generator:
+    """The demo generator architecture: ``[N, z_dim]`` -> ``[N, 3, resolution, resolution]``."""
+    return Generator(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
+                     mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier": 0.01},
+                     synthesis_kwargs={"channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
+                                       "architecture": "skip"})
+
+
+def _seeded(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+class DemoTrainer:
+    """One StyleGAN2 + projected-discriminator training run; :meth:`step` does one G and one D update.
+
+    All randomness is drawn from explicit generators (latents/mixing, augmentation, data)
+    plus the global torch RNG (the synthesis layers' random noise); :meth:`state_dict`
+    stores all of them, so a resumed run continues exactly as an uninterrupted one would.
+    """
+
+    def __init__(self, cfg: TrainDemoConfig, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.G = build_generator(cfg).to(self.device).train()
+        self.G_ema = build_generator(cfg).to(self.device).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self.D = ProjectedDiscriminator(cfg.d, seed=cfg.seed + 1).to(self.device).train()
+        self.G_opt = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99), eps=1e-8)
+        self.D_opt = torch.optim.Adam(self.D.heads.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99), eps=1e-8)
+        self.source = DCGANFaceSource(seed=cfg.seed + 2, device=self.device)
+        self.latent_rng = _seeded(cfg.seed + 3, self.device)
+        self.aug_rng = _seeded(cfg.seed + 4, self.device)
+        self.step_count = 0
+        self.nimg = 0
+        # fixed feature scales of D from real images that are not drawn from the training stream
+        calib = DCGANFaceSource(seed=cfg.seed + 5, device=self.device).next_batch(cfg.calib_images)
+        if calib.shape[-1] != cfg.resolution:
+            calib = F.interpolate(calib, size=(cfg.resolution,) * 2, mode="area")
+        self.D.calibrate(calib)
+
+    # ---------------------------------------------------------------- sampling
+    def real_batch(self, n: int) -> torch.Tensor:
+        """``[n, 3, R, R]`` DCGAN faces in [-1, 1] at the training resolution."""
+        x = self.source.next_batch(n)
+        if x.shape[-1] != self.cfg.resolution:
+            x = F.interpolate(x, size=(self.cfg.resolution,) * 2, mode="area")
+        return x
+
+    def mixed_ws(self, G: Generator, n: int, update_w_avg: bool) -> torch.Tensor:
+        """``ws [n, num_ws, w_dim]`` with per-sample style mixing (prob ``style_mixing_prob``)."""
+        z = torch.randn([n, G.z_dim], generator=self.latent_rng, device=self.device)
+        ws = G.mapping(z, None, update_w_avg=update_w_avg)
+        if self.cfg.style_mixing_prob > 0:
+            z2 = torch.randn([n, G.z_dim], generator=self.latent_rng, device=self.device)
+            ws2 = G.mapping(z2, None)
+            cutoff = torch.randint(1, G.num_ws, [n, 1], generator=self.latent_rng, device=self.device)
+            mix = torch.rand([n, 1], generator=self.latent_rng, device=self.device) < self.cfg.style_mixing_prob
+            cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, G.num_ws))
+            use_second = torch.arange(G.num_ws, device=self.device).view(1, -1) >= cutoff  # [n, num_ws]
+            ws = torch.where(use_second.unsqueeze(-1), ws2, ws)
+        return ws
+
+    def run_D(self, img: torch.Tensor) -> list[torch.Tensor]:
+        return self.D(diff_augment(img, self.cfg.augment, generator=self.aug_rng))
+
+    # ---------------------------------------------------------------- one step
+    def step(self) -> dict[str, float]:
+        """One D update (with lazy R1) then one G update and the EMA; returns scalar stats."""
+        cfg, B = self.cfg, self.cfg.batch
+        stats: dict[str, float] = {}
+
+        # discriminator
+        self.D.heads.requires_grad_(True)
+        with torch.no_grad():
+            fake = self.G.synthesis(self.mixed_ws(self.G, B, update_w_avg=False))
+        real = self.real_batch(B)
+        do_r1 = cfg.r1_gamma > 0 and cfg.r1_interval > 0 and self.step_count % cfg.r1_interval == 0
+        real = real.detach().requires_grad_(do_r1)
+        fake_logits = self.run_D(fake)
+        real_logits = self.run_D(real)
+        loss_fake = sum(F.softplus(l).mean() for l in fake_logits)
+        loss_real = sum(F.softplus(-l).mean() for l in real_logits)
+        loss_D = loss_fake + loss_real
+        if do_r1:
+            score = sum(l.flatten(1).mean(1) for l in real_logits)
+            (grad,) = torch.autograd.grad(score.sum(), real, create_graph=True)
+            penalty = grad.square().sum(dim=[1, 2, 3]).mean()
+            loss_D = loss_D + penalty * (cfg.r1_gamma / 2) * cfg.r1_interval
+            stats["r1_penalty"] = float(penalty.detach())
+        self.D_opt.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.D_opt.step()
+        stats.update(loss_D=float(loss_fake.detach() + loss_real.detach()),
+                     D_real=float(sum(l.detach().mean() for l in real_logits)),
+                     D_fake=float(sum(l.detach().mean() for l in fake_logits)))
+
+        # generator
+        self.D.heads.requires_grad_(False)
+        fake = self.G.synthesis(self.mixed_ws(self.G, B, update_w_avg=True))
+        loss_G = sum(F.softplus(-l).mean() for l in self.run_D(fake))
+        self.G_opt.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.G_opt.step()
+        stats["loss_G"] = float(loss_G.detach())
+
+        self.nimg += B
+        self.step_count += 1
+        self.update_ema()
+        return stats
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        ema_nimg = self.cfg.ema_kimg * 1000
+        if self.cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * self.cfg.ema_rampup)
+        beta = 0.5 ** (self.cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # ---------------------------------------------------------------- samples
+    @torch.no_grad()
+    def sample_grid(self, path: Path, n: int = 64, seed: int = 1234, truncation_psi: float = 1.0) -> None:
+        """Write an ``sqrt(n)``-column grid of G_ema samples (fixed latents, const noise) to ``path``."""
+        from pti.images import save_grid
+
+        cols = int(math.sqrt(n))
+        g = _seeded(seed, torch.device("cpu"))
+        z = torch.randn([n, self.G_ema.z_dim], generator=g).to(self.device)
+        img = self.G_ema(z, None, truncation_psi=truncation_psi, noise_mode="const").cpu()
+        save_grid([img[i:i + cols] for i in range(0, n, cols)], path, pad=2,
+                  title=f"G_ema at {self.nimg / 1000:.1f} kimg, psi={truncation_psi}")
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume (plain tensors, numbers, strings: ``weights_only``-loadable)."""
+        return {
+            "version": STATE_VERSION,
+            "config": self.cfg.to_dict(),
+            "G_init_kwargs": self.G.init_kwargs,
+            "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "D": self.D.trainable_state_dict(),
+            "G_opt": self.G_opt.state_dict(),
+            "D_opt": self.D_opt.state_dict(),
+            "step": self.step_count,
+            "nimg": self.nimg,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+                    "latent": self.latent_rng.get_state(), "aug": self.aug_rng.get_state(),
+                    "source": self.source.state_dict()["rng"]},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"training state version {state.get('version')} != {STATE_VERSION}")
+        as_fp32 = lambda sd: {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}  # noqa: E731
+        self.G.load_state_dict(as_fp32(state["G"]))
+        self.G_ema.load_state_dict(as_fp32(state["G_ema"]))
+        self.D.load_trainable_state_dict(as_fp32(state["D"]))
+        self.G_opt.load_state_dict(state["G_opt"])
+        self.D_opt.load_state_dict(state["D_opt"])
+        self.step_count, self.nimg = int(state["step"]), int(state["nimg"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"])
+        self.latent_rng.set_state(rng["latent"])
+        self.aug_rng.set_state(rng["aug"])
+        self.source.load_state_dict({"rng": rng["source"]})
+
+
+def compact_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A smaller resume state for committing (about 3/4 of :meth:`DemoTrainer.state_dict`).
+
+    ``G_ema`` stays float32 (it is the product); the training copies of G and the D heads
+    and Adam's first moments are stored as float16, the second moments (down to ~1e-12,
+    below float16's range) as bfloat16. :meth:`DemoTrainer.load_state_dict` casts them
+    back. Resuming from it continues the run, not bit-identically.
+    """
+    def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (v.to(torch.float16) if v.is_floating_point() and v.ndim > 0 else v) for k, v in sd.items()}
+
+    def shrink(opt_state: dict[str, Any]) -> dict[str, Any]:
+        dtypes = {"exp_avg": torch.float16, "exp_avg_sq": torch.bfloat16}
+        out = {"param_groups": opt_state["param_groups"], "state": {}}
+        for k, s in opt_state["state"].items():
+            out["state"][k] = {n: (v.to(dtypes[n]) if n in dtypes else v) for n, v in s.items()}
+        return out
+
+    return {**state, "G": half(state["G"]), "D": half(state["D"]),
+            "G_opt": shrink(state["G_opt"]), "D_opt": shrink(state["D_opt"])}
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a training state written by this module (``weights_only=True``: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training state here; start without --resume or pass the state.pt "
+                                "of an earlier run")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "G" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a pti train-demo state (expected keys 'config', 'G', ...)")
+    return state
+
+
+def find_resume_state(out_dir: Path, resume: str, fallback: Path | None) -> Path | None:
+    """``resume``: 'none', 'auto' (the newer of ``out_dir/state.pt`` and ``fallback`` by images seen) or a path."""
+    if resume == "none":
+        return None
+    if resume != "auto":
+        return Path(resume)
+    candidates = [p for p in (out_dir / "state.pt", fallback) if p is not None and p.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: int(load_state(p)["nimg"]))
+
+
+def export_generator(G_ema: Generator, path: Path) -> str:
+    """Write ``G_ema`` with ``pti.stylegan2.checkpoints.save``; returns a log message (never raises ImportError)."""
+    try:
+        from pti.stylegan2.checkpoints import save  # written by another part of the project
+    except ImportError as exc:
+        return f"export skipped: pti.stylegan2.checkpoints.save not importable yet ({exc})"
+    G_cpu = G_ema.to("cpu")
+    save(G_cpu, path)
+    G_ema.to(next(G_ema.parameters()).device)
+    return f"exported G_ema to {path} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+class _Log:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = "auto",
+          device: str | None = None, schedule: ScheduleConfig | None = None, max_steps: int | None = None,
+          progress: bool = True) -> DemoTrainer:
+    """Train until ``kimg`` thousand images have been seen (or ``max_steps`` steps, or SIGTERM/SIGINT).
+
+    Resuming replaces ``cfg`` by the configuration stored in the state. Writes
+    ``out_dir/state.pt``, ``log.txt`` and ``samples/`` on the ``schedule``; the state is also
+    written when the run ends or is interrupted.
+    """
+    from tqdm import tqdm
+
+    schedule = schedule or ScheduleConfig()
+    out = Path(out_dir)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    log = _Log(out / "log.txt")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    resume_path = find_resume_state(out, resume, schedule.resume_copy_path)
+    state = None
+    if resume_path is not None:
+        state = load_state(resume_path)
+        cfg = TrainDemoConfig.from_dict(state["config"])
+    trainer = DemoTrainer(cfg, dev)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log(f"resumed from {resume_path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_count})")
+    else:
+        log(f"new run: {cfg.to_dict()}")
+    log(f"device {dev}, torch threads {torch.get_num_threads()}, "
+        f"G {sum(p.numel() for p in trainer.G.parameters()) / 1e6:.2f} M params, "
+        f"D heads {sum(p.numel() for p in trainer.D.heads.parameters()) / 1e6:.2f} M params")
+
+    stop = {"flag": False}
+
+    def _request_stop(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def save_state() -> None:
+        st = trainer.state_dict()
+        atomic_torch_save(st, out / "state.pt")
+        log(f"saved state at {trainer.nimg / 1000:.2f} kimg")
+
+    def save_assets() -> None:
+        if schedule.export_path is not None:
+            log(export_generator(trainer.G_ema, Path(schedule.export_path)))
+        if schedule.resume_copy_path is not None:
+            atomic_torch_save(compact_state(trainer.state_dict()), schedule.resume_copy_path)
+            log(f"wrote resume copy {schedule.resume_copy_path} "
+                f"({Path(schedule.resume_copy_path).stat().st_size / 1e6:.1f} MB)")
+
+    def save_grid() -> None:
+        trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:06d}kimg.png")
+
+    target = int(kimg * 1000)
+    bar = tqdm(total=target, initial=min(trainer.nimg, target), unit="img", unit_scale=True,
+               desc="train-demo", disable=not progress, mininterval=10.0)
+    t_state = t_grid = t_export = time.time()
+    t_log, n_log = time.time(), trainer.nimg
+    acc: dict[str, list[float]] = {}
+    steps_done = 0
+    if state is None:
+        save_grid()
+    try:
+        while trainer.nimg < target and not stop["flag"] and (max_steps is None or steps_done < max_steps):
+            stats = trainer.step()
+            steps_done += 1
+            for k, v in stats.items():
+                acc.setdefault(k, []).append(v)
+            bar.update(cfg.batch)
+            now = time.time()
+            if trainer.step_count % schedule.log_interval_steps == 0:
+                sec_per_kimg = (now - t_log) / max(trainer.nimg - n_log, 1) * 1000
+                means = " ".join(f"{k} {sum(v) / len(v):.4g}" for k, v in sorted(acc.items()))
+                log(f"kimg {trainer.nimg / 1000:.3f} step {trainer.step_count} {means} sec/kimg {sec_per_kimg:.1f}")
+                bar.set_postfix(G=f"{sum(acc['loss_G']) / len(acc['loss_G']):.3f}",
+                                D=f"{sum(acc['loss_D']) / len(acc['loss_D']):.3f}")
+                if any(not math.isfinite(sum(v)) for v in acc.values()):
+                    save_state()
+                    raise FloatingPointError(f"{out / 'log.txt'}: a loss became non-finite at step "
+                                             f"{trainer.step_count}; lower the learning rates or raise r1_gamma")
+                acc, t_log, n_log = {}, now, trainer.nimg
+            if schedule.grid_interval_s and now - t_grid >= schedule.grid_interval_s:
+                save_grid()
+                t_grid = now
+            if schedule.state_interval_s and now - t_state >= schedule.state_interval_s:
+                save_state()
+                t_state = now
+            if schedule.export_interval_s and now - t_export >= schedule.export_interval_s:
+                save_assets()
+                t_export = now
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    save_state()
+    save_grid()
+    if stop["flag"]:
+        log("stopped by signal; resume with --resume auto")
+    return trainer

@@ -1,0 +1,112 @@
+"""The demo-generator recipe: data source, augmentation, a few real training steps, resume, quality metric."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pti.train_augment import diff_augment
+from pti.train_dcgan_source import DCGANFaceSource
+from pti.train_demo import DemoTrainer, ScheduleConfig, TrainDemoConfig, compact_state, load_state, train
+from pti.train_projected_d import ProjectedDConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: with two, the R1 double backward through the depthwise convolutions
+    slows down 10-30x when the 2 cores are shared with other jobs (measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(**kw) -> TrainDemoConfig:
+    cfg = TrainDemoConfig(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512, channel_max=32,
+                          batch=2, r1_interval=2, calib_images=8, r1_gamma=0.1, ema_kimg=0.01, ema_rampup=None,
+                          d=ProjectedDConfig(input_resolution=128, ccm_channels=8, head_channels_max=16), seed=3)
+    return dataclasses.replace(cfg, **kw)
+
+
+def test_dcgan_source_gives_64px_faces_in_range_and_is_seeded():
+    a = DCGANFaceSource(seed=5).next_batch(4)
+    b = DCGANFaceSource(seed=5).next_batch(4)
+    assert a.shape == (4, 3, 64, 64) and a.dtype == torch.float32
+    assert a.min() >= -1 and a.max() <= 1
+    assert a.std() > 0.2  # real images, not a constant
+    assert (a[0] - a[1]).abs().mean() > 0.05  # different faces
+    torch.testing.assert_close(a, b)
+
+
+def test_diff_augment_keeps_shape_and_passes_gradients():
+    x = torch.rand(3, 3, 16, 16, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    y = diff_augment(x * 2 - 1, generator=g)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown DiffAugment policy"):
+        diff_augment(x, ["rotate"])
+
+
+def test_training_steps_ema_and_exact_resume(tmp_path):
+    t = DemoTrainer(tiny_config())
+    ema0 = [p.clone() for p in t.G_ema.parameters()]
+    g0 = [p.clone() for p in t.G.parameters()]
+    for _ in range(3):
+        stats = t.step()
+        assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()), stats
+    assert "r1_penalty" in stats or t.step_count % 2 == 1
+    assert any(not torch.equal(a, b) for a, b in zip(g0, t.G.parameters())), "G did not train"
+    assert any(not torch.equal(a, b) for a, b in zip(ema0, t.G_ema.parameters())), "EMA did not move"
+    assert any(not torch.equal(a, b) for a, b in zip(t.G.parameters(), t.G_ema.parameters())), "EMA equals G"
+    assert not torch.equal(t.G.mapping.w_avg, torch.zeros_like(t.G.mapping.w_avg)), "w_avg not tracked"
+
+    state_path = tmp_path / "state.pt"
+    torch.save(t.state_dict(), state_path)
+    for _ in range(2):
+        t.step()
+    expected = {k: v.clone() for k, v in t.G.state_dict().items()}
+
+    resumed = DemoTrainer(tiny_config(seed=99))  # different init: everything must come from the state
+    resumed.load_state_dict(load_state(state_path))
+    for _ in range(2):
+        resumed.step()
+    for k, v in resumed.G.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0, msg=f"resume diverged at {k}")
+
+    small = compact_state(t.state_dict())
+    assert small["G"]["synthesis.b4.const"].dtype == torch.float16
+    resumed.load_state_dict(small)  # loads (weights and moments cast back to float32)
+    assert resumed.G.synthesis.b4.const.dtype == torch.float32
+    assert resumed.G_opt.state_dict()["state"][0]["exp_avg_sq"].dtype == torch.float32
+    torch.testing.assert_close(resumed.G.synthesis.b4.const, t.G.synthesis.b4.const, rtol=1e-3, atol=1e-3)
+
+
+def test_train_writes_state_log_and_grid(tmp_path):
+    out = tmp_path / "run"
+    schedule = ScheduleConfig(state_interval_s=0, grid_interval_s=0, export_interval_s=0, export_path=None,
+                              resume_copy_path=None, log_interval_steps=1)
+    t = train(tiny_config(), out, kimg=1, resume="auto", device="cpu", schedule=schedule, max_steps=2,
+              progress=False)
+    assert t.nimg == 4
+    assert (out / "state.pt").is_file() and len(list((out / "samples").glob("grid_*.png"))) >= 1
+    log = (out / "log.txt").read_text()
+    assert "loss_G" in log and "sec/kimg" in log
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["nimg"] == 4
+    # resuming picks the state up and continues from 4 images
+    t2 = train(tiny_config(), out, kimg=1, resume="auto", device="cpu", schedule=schedule, max_steps=1,
+               progress=False)
+    assert t2.nimg == 6 and "resumed from" in (out / "log.txt").read_text()
+
+
+def test_mtcnn_metric_finds_dcgan_faces_and_not_flat_images():
+    from pti.demo_quality import count_faces, load_mtcnn
+
+    mtcnn = load_mtcnn()
+    faces = DCGANFaceSource(seed=1).next_batch(8)
+    assert count_faces(mtcnn, faces) >= 6
+    flat = torch.zeros(4, 3, 64, 64)
+    assert count_faces(mtcnn, flat) == 0
