@@ -36,6 +36,8 @@ from pti.train_projected_d import ProjectedDConfig, ProjectedDiscriminator
 
 STATE_VERSION = 1
 DEFAULT_EXPORT = Path(__file__).resolve().parent / "assets" / "demo_generator.safetensors"
+#: hyperparameters that may change when a run is resumed (the architecture may not)
+RESUME_OVERRIDABLE = ("r1_gamma", "r1_interval", "g_lr", "d_lr", "style_mixing_prob", "ema_kimg")
 DEFAULT_RESUME_COPY = Path(__file__).resolve().parent / "assets" / "train_state" / "demo_resume.pt"
 
 
@@ -264,6 +266,9 @@ class DemoTrainer:
         self.D.load_trainable_state_dict(as_fp32(state["D"]))
         self.G_opt.load_state_dict(state["G_opt"])
         self.D_opt.load_state_dict(state["D_opt"])
+        for opt, lr in ((self.G_opt, self.cfg.g_lr), (self.D_opt, self.cfg.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr  # the configuration (possibly changed on resume) wins
         self.step_count, self.nimg = int(state["step"]), int(state["nimg"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -344,10 +349,12 @@ class _Log:
 
 def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = "auto",
           device: str | None = None, schedule: ScheduleConfig | None = None, max_steps: int | None = None,
-          progress: bool = True) -> DemoTrainer:
+          progress: bool = True, resume_overrides: set[str] | None = None) -> DemoTrainer:
     """Train until ``kimg`` thousand images have been seen (or ``max_steps`` steps, or SIGTERM/SIGINT).
 
-    Resuming replaces ``cfg`` by the configuration stored in the state. Writes
+    Resuming replaces ``cfg`` by the configuration stored in the state, except the fields
+    named in ``resume_overrides`` (only those in :data:`RESUME_OVERRIDABLE`), which take
+    ``cfg``'s values. Writes
     ``out_dir/state.pt``, ``log.txt`` and ``samples/`` on the ``schedule``; the state is also
     written when the run ends or is interrupted.
     """
@@ -361,13 +368,19 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
 
     resume_path = find_resume_state(out, resume, schedule.resume_copy_path)
     state = None
+    changed: dict[str, Any] = {}
     if resume_path is not None:
         state = load_state(resume_path)
-        cfg = TrainDemoConfig.from_dict(state["config"])
+        stored = TrainDemoConfig.from_dict(state["config"])
+        changed = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE
+                   if k in (resume_overrides or ()) and getattr(cfg, k) != getattr(stored, k)}
+        cfg = dataclasses.replace(stored, **changed)
     trainer = DemoTrainer(cfg, dev)
     if state is not None:
         trainer.load_state_dict(state)
         log(f"resumed from {resume_path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_count})")
+        if changed:
+            log(f"changed on resume: {changed}")
     else:
         log(f"new run: {cfg.to_dict()}")
     log(f"device {dev}, torch threads {torch.get_num_threads()}, "

@@ -96,10 +96,13 @@ def test_train_writes_state_log_and_grid(tmp_path):
     assert "loss_G" in log and "sec/kimg" in log
     state = torch.load(out / "state.pt", weights_only=True)
     assert state["nimg"] == 4
-    # resuming picks the state up and continues from 4 images
-    t2 = train(tiny_config(), out, kimg=1, resume="auto", device="cpu", schedule=schedule, max_steps=1,
-               progress=False)
-    assert t2.nimg == 6 and "resumed from" in (out / "log.txt").read_text()
+    # resuming picks the state up and continues from 4 images; the architecture comes from the
+    # state, an allowed hyperparameter from the caller
+    t2 = train(tiny_config(r1_gamma=0.5, z_dim=64), out, kimg=1, resume="auto", device="cpu", schedule=schedule,
+               max_steps=1, progress=False, resume_overrides={"r1_gamma", "z_dim"})
+    log = (out / "log.txt").read_text()
+    assert t2.nimg == 6 and "resumed from" in log and "changed on resume: {'r1_gamma': 0.5}" in log
+    assert t2.cfg.r1_gamma == 0.5 and t2.cfg.z_dim == 32
 
 
 def test_mtcnn_metric_finds_dcgan_faces_and_not_flat_images():

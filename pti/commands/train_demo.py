@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a new run")
     parser.add_argument("--batch", type=int, default=None, help="images per step of a new run (default 16)")
-    parser.add_argument("--r1-gamma", type=float, default=None, help="R1 weight of a new run (default 0.05)")
-    parser.add_argument("--lr", type=float, default=None, help="G and D learning rate of a new run (default 0.002)")
+    parser.add_argument("--r1-gamma", type=float, default=None, help="R1 weight (default 0.05; also changes a resumed run)")
+    parser.add_argument("--lr", type=float, default=None, help="G and D learning rate (default 0.002; also changes a resumed run)")
     parser.add_argument("--channel-base", type=int, default=None, help="synthesis channel_base of a new run")
     parser.add_argument("--channel-max", type=int, default=None, help="synthesis channel_max of a new run")
     parser.add_argument("--z-dim", type=int, default=None, help="z_dim = w_dim of a new run (default 256)")
@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
         export_path=None if args.no_assets else Path(args.export or DEFAULT_EXPORT),
         resume_copy_path=None if args.no_assets else Path(args.resume_copy or DEFAULT_RESUME_COPY))
+    resume_overrides = {k for k, given in (("r1_gamma", args.r1_gamma is not None), ("g_lr", args.lr is not None),
+                                           ("d_lr", args.lr is not None)) if given}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
-                    max_steps=args.max_steps)
+                    max_steps=args.max_steps, resume_overrides=resume_overrides)
     print(f"pti train-demo: {trainer.nimg / 1000:.2f} kimg seen, state in {Path(args.out) / 'state.pt'}")
     return 0
