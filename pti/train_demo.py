@@ -137,6 +137,7 @@ class DemoTrainer:
         self.aug_rng = _seeded(cfg.seed + 4, self.device)
         self.step_count = 0
         self.nimg = 0
+        self.train_seconds = 0.0  # wall time spent in step() over all sessions of the run
         # fixed feature scales of D from real images that are not drawn from the training stream
         calib = DCGANFaceSource(seed=cfg.seed + 5, device=self.device).next_batch(cfg.calib_images)
         if calib.shape[-1] != cfg.resolution:
@@ -251,6 +252,7 @@ class DemoTrainer:
             "D_opt": self.D_opt.state_dict(),
             "step": self.step_count,
             "nimg": self.nimg,
+            "train_seconds": self.train_seconds,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
                     "latent": self.latent_rng.get_state(), "aug": self.aug_rng.get_state(),
@@ -270,6 +272,7 @@ class DemoTrainer:
             for group in opt.param_groups:
                 group["lr"] = lr  # the configuration (possibly changed on resume) wins
         self.step_count, self.nimg = int(state["step"]), int(state["nimg"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and self.device.type == "cuda":
@@ -397,7 +400,7 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
     def save_state() -> None:
         st = trainer.state_dict()
         atomic_torch_save(st, out / "state.pt")
-        log(f"saved state at {trainer.nimg / 1000:.2f} kimg")
+        log(f"saved state at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h of training)")
 
     def save_assets() -> None:
         if schedule.export_path is not None:
@@ -421,7 +424,9 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
         save_grid()
     try:
         while trainer.nimg < target and not stop["flag"] and (max_steps is None or steps_done < max_steps):
+            t_step = time.time()
             stats = trainer.step()
+            trainer.train_seconds += time.time() - t_step
             steps_done += 1
             for k, v in stats.items():
                 acc.setdefault(k, []).append(v)
