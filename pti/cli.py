@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "smoke": "smoke",
     "train-demo": "train_demo",
     "demo-quality": "demo_quality",
+    "bench": "bench",
     "bench-ops": "bench_ops",
     "report": "report",
 }

@@ -6,6 +6,12 @@ Roich et al., "Pivotal Tuning for Latent-based Editing of Real Images" (ACM TOG 
 N_r = 1 sample per step, w_z drawn from the mapping network with truncation 0.5.
 Every field is a plain value so that configs round-trip through JSON, the CLI and
 notebook parameters (see :func:`config_from_dict`, :func:`config_to_dict`).
+
+The execution fields at the end of :class:`InversionConfig` and :class:`TuningConfig`
+(``precision``, ``channels_last``, ``adam``, ``compile``, ``compile_mode``, ``sync_every``,
+``force_fp32``) choose how the same optimisation is computed, never what is optimised. Their
+defaults do what the official implementation does (fp32, one host sync per step, no
+compilation); every faster setting is opt-in and measured by ``pti bench``.
 """
 from __future__ import annotations
 
@@ -15,6 +21,13 @@ from typing import Any, Literal, TypeVar
 
 Space = Literal["w", "w+"]
 NoiseMode = Literal["const", "random", "none"]
+Precision = Literal["fp32", "bf16", "fp16"]
+AdamImpl = Literal["auto", "loop", "foreach", "fused"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+ADAM_IMPLS: tuple[str, ...] = ("auto", "loop", "foreach", "fused")
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -35,6 +48,14 @@ class InversionConfig:
     perceptual_resolution: int | None = 256  # images larger than this are area-downsampled before the distance
     l2_weight: float = 0.0                   # optional pixel L2 term (0 = the projector's pure perceptual loss)
     seed: int = 0
+    # execution (see the module doc): how the steps are computed, not what they compute
+    force_fp32: bool = True                  # False: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)
+    precision: Precision = "fp32"            # autocast of synthesis + perceptual: 'fp32' (off), 'bf16', 'fp16'
+    channels_last: bool = False              # NHWC perceptual network (and fp16 synthesis blocks)
+    adam: AdamImpl = "auto"                  # torch.optim.Adam: 'auto' (torch's pick), 'loop' (official), 'foreach', 'fused'
+    compile: bool = False                    # torch.compile the fixed-shape forward (and the masked Adam step)
+    compile_mode: CompileMode = "default"    # 'reduce-overhead' adds CUDA graphs
+    sync_every: int = 1                      # host syncs (history, NaN check, progress) only every N steps
 
 
 @dataclass
@@ -68,12 +89,30 @@ class TuningConfig:
     noise_mode: NoiseMode = "const"
     use_pivot_noise: bool = False            # render with the pivot's optimised noise maps instead of G's
     batch_size: int | None = None            # multi-image: pivots per step (None: all of them)
-    force_fp32: bool = True
+    force_fp32: bool = True                  # False: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)
     seed: int = 0
     locality: LocalityConfig = field(default_factory=LocalityConfig)
+    # execution (see the module doc and InversionConfig): how the steps are computed, not what they compute
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    adam: AdamImpl = "auto"                  # ignored (pti.optim.FlatAdam is used) when updates are masked on the device
+    compile: bool = False
+    compile_mode: CompileMode = "default"
+    sync_every: int = 1                      # >1: early stop decided on the device, frozen weights, syncs every N steps
 
 
 C = TypeVar("C")
+
+
+def check_execution(cfg: InversionConfig | TuningConfig) -> None:
+    """Raise ``ValueError`` naming the option when an execution field has an unknown value."""
+    name = type(cfg).__name__
+    for option, value, valid in (("precision", cfg.precision, PRECISIONS), ("adam", cfg.adam, ADAM_IMPLS),
+                                 ("compile_mode", cfg.compile_mode, COMPILE_MODES)):
+        if value not in valid:
+            raise ValueError(f"{name}.{option} must be one of {valid}, got {value!r}")
+    if not isinstance(cfg.sync_every, int) or cfg.sync_every < 1:
+        raise ValueError(f"{name}.sync_every must be an integer >= 1, got {cfg.sync_every!r}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

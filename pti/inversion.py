@@ -6,6 +6,12 @@ Gaussian noise on w whose scale (``w_std * w_noise_factor``) decays quadraticall
 perceptual loss plus the noise-map autocorrelation penalty; noise maps re-normalised to
 zero mean and unit variance after every step. ``space='w'`` optimises one w broadcast to
 all ``num_ws`` layers (the paper); ``space='w+'`` one w per layer.
+
+:func:`project_batch` inverts K photos at once through the same generator (one batched
+synthesis per step; each photo keeps its own w, noise maps, random stream and Adam state, so
+the result equals K calls of :func:`project` up to float rounding); :func:`project` is the
+K = 1 case. The execution fields of the config (autocast, channels_last, Adam
+implementation, torch.compile, host syncs every N steps) change only how a step is computed.
 """
 from __future__ import annotations
 
@@ -13,14 +19,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pti.config import InversionConfig, config_to_dict
-from pti.losses import PerceptualLoss, l2_loss, noise_regularization
+from pti.config import InversionConfig, check_execution, config_to_dict
+from pti.execution import (DeferredHistory, autocast, channels_last, first_non_finite, maybe_compile,
+                           needs_loss_scaling, traceable_ops)
+from pti.losses import PerceptualLoss, l2_per_image, noise_regularization_per_image
+from pti.optim import DeviceLossScaler, FlatAdam, make_adam
 
 
 class NonFiniteLossError(RuntimeError):
@@ -38,7 +47,8 @@ class Pivot:
         space: 'w' or 'w+'.
         loss_history: per-step total loss.
         perceptual_history: per-step perceptual distance.
-        steps: steps run; seconds: wall time; config: the InversionConfig as a dict.
+        steps: steps run; seconds: wall time (of a batch from :func:`project_batch`: its wall time
+            divided by the number of photos); config: the InversionConfig as a dict.
     """
 
     w: torch.Tensor
@@ -116,6 +126,29 @@ def learning_rate(step: int, steps: int, cfg: InversionConfig) -> float:
     return cfg.lr * ramp
 
 
+def _initial_w(G: torch.nn.Module, w_init: torch.Tensor | None, w_avg: torch.Tensor, cfg: InversionConfig,
+               device: torch.device) -> torch.Tensor:
+    """The start of the optimisation: ``[1, 1, w_dim]`` ('w') or ``[1, num_ws, w_dim]`` ('w+')."""
+    num_ws = G.num_ws
+    if w_init is not None:
+        start = w_init.detach().to(device=device, dtype=torch.float32).reshape(1, -1, G.w_dim)
+        if start.shape[1] not in (1, num_ws):
+            raise ValueError(f"w_init must have 1 or {num_ws} rows of {G.w_dim}, got {tuple(w_init.shape)}")
+        if cfg.space == "w" and start.shape[1] == num_ws:
+            start = start.mean(dim=1, keepdim=True)
+    else:
+        start = w_avg
+    if cfg.space == "w+":
+        start = start.expand(1, num_ws, G.w_dim)
+    return start
+
+
+def _target_list(targets: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(targets, torch.Tensor):
+        return list(targets.unbind(0)) if targets.ndim == 4 else [targets]
+    return list(targets)
+
+
 def project(
     G: torch.nn.Module,
     target: torch.Tensor,
@@ -135,77 +168,157 @@ def project(
         w_init: optional start ``[w_dim]``, ``[1, w_dim]`` or ``[1, num_ws, w_dim]`` (e.g. an encoder's output);
             default: the mean of the mapping samples.
         perceptual: a ready :class:`~pti.losses.PerceptualLoss` (built from ``cfg`` when None).
-        callback: called as ``callback(step, {'loss', 'perceptual', 'lr'})`` after every step.
+        callback: called as ``callback(step, {'loss', 'perceptual', 'lr'})`` after every step (with
+            ``cfg.sync_every > 1``: for each step, in order, at every sync).
     Returns: a :class:`Pivot`. Raises :class:`NonFiniteLossError` if the loss becomes NaN/inf.
+    """
+    if target.ndim == 4 and target.shape[0] != 1:
+        raise ValueError(f"target must be [3, H, W] or [1, 3, H, W], got {tuple(target.shape)}; "
+                         "use project_batch for several photos")
+    single_callback = None
+    if callback is not None:
+        def single_callback(step: int, values: dict[str, Any]) -> None:
+            callback(step, {"loss": values["loss"][0], "perceptual": values["perceptual"][0], "lr": values["lr"]})
+    return project_batch(G, [target], cfg, w_init=None if w_init is None else [w_init], perceptual=perceptual,
+                         progress=progress, callback=single_callback)[0]
+
+
+def project_batch(
+    G: torch.nn.Module,
+    targets: torch.Tensor | Sequence[torch.Tensor],
+    cfg: InversionConfig | None = None,
+    *,
+    w_init: Sequence[torch.Tensor | None] | None = None,
+    perceptual: PerceptualLoss | None = None,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[Pivot]:
+    """Invert K photos at once (one batched synthesis per step); photo k's pivot equals ``project(G, targets[k])``.
+
+    Args:
+        targets: ``[K, 3, H, W]`` or a list of K ``[3, H, W]``/``[1, 3, H, W]``, in [-1, 1].
+        w_init: None, or one start (or None) per photo, as :func:`project`'s ``w_init``.
+        callback: ``callback(step, {'loss': [K], 'perceptual': [K], 'lr': float})``.
+    Returns: K :class:`Pivot` in the order of ``targets``. Raises :class:`NonFiniteLossError` (naming the
+    photo) if a loss becomes NaN/inf.
     """
     cfg = cfg or InversionConfig()
     if cfg.space not in ("w", "w+"):
         raise ValueError(f"space must be 'w' or 'w+', got {cfg.space!r}")
     if cfg.steps < 1:
         raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    check_execution(cfg)
     device = next(G.parameters()).device
     t0 = time.perf_counter()
-    target = prepare_target(target, G.img_resolution, device)
+    x = torch.cat([prepare_target(t, G.img_resolution, device) for t in _target_list(targets)])
+    k_photos = x.shape[0]
+    inits = list(w_init) if w_init is not None else [None] * k_photos
+    if len(inits) != k_photos:
+        raise ValueError(f"got {k_photos} targets but {len(inits)} w_init entries")
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
-    gen = torch.Generator().manual_seed(cfg.seed)
 
     w_avg, w_std = w_statistics(G, cfg.w_avg_samples, cfg.seed, device)
     num_ws = G.num_ws
-    if w_init is not None:
-        start = w_init.detach().to(device=device, dtype=torch.float32).reshape(1, -1, G.w_dim)
-        if start.shape[1] not in (1, num_ws):
-            raise ValueError(f"w_init must have 1 or {num_ws} rows of {G.w_dim}, got {tuple(w_init.shape)}")
-        if cfg.space == "w" and start.shape[1] == num_ws:
-            start = start.mean(dim=1, keepdim=True)
-    else:
-        start = w_avg
-    if cfg.space == "w+":
-        start = start.expand(1, num_ws, G.w_dim)
-    w_opt = start.clone().requires_grad_(True)  # [1, 1 or num_ws, w_dim]
+    start = torch.cat([_initial_w(G, w, w_avg, cfg, device) for w in inits])  # [K, 1 or num_ws, w_dim]
 
+    # Each photo has its own random stream, seeded as a single-photo run: its noise maps, then per-step w noise.
     noise_layers = G.synthesis.noise_layers()
-    noise = [torch.randn([1, 1, layer.resolution, layer.resolution], generator=gen).to(device)
-             for layer in noise_layers] if cfg.optimize_noise else []
-    for n in noise:
-        n.requires_grad_(True)
-    optimizer = torch.optim.Adam([w_opt] + noise, betas=(0.9, 0.999), lr=cfg.lr)
+    noise_init: list[list[torch.Tensor]] = [[] for _ in noise_layers]
+    w_noise_unit = []
+    for _ in range(k_photos):
+        gen = torch.Generator().manual_seed(cfg.seed)
+        if cfg.optimize_noise:
+            for maps, layer in zip(noise_init, noise_layers):
+                maps.append(torch.randn([1, 1, layer.resolution, layer.resolution], generator=gen))
+        w_noise_unit.append(torch.stack([torch.randn([1, *start.shape[1:]], generator=gen) for _ in range(cfg.steps)]))
+    w_noise_unit_all = torch.cat(w_noise_unit, dim=1).to(device)  # [steps, K, 1 or num_ws, w_dim]
+    noise = [torch.cat(maps).to(device) for maps in noise_init] if cfg.optimize_noise else []
 
-    pivot = Pivot(w=w_opt.detach(), space=cfg.space, perceptual_name=perceptual.name, config=config_to_dict(cfg))
-    bar = tqdm(range(cfg.steps), desc=f"invert ({cfg.space})", disable=not progress, leave=False)
-    for step in bar:
-        lr = learning_rate(step, cfg.steps, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        w_noise_scale = w_std * cfg.w_noise_factor * max(0.0, 1.0 - step / (cfg.steps * cfg.w_noise_ramp)) ** 2 \
-            if cfg.w_noise_ramp > 0 else 0.0
-        w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * w_noise_scale
-        ws = (w_opt + w_noise).expand(1, num_ws, G.w_dim)
-        image = G.synthesis(ws, noise_mode="const", noise=noise if noise else None)
-        dist = perceptual(image, target).sum()
+    scaler = DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
+    flat: FlatAdam | None = None
+    if scaler is not None:  # fp16: per-photo overflow skipping needs the masked Adam
+        flat = FlatAdam([start] + noise, lr=cfg.lr, compile_update=cfg.compile)
+        w_opt, *noise = flat.params
+        optimizer = None
+    else:
+        w_opt = start.clone().requires_grad_(True)
+        for n in noise:
+            n.requires_grad_(True)
+        optimizer = make_adam([w_opt] + noise, lr=cfg.lr, impl=cfg.adam)
+
+    def forward(w_opt: torch.Tensor, w_noise: torch.Tensor, noise: list[torch.Tensor],
+                x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-photo losses ``[K]`` and perceptual distances ``[K]``."""
+        ws = (w_opt + w_noise).expand(-1, num_ws, -1)
+        with autocast(device, cfg.precision):
+            image = G.synthesis(ws, noise_mode="const", force_fp32=cfg.force_fp32, noise=noise if noise else None)
+            dist = perceptual(image, x).float()
         loss = dist
         if noise:
-            loss = loss + cfg.noise_reg_weight * noise_regularization(noise)
+            loss = loss + cfg.noise_reg_weight * noise_regularization_per_image(noise)
         if cfg.l2_weight:
-            loss = loss + cfg.l2_weight * l2_loss(image, target)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"inversion loss became {loss_value} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():  # keep noise maps zero-mean, unit-variance
-            for n in noise:
-                n -= n.mean()
-                n *= n.square().mean().rsqrt()
-        pivot.loss_history.append(loss_value)
-        dist_value = float(dist.detach())
-        pivot.perceptual_history.append(dist_value)
-        bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_value:.4f}")
-        if callback is not None:
-            callback(step, {"loss": loss_value, "perceptual": dist_value, "lr": lr})
+            loss = loss + cfg.l2_weight * l2_per_image(image.float(), x)
+        return loss, dist
 
-    pivot.w = w_opt.detach().expand(1, num_ws, G.w_dim).clone()
-    pivot.noise = [n.detach().clone() for n in noise]
-    pivot.steps = cfg.steps
-    pivot.seconds = time.perf_counter() - t0
-    return pivot
+    step_loss = maybe_compile(forward, cfg.compile, cfg.compile_mode)
+    pivots = [Pivot(w=start[k:k + 1], space=cfg.space, perceptual_name=perceptual.name, config=config_to_dict(cfg))
+              for k in range(k_photos)]
+    history = DeferredHistory(cfg.sync_every)
+    desc = f"invert ({cfg.space})" + (f" x{k_photos}" if k_photos > 1 else "")
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False)
+    with traceable_ops(device, cfg.compile), channels_last([perceptual], [G], enabled=cfg.channels_last):
+        for step in bar:
+            lr = learning_rate(step, cfg.steps, cfg)
+            if flat is not None:
+                flat.set_lr(lr)
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            w_noise_scale = w_std * cfg.w_noise_factor * max(0.0, 1.0 - step / (cfg.steps * cfg.w_noise_ramp)) ** 2 \
+                if cfg.w_noise_ramp > 0 else 0.0
+            loss, dist = step_loss(w_opt, w_noise_unit_all[step] * w_noise_scale, noise, x)
+            history.record(step, loss=loss, perceptual=dist)
+            if history.due(step) or step == cfg.steps - 1:  # check before this step's update, as one-sync-per-step did
+                _consume(history.flush(), pivots, bar, callback, cfg)
+            total = loss.sum()
+            if flat is not None:
+                flat.zero_grad()
+                scaler.scale_loss(total).backward()
+                flat.step(scaler=scaler)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+            with torch.no_grad():  # keep each photo's noise maps zero-mean, unit-variance
+                for n in noise:
+                    n -= n.mean(dim=(1, 2, 3), keepdim=True)
+                    n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+
+    seconds = (time.perf_counter() - t0) / k_photos
+    for k, pivot in enumerate(pivots):
+        pivot.w = w_opt.detach()[k:k + 1].expand(1, num_ws, G.w_dim).clone()
+        pivot.noise = [n.detach()[k:k + 1].clone() for n in noise]
+        pivot.steps = cfg.steps
+        pivot.seconds = seconds
+    return pivots
+
+
+def _consume(rows: list[tuple[int, dict[str, Any]]], pivots: list[Pivot], bar: Any,
+             callback: Callable[[int, dict[str, Any]], None] | None, cfg: InversionConfig) -> None:
+    """Append flushed per-step values to the pivots' histories; raise on a non-finite loss."""
+    bad = first_non_finite(rows, "loss")
+    if bad is not None:
+        step, value = bad
+        row = dict(rows)[step]
+        photo = next(k for k, v in enumerate(row["loss"]) if not math.isfinite(v))
+        which = f" (photo {photo})" if len(pivots) > 1 else ""
+        raise NonFiniteLossError(f"inversion loss became {value} at step {step}{which}")
+    for step, row in rows:
+        for k, pivot in enumerate(pivots):
+            pivot.loss_history.append(row["loss"][k])
+            pivot.perceptual_history.append(row["perceptual"][k])
+        if callback is not None:
+            callback(step, {**row, "lr": learning_rate(step, cfg.steps, cfg)})
+    if rows:
+        last = rows[-1][1]
+        bar.set_postfix(loss=f"{max(last['loss']):.4f}", dist=f"{max(last['perceptual']):.4f}")

@@ -1,7 +1,9 @@
 """Losses of inversion and pivotal tuning.
 
-- :func:`l2_loss`: mean squared error of [-1, 1] images (``torch.nn.MSELoss`` as the paper).
-- :func:`noise_regularization`: StyleGAN2's projector penalty on noise-map autocorrelation.
+- :func:`l2_loss`: mean squared error of [-1, 1] images (``torch.nn.MSELoss`` as the paper);
+  :func:`l2_per_image` the same per image.
+- :func:`noise_regularization`: StyleGAN2's projector penalty on noise-map autocorrelation
+  (:func:`noise_regularization_per_image` for a batch of photos' maps).
 - :class:`PerceptualLoss`: LPIPS through the ``lpips`` package, or the named offline
   fallback of :mod:`pti.perceptual`, on images optionally area-downsampled first.
 - :class:`LocalityRegularizer`: PTI's locality regularisation (Sec. 3.3).
@@ -23,23 +25,38 @@ def l2_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x, y)
 
 
+def l2_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each image of ``[N, ...]`` batches: ``[N]``."""
+    return (x - y).square().flatten(1).mean(dim=1)
+
+
+def noise_regularization_per_image(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:func:`noise_regularization` of each photo's maps: maps ``[N, 1, R, R]`` -> ``[N]``."""
+    if not noise_maps:
+        return torch.zeros([1])
+    total = torch.zeros([noise_maps[0].shape[0]], device=noise_maps[0].device)
+    for v in noise_maps:
+        v = v.reshape(v.shape[0], 1, *v.shape[-2:])
+        while True:
+            total = total + (v * torch.roll(v, shifts=1, dims=3)).mean(dim=(1, 2, 3)) ** 2
+            total = total + (v * torch.roll(v, shifts=1, dims=2)).mean(dim=(1, 2, 3)) ** 2
+            if v.shape[2] <= 8:
+                break
+            v = F.avg_pool2d(v, kernel_size=2)
+    return total
+
+
 def noise_regularization(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sum over maps and pyramid levels of squared horizontal and vertical autocorrelations.
 
     Each map ``[1, 1, R, R]`` is repeatedly 2x average-pooled down to 8x8; at each level the
     squared mean of ``v * roll(v, 1)`` along both axes is added. Zero for white noise in
-    expectation; grows when a map starts to encode image structure.
+    expectation; grows when a map starts to encode image structure. (Maps ``[N, 1, R, R]``
+    give the sum over the N photos.)
     """
-    total = torch.zeros([], device=noise_maps[0].device if noise_maps else "cpu")
-    for v in noise_maps:
-        v = v.reshape(1, 1, *v.shape[-2:])
-        while True:
-            total = total + (v * torch.roll(v, shifts=1, dims=3)).mean() ** 2
-            total = total + (v * torch.roll(v, shifts=1, dims=2)).mean() ** 2
-            if v.shape[2] <= 8:
-                break
-            v = F.avg_pool2d(v, kernel_size=2)
-    return total
+    if not noise_maps:
+        return torch.zeros([])
+    return noise_regularization_per_image(noise_maps).sum()
 
 
 def downsample_to(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
@@ -63,9 +80,14 @@ class PerceptualLoss(nn.Module):
         self.distance = load_perceptual(net=net, device=device)
         self.resolution = resolution
         self.name: str = self.distance.name
+        self.channels_last = False  # NHWC inputs (set by pti.execution.channels_last together with NHWC weights)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.distance(downsample_to(x, self.resolution), downsample_to(y, self.resolution))
+        x, y = downsample_to(x, self.resolution), downsample_to(y, self.resolution)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = y.contiguous(memory_format=torch.channels_last)
+        return self.distance(x, y)
 
 
 def step_towards(w_pivot: torch.Tensor, w_target: torch.Tensor, alpha: float, norm: str = "paper") -> torch.Tensor:
@@ -102,30 +124,61 @@ class LocalityRegularizer:
         self.cfg = cfg
 
     def sample_w(self, w_pivots: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``w_r`` for each of ``num_samples`` random ``w_z``, around randomly chosen pivots."""
+        """``w_r [num_samples, num_ws, w_dim]`` for random ``w_z``, around randomly chosen pivots.
+
+        Draws ``z`` then the pivot indices from the CPU ``generator`` (no host sync on CUDA).
+        """
         G = self.original
         device = w_pivots.device
         k = self.cfg.num_samples
-        z = torch.randn([k, G.z_dim], generator=generator, device="cpu").to(device)
+        z = torch.randn([k, G.z_dim], generator=generator, device="cpu").to(device, non_blocking=True)
         c = torch.zeros([k, G.c_dim], device=device) if G.c_dim > 0 else None
         with torch.no_grad():
             w_z = G.mapping(z, c, truncation_psi=self.cfg.truncation_psi)
-        idx = torch.randint(0, w_pivots.shape[0], [k], generator=generator).to(device)
-        return torch.stack([step_towards(w_pivots[i:i + 1], w_z[j:j + 1], self.cfg.alpha, self.cfg.norm)[0]
-                            for j, i in enumerate(idx.tolist())])
+        idx = torch.randint(0, w_pivots.shape[0], [k], generator=generator).to(device, non_blocking=True)
+        return step_towards(w_pivots[idx], w_z, self.cfg.alpha, self.cfg.norm)
+
+    def sample_w_per_photo(self, w_pivots: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """For each photo k (pivot ``w_pivots[k]``, stream ``generators[k]``): its ``w_r``; ``[K, num_samples, num_ws, w_dim]``.
+
+        Photo k draws exactly what :meth:`sample_w` draws for a single-pivot run with ``generators[k]``;
+        the K mapping evaluations are batched into one.
+        """
+        G = self.original
+        device = w_pivots.device
+        k, s = w_pivots.shape[0], self.cfg.num_samples
+        z = []
+        for gen in generators:
+            z.append(torch.randn([s, G.z_dim], generator=gen, device="cpu"))
+            torch.randint(0, 1, [s], generator=gen)  # the pivot index a single-pivot run draws (always 0)
+        z_all = torch.cat(z).to(device, non_blocking=True)
+        c = torch.zeros([k * s, G.c_dim], device=device) if G.c_dim > 0 else None
+        with torch.no_grad():
+            w_z = G.mapping(z_all, c, truncation_psi=self.cfg.truncation_psi)
+        w_r = step_towards(w_pivots.repeat_interleave(s, dim=0), w_z, self.cfg.alpha, self.cfg.norm)
+        return w_r.reshape(k, s, *w_r.shape[1:])
+
+    @torch.no_grad()
+    def reference(self, w_r: torch.Tensor, force_fp32: bool = True) -> torch.Tensor:
+        """The original generator's images of ``w_r`` (no gradients)."""
+        return self.original.synthesis(w_r, noise_mode=self.cfg.noise_mode, force_fp32=force_fp32)
+
+    def penalty_per_group(self, rendered: torch.Tensor, reference: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """``L_R`` of ``groups`` equal consecutive groups of images (one group per photo): ``[groups]``."""
+        loss = torch.zeros([groups], device=rendered.device)
+        if self.cfg.l2_weight:
+            loss = loss + self.cfg.l2_weight * l2_per_image(rendered.float(), reference.float()).reshape(groups, -1).mean(1)
+        if self.cfg.lpips_weight:
+            dist = self.perceptual(rendered, reference).float()
+            loss = loss + self.cfg.lpips_weight * dist.reshape(groups, -1).mean(1)
+        return loss
 
     def __call__(self, tuned: nn.Module, w_pivots: torch.Tensor, generator: torch.Generator,
                  force_fp32: bool = True) -> torch.Tensor:
         w_r = self.sample_w(w_pivots, generator)
-        with torch.no_grad():
-            reference = self.original.synthesis(w_r, noise_mode=self.cfg.noise_mode, force_fp32=force_fp32)
+        reference = self.reference(w_r, force_fp32)
         rendered = tuned.synthesis(w_r, noise_mode=self.cfg.noise_mode, force_fp32=force_fp32)
-        loss = torch.zeros([], device=w_r.device)
-        if self.cfg.l2_weight:
-            loss = loss + self.cfg.l2_weight * l2_loss(rendered, reference)
-        if self.cfg.lpips_weight:
-            loss = loss + self.cfg.lpips_weight * self.perceptual(rendered, reference).mean()
-        return loss
+        return self.penalty_per_group(rendered, reference)[0]
 
 
 def is_finite(x: torch.Tensor) -> bool:

@@ -5,6 +5,14 @@ Loss per step (PTI Sec. 3.2-3.3), over the images of the step's batch:
 locality regulariser of :class:`~pti.losses.LocalityRegularizer`. Adam, lr 3e-4; tuning
 stops early once every image of the batch is within ``lpips_threshold``. The original
 generator is never modified and is copied exactly once (into the tuned copy).
+
+The execution fields of :class:`~pti.config.TuningConfig` change only how a step is
+computed: ``precision`` (autocast), ``force_fp32=False`` (the network's own fp16 layers),
+``channels_last``, ``adam`` (torch's loop/foreach/fused Adam), ``compile`` and
+``sync_every``. With ``sync_every > 1`` (or fp16 loss scaling) the early stop is decided on
+the device and the weights are frozen there from that step on (:class:`pti.optim.FlatAdam`),
+so the result is the one-sync-per-step result while the host reads values back only every N
+steps. :mod:`pti.batched` tunes K photos at once, each with its own copy of the weights.
 """
 from __future__ import annotations
 
@@ -18,9 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pti.config import TuningConfig
+from pti.config import TuningConfig, check_execution
+from pti.execution import (DeferredHistory, autocast, channels_last, first_non_finite, maybe_compile,
+                           needs_loss_scaling, traceable_ops)
 from pti.inversion import NonFiniteLossError, Pivot, prepare_target
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
+from pti.optim import DeviceLossScaler, FlatAdam, bind_module_parameters, make_adam
 
 
 @dataclass
@@ -28,8 +39,8 @@ class TuningResult:
     """The tuned generator and what happened while tuning.
 
     ``loss_history``/``perceptual_history``: per step, the total loss and the batch's mean
-    perceptual distance (before that step's update); ``final_perceptual``: per image, from the
-    last evaluation; ``stopped_early``: the threshold was reached before ``steps``.
+    perceptual distance (before that step's update); ``stopped_early``: the threshold was
+    reached before ``steps``; ``steps``: updates applied.
     """
 
     generator: nn.Module
@@ -58,11 +69,29 @@ def _stack_pivots(pivots: Sequence[Pivot] | Pivot | torch.Tensor, num_ws: int, w
     return torch.cat(ws).detach().to(device=device, dtype=torch.float32), [list(p.noise) for p in pivots]
 
 
-def _batch_noise(noises: list[list[torch.Tensor]], idx: list[int], device: torch.device) -> list[torch.Tensor] | None:
+def prepare_inputs(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
+                   pivots: Sequence[Pivot] | Pivot | torch.Tensor,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+    """Targets ``[N, 3, R, R]``, pivot ws ``[N, num_ws, w_dim]`` and per-pivot noise maps, all on ``device``."""
+    if isinstance(targets, torch.Tensor) and targets.ndim == 4:
+        target_list = list(targets.unbind(0))
+    elif isinstance(targets, torch.Tensor):
+        target_list = [targets]
+    else:
+        target_list = list(targets)
+    x = torch.cat([prepare_target(t, G.img_resolution, device) for t in target_list])
+    ws, noises = _stack_pivots(pivots, G.num_ws, G.w_dim, device)
+    if ws.shape[0] != x.shape[0]:
+        raise ValueError(f"got {x.shape[0]} targets but {ws.shape[0]} pivots")
+    return x, ws, [[n.to(device) for n in maps] for maps in noises]
+
+
+def batch_noise(noises: list[list[torch.Tensor]], idx: list[int]) -> list[torch.Tensor]:
+    """Per noise layer, the chosen pivots' maps concatenated: ``[len(idx), 1, R, R]``."""
     chosen = [noises[i] for i in idx]
     if any(len(n) == 0 for n in chosen):
         raise ValueError("use_pivot_noise=True but a pivot has no optimised noise maps")
-    return [torch.cat([n[layer] for n in chosen]).to(device) for layer in range(len(chosen[0]))]
+    return [torch.cat([n[layer] for n in chosen]) for layer in range(len(chosen[0]))]
 
 
 def tune(
@@ -82,70 +111,129 @@ def tune(
         targets: ``[N, 3, H, W]`` or a list of ``[3, H, W]``/``[1, 3, H, W]`` in [-1, 1]; resized to G's resolution.
         pivots: ``N`` :class:`~pti.inversion.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
         cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
+        callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max'})`` after every update (with
+            ``sync_every > 1``: for each step, in order, at every sync).
     Returns: :class:`TuningResult`. Raises :class:`~pti.inversion.NonFiniteLossError` on NaN/inf.
     """
     cfg = cfg or TuningConfig()
+    check_execution(cfg)
     device = next(G.parameters()).device
     t0 = time.perf_counter()
-    if isinstance(targets, torch.Tensor) and targets.ndim == 4:
-        target_list = list(targets.unbind(0))
-    elif isinstance(targets, torch.Tensor):
-        target_list = [targets]
-    else:
-        target_list = list(targets)
-    x = torch.cat([prepare_target(t, G.img_resolution, device) for t in target_list])
-    ws, noises = _stack_pivots(pivots, G.num_ws, G.w_dim, device)
-    if ws.shape[0] != x.shape[0]:
-        raise ValueError(f"got {x.shape[0]} targets but {ws.shape[0]} pivots")
+    x, ws, noises = prepare_inputs(G, targets, pivots, device)
     n = x.shape[0]
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
+    early_stop = cfg.lpips_threshold is not None and batch == n
 
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
     tuned = copy.deepcopy(G).train(G.training)
     tuned.requires_grad_(True)
-    optimizer = torch.optim.Adam([p for p in tuned.parameters()], lr=cfg.lr)
+    params = list(tuned.parameters())
+    scaler = DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
+    flat: FlatAdam | None = None
+    optimizer = None
+    if cfg.sync_every > 1 or scaler is not None:  # updates are masked on the device
+        flat = bind_module_parameters(tuned, compile_update=cfg.compile, lr=cfg.lr)
+    else:
+        optimizer = make_adam(params, lr=cfg.lr, impl=cfg.adam)
     regularizer = LocalityRegularizer(G, perceptual, cfg.locality) if cfg.locality.enabled else None
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    def forward(ws_b: torch.Tensor, x_b: torch.Tensor,
+                noise_b: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reconstruction loss (scalar) and the per-image perceptual distances ``[B]``."""
+        with autocast(device, cfg.precision):
+            image = tuned.synthesis(ws_b, noise_mode=cfg.noise_mode, force_fp32=cfg.force_fp32, noise=noise_b)
+            dist = perceptual(image, x_b).float()
+        return cfg.l2_weight * l2_loss(image.float(), x_b) + cfg.lpips_weight * dist.mean(), dist
+
+    def locality(w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        with autocast(device, cfg.precision):
+            rendered = tuned.synthesis(w_r, noise_mode=cfg.locality.noise_mode, force_fp32=cfg.force_fp32)
+            return regularizer.penalty_per_group(rendered, reference)[0]
+
+    step_loss = maybe_compile(forward, cfg.compile, cfg.compile_mode)
+    step_locality = maybe_compile(locality, cfg.compile, cfg.compile_mode)
+
     result = TuningResult(generator=tuned, perceptual_name=perceptual.name)
+    history = DeferredHistory(cfg.sync_every)
+    active = torch.ones([], dtype=torch.bool, device=device)
     order: list[int] = []
     bar = tqdm(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress, leave=False)
-    for step in bar:
-        if batch == n:
-            idx = list(range(n))
-        else:
-            if len(order) < batch:
-                order += torch.randperm(n, generator=gen).tolist()
-            idx, order = order[:batch], order[batch:]
-        noise = _batch_noise(noises, idx, device) if cfg.use_pivot_noise else None
-        image = tuned.synthesis(ws[idx], noise_mode=cfg.noise_mode, force_fp32=cfg.force_fp32, noise=noise)
-        dist = perceptual(image, x[idx])  # [B]
-        loss = cfg.l2_weight * l2_loss(image, x[idx]) + cfg.lpips_weight * dist.mean()
-        dist_max = float(dist.detach().max())
-        result.perceptual_history.append(float(dist.detach().mean()))
-        if cfg.lpips_threshold is not None and dist_max <= cfg.lpips_threshold and batch == n:
-            result.stopped_early = True
-            result.loss_history.append(float(loss.detach()))
-            break
-        if regularizer is not None and step % cfg.locality.interval == 0:
-            reg = regularizer(tuned, ws, gen, force_fp32=cfg.force_fp32)
-            result.locality_history.append(float(reg.detach()))
-            loss = loss + reg
-        loss_value = float(loss.detach())
-        result.loss_history.append(loss_value)
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        result.steps = step + 1
-        bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
-        if callback is not None:
-            callback(step, {"loss": loss_value, "perceptual": float(dist.detach().mean()), "perceptual_max": dist_max})
+    with traceable_ops(device, cfg.compile), channels_last([perceptual], [tuned], enabled=cfg.channels_last):
+        for step in bar:
+            if batch == n:
+                idx = list(range(n))
+            else:
+                if len(order) < batch:
+                    order += torch.randperm(n, generator=gen).tolist()
+                idx, order = order[:batch], order[batch:]
+            noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
+            loss, dist = step_loss(ws[idx], x[idx], noise)
+            if flat is None:  # the official control flow: read the values back every step
+                dist_max = float(dist.detach().max())
+                result.perceptual_history.append(float(dist.detach().mean()))
+                if early_stop and dist_max <= cfg.lpips_threshold:
+                    result.stopped_early = True
+                    result.loss_history.append(float(loss.detach()))
+                    break
+            elif early_stop:
+                active = active & (dist.detach().max() > cfg.lpips_threshold)
+            reg = None
+            if regularizer is not None and step % cfg.locality.interval == 0:
+                w_r = regularizer.sample_w(ws, gen)
+                with autocast(device, cfg.precision):
+                    reference = regularizer.reference(w_r, cfg.force_fp32)
+                reg = step_locality(w_r, reference)
+                loss = loss + reg
+            if flat is None:
+                if reg is not None:
+                    result.locality_history.append(float(reg.detach()))
+                loss_value = float(loss.detach())
+                result.loss_history.append(loss_value)
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                result.steps = step + 1
+                bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
+                if callback is not None:
+                    callback(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
+                                    "perceptual_max": dist_max})
+                continue
+            values = dict(loss=loss, perceptual=dist.mean(), perceptual_max=dist.max(), active=active)
+            history.record(step, **values, **({"locality": reg} if reg is not None else {}))
+            flat.zero_grad(params)
+            (scaler.scale_loss(loss) if scaler is not None else loss).backward()
+            flat.step(active=active, scaler=scaler, grad_sources=params)
+            if (history.due(step) or step == cfg.steps - 1) and _consume(history.flush(), result, bar, callback):
+                break
 
     tuned.requires_grad_(False)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: tqdm,
+             callback: Callable[[int, dict[str, float]], None] | None) -> bool:
+    """Append flushed steps to ``result`` (device-decided early stop); True when tuning has stopped."""
+    bad = first_non_finite(rows, "loss")
+    for step, row in rows:
+        result.perceptual_history.append(row["perceptual"])
+        result.loss_history.append(row["loss"])
+        if not row["active"]:  # the threshold was reached at this step: no update was applied
+            result.stopped_early = True
+            return True
+        if bad is not None and bad[0] == step:
+            raise NonFiniteLossError(f"tuning loss became {bad[1]} at step {step}")
+        if "locality" in row:
+            result.locality_history.append(row["locality"])
+        result.steps = step + 1
+        bar.set_postfix(loss=f"{row['loss']:.4f}", dist=f"{row['perceptual_max']:.4f}")
+        if callback is not None:
+            callback(step, {"loss": row["loss"], "perceptual": row["perceptual"],
+                            "perceptual_max": row["perceptual_max"]})
+    return False
 
 
 def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],

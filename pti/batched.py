@@ -1,0 +1,231 @@
+"""Batched pivotal tuning: K photos tuned at once, each with its own copy of the generator weights.
+
+Every synthesis parameter is stacked along a new leading dimension ``K`` (one slot per photo)
+and the unchanged synthesis network is evaluated once per step for all photos with
+``torch.func.vmap`` over ``torch.func.functional_call``. StyleGAN2's modulated convolution is
+already a grouped convolution over per-sample weights, so per-photo weights cost nothing
+extra there: vmap turns each layer into one grouped convolution over the K photos. The
+perceptual network runs on the K images as one batch.
+
+Photo k's result equals ``tune(G, targets[k], pivots[k], cfg)`` up to float rounding: its own
+loss (the sum over photos has independent gradients), its own Adam moments and step count
+(:class:`~pti.optim.FlatAdam`, one slot per photo), its own random stream for locality
+samples, and its own early stop: once its perceptual distance reaches the threshold its
+weights stop changing (decided on the device; the host looks only every ``sync_every``
+steps and the loop ends when every photo has stopped). ``cfg.batch_size`` (several photos
+sharing one generator) does not apply here and is ignored.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from pti.config import TuningConfig, check_execution
+from pti.execution import DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling, traceable_ops
+from pti.inversion import NonFiniteLossError, Pivot
+from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image
+from pti.optim import DeviceLossScaler, FlatAdam
+from pti.tuning import batch_noise, prepare_inputs
+
+
+@dataclass
+class BatchedTuningResult:
+    """K tuned weight sets and what happened to each photo.
+
+    ``weights``: synthesis parameter name -> ``[K, ...]`` (detached). Per photo: ``steps`` (updates
+    applied), ``stopped_early``, ``loss_history`` / ``perceptual_history`` / ``locality_history``
+    (per step, as :class:`~pti.tuning.TuningResult`), ``errors`` (None, or why the photo was
+    abandoned: a non-finite loss; its weights are then meaningless). ``seconds``: wall time of the batch.
+    """
+
+    original: nn.Module
+    weights: dict[str, torch.Tensor]
+    steps: list[int]
+    stopped_early: list[bool]
+    loss_history: list[list[float]]
+    perceptual_history: list[list[float]]
+    locality_history: list[list[float]]
+    errors: list[str | None]
+    seconds: float = 0.0
+    perceptual_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def generator(self, k: int) -> nn.Module:
+        """Photo ``k``'s tuned generator: a copy of the original with slot ``k`` of the synthesis weights."""
+        if not 0 <= k < len(self):
+            raise IndexError(f"photo index {k} out of range for {len(self)} photos")
+        G = copy.deepcopy(self.original)
+        with torch.no_grad():
+            for name, p in G.synthesis.named_parameters():
+                p.copy_(self.weights[name][k])
+        return G.requires_grad_(False)
+
+    def generators(self) -> list[nn.Module]:
+        return [self.generator(k) for k in range(len(self))]
+
+
+def stack_synthesis_parameters(G: nn.Module, k: int) -> tuple[list[str], list[torch.Tensor]]:
+    """Names and ``[k, ...]`` stacked copies (expanded views) of ``G.synthesis``'s parameters."""
+    names, tensors = [], []
+    for name, p in G.synthesis.named_parameters():
+        names.append(name)
+        tensors.append(p.detach().unsqueeze(0).expand(k, *p.shape))
+    return names, tensors
+
+
+def tune_batched(
+    G: nn.Module,
+    targets: torch.Tensor | Sequence[torch.Tensor],
+    pivots: Sequence[Pivot] | torch.Tensor,
+    cfg: TuningConfig | None = None,
+    *,
+    perceptual: PerceptualLoss | None = None,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+) -> BatchedTuningResult:
+    """Pivotal tuning of K photos at once, photo k with its own weights (see the module doc).
+
+    Args:
+        G: the original generator (left unchanged).
+        targets: ``[K, 3, H, W]`` or K images ``[3, H, W]`` in [-1, 1].
+        pivots: K :class:`~pti.inversion.Pivot` (or ws ``[K, num_ws, w_dim]``), in the order of ``targets``.
+        cfg: :class:`~pti.config.TuningConfig` (paper defaults when None); all execution fields apply.
+        callback: ``callback(step, {'loss': [K], 'perceptual': [K], 'active': [K]})`` per step, at syncs.
+    Returns: :class:`BatchedTuningResult`; a photo whose loss becomes non-finite is frozen and named in
+    ``errors`` (the others go on).
+    """
+    cfg = cfg or TuningConfig()
+    check_execution(cfg)
+    device = next(G.parameters()).device
+    t0 = time.perf_counter()
+    x, ws, noises = prepare_inputs(G, targets, pivots, device)
+    k_photos = x.shape[0]
+    perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
+
+    names, stacked = stack_synthesis_parameters(G, k_photos)
+    flat = FlatAdam(stacked, lr=cfg.lr, compile_update=cfg.compile)
+    params = dict(zip(names, flat.params))
+    buffers = dict(G.synthesis.named_buffers())
+    noise = None
+    if cfg.use_pivot_noise:  # per layer [K, 1, 1, R, R]: each photo renders its one image with its own maps
+        noise = [n.unsqueeze(1) for n in batch_noise(noises, list(range(k_photos)))]
+    scaler = DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
+    regularizer = LocalityRegularizer(G, perceptual, cfg.locality) if cfg.locality.enabled else None
+    generators = [torch.Generator().manual_seed(cfg.seed) for _ in range(k_photos)]
+
+    def render(noise_mode: str) -> Callable[..., torch.Tensor]:
+        def one_photo(p: dict[str, torch.Tensor], w: torch.Tensor, maps: list[torch.Tensor] | None) -> torch.Tensor:
+            return functional_call(G.synthesis, (p, buffers), (w,),
+                                   {"noise_mode": noise_mode, "force_fp32": cfg.force_fp32, "noise": maps})
+        return one_photo
+
+    render_pivots = vmap(render(cfg.noise_mode), in_dims=(0, 0, 0 if noise is not None else None))
+    render_locality = vmap(render(cfg.locality.noise_mode), in_dims=(0, 0, None))
+
+    def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor,
+                maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-photo reconstruction losses ``[K]`` and perceptual distances ``[K]``."""
+        with autocast(device, cfg.precision):
+            image = render_pivots(p, ws.unsqueeze(1), maps)[:, 0]
+            dist = perceptual(image, x).float()
+        return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist
+
+    def locality(p: dict[str, torch.Tensor], w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Per-photo locality penalties ``[K]`` for ``w_r [K, S, num_ws, w_dim]``."""
+        with autocast(device, cfg.precision):
+            rendered = render_locality(p, w_r, None).flatten(0, 1)
+            return regularizer.penalty_per_group(rendered, reference, groups=k_photos)
+
+    step_loss = maybe_compile(forward, cfg.compile, cfg.compile_mode)
+    step_locality = maybe_compile(locality, cfg.compile, cfg.compile_mode)
+
+    result = BatchedTuningResult(original=G, weights={}, steps=[0] * k_photos, stopped_early=[False] * k_photos,
+                                 loss_history=[[] for _ in range(k_photos)],
+                                 perceptual_history=[[] for _ in range(k_photos)],
+                                 locality_history=[[] for _ in range(k_photos)], errors=[None] * k_photos,
+                                 perceptual_name=perceptual.name)
+    running = [True] * k_photos  # the host's view: photos not yet stopped or abandoned
+    active = torch.ones([k_photos], dtype=torch.bool, device=device)
+    history = DeferredHistory(cfg.sync_every)
+    bar = tqdm(range(cfg.steps), desc=f"tune (batched x{k_photos})", disable=not progress, leave=False)
+    # vmap and torch.compile need the pure-PyTorch ops (the CUDA kernels' autograd functions have no vmap rule)
+    with traceable_ops(device, True), channels_last([perceptual], [G], enabled=cfg.channels_last):
+        for step in bar:
+            loss, dist = step_loss(params, ws, x, noise)
+            if cfg.lpips_threshold is not None:
+                active = active & (dist.detach() > cfg.lpips_threshold)
+            reg = None
+            if regularizer is not None and step % cfg.locality.interval == 0:
+                w_r = regularizer.sample_w_per_photo(ws, generators)
+                with autocast(device, cfg.precision):
+                    reference = regularizer.reference(w_r.flatten(0, 1), cfg.force_fp32)
+                reg = step_locality(params, w_r, reference)
+                loss = loss + reg
+            history.record(step, loss=loss, perceptual=dist, active=active,
+                           **({"locality": reg} if reg is not None else {}))
+            flat.zero_grad()
+            total = loss.sum()
+            (scaler.scale_loss(total) if scaler is not None else total).backward()
+            flat.step(active=active, scaler=scaler)
+            if history.due(step) or step == cfg.steps - 1:
+                abandoned = _consume(history.flush(), result, running, callback)
+                if abandoned:  # freeze photos whose loss became non-finite; the others go on
+                    active[abandoned] = False
+                bar.set_postfix(running=sum(running))
+                if not any(running):
+                    break
+
+    result.weights = {name: p.detach() for name, p in params.items()}
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult, running: list[bool],
+             callback: Callable[[int, dict[str, Any]], None] | None) -> list[int]:
+    """Append flushed steps to each running photo's record; returns photos abandoned for a non-finite loss."""
+    abandoned = []
+    for step, row in rows:
+        for k in range(len(running)):
+            if not running[k]:
+                continue
+            result.perceptual_history[k].append(row["perceptual"][k])
+            result.loss_history[k].append(row["loss"][k])
+            if not row["active"][k]:  # reached the threshold at this step: no update was applied
+                running[k] = False
+                result.stopped_early[k] = True
+                continue
+            if not math.isfinite(row["loss"][k]):
+                running[k] = False
+                result.errors[k] = f"tuning loss became {row['loss'][k]} at step {step}"
+                abandoned.append(k)
+                continue
+            if "locality" in row:
+                result.locality_history[k].append(row["locality"][k])
+            result.steps[k] = step + 1
+        if callback is not None:
+            callback(step, {"loss": row["loss"], "perceptual": row["perceptual"],
+                            "active": [bool(a) for a in row["active"]]})
+    return abandoned
+
+
+def pivotal_tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
+                         pivots: Sequence[Pivot] | torch.Tensor, cfg: TuningConfig | None = None,
+                         **kwargs: Any) -> list[nn.Module]:
+    """Like :func:`tune_batched` but returns the K tuned generators; raises
+    :class:`~pti.inversion.NonFiniteLossError` naming every photo whose loss became non-finite."""
+    result = tune_batched(G, targets, pivots, cfg, **kwargs)
+    failed = [f"photo {k}: {err}" for k, err in enumerate(result.errors) if err is not None]
+    if failed:
+        raise NonFiniteLossError("; ".join(failed))
+    return result.generators()

@@ -1,0 +1,137 @@
+"""How PTI's steps run: autocast, memory format, op implementation, compilation, host syncs.
+
+These helpers turn the execution fields of :class:`~pti.config.InversionConfig` and
+:class:`~pti.config.TuningConfig` into context managers and wrappers; none of them changes
+what a step computes beyond float rounding.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from pti.config import InversionConfig, TuningConfig
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for 'bf16'/'fp16' on ``device``'s type; a no-op for 'fp32'."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in _DTYPES:
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
+
+
+def needs_loss_scaling(cfg: InversionConfig | TuningConfig, device: torch.device | str) -> bool:
+    """fp16 gradients underflow without loss scaling: autocast fp16, or the network's own fp16 layers on CUDA."""
+    return cfg.precision == "fp16" or (not cfg.force_fp32 and torch.device(device).type == "cuda")
+
+
+@contextlib.contextmanager
+def traceable_ops(device: torch.device | str, needed: bool) -> Iterator[None]:
+    """Run StyleGAN2's ops with the pure-PyTorch reference inside the block when ``needed``.
+
+    ``torch.func.vmap`` and ``torch.compile`` cannot see into the CUDA kernels' autograd
+    functions; the reference ops are plain PyTorch (and torch.compile fuses them). Only CUDA
+    tensors would use the kernels, so elsewhere this is a no-op.
+    """
+    if not needed or torch.device(device).type != "cuda":
+        yield
+        return
+    try:
+        from pti.stylegan2.ops._backend import auto_impl
+    except ImportError as exc:  # pragma: no cover - depends on the ops module's version
+        raise RuntimeError("pti/stylegan2/ops/_backend.py has no auto_impl(); batched or compiled PTI on CUDA "
+                           "needs it to select the reference ops") from exc
+    with auto_impl("ref"):
+        yield
+
+
+@contextlib.contextmanager
+def channels_last(modules: Sequence[nn.Module], generators: Sequence[nn.Module] = (),
+                  enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``modules`` (perceptual networks) hold NHWC weights (and take NHWC inputs when they
+    have a ``channels_last`` flag) and ``generators``' synthesis blocks keep NHWC activations; all is
+    restored afterwards.
+
+    Generators only honour it in their fp16 blocks on CUDA (``force_fp32=False``): the network
+    converts fp32 blocks' activations to NCHW (see pti/stylegan2/networks.py).
+    """
+    if not enabled:
+        yield
+        return
+    flagged = [b for G in generators for b in G.synthesis.blocks()] + [m for m in modules if hasattr(m, "channels_last")]
+    saved = [b.channels_last for b in flagged]
+    for m in modules:
+        m.to(memory_format=torch.channels_last)
+    for b in flagged:
+        b.channels_last = True
+    try:
+        yield
+    finally:
+        for b, flag in zip(flagged, saved):
+            b.channels_last = flag
+        for m in modules:
+            m.to(memory_format=torch.contiguous_format)
+
+
+def to_channels_last(x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """``x`` in NHWC memory order when ``enabled`` and 4-D (values unchanged)."""
+    return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
+
+
+def maybe_compile(fn: Callable[..., Any], enabled: bool, mode: str = "default") -> Callable[..., Any]:
+    """``torch.compile(fn, mode=mode)`` when ``enabled``, else ``fn``."""
+    if not enabled:
+        return fn
+    return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
+
+
+class DeferredHistory:
+    """Per-step scalar records kept as device tensors and read back in one sync every ``sync_every`` steps.
+
+    ``record(step, **values)`` stores 0-dim or 1-D tensors; ``due(step)`` says whether to
+    :meth:`flush` after this step; ``flush()`` returns ``[(step, {name: float or list})]`` for
+    every step recorded since the last flush, in order.
+    """
+
+    def __init__(self, sync_every: int) -> None:
+        self.sync_every = max(1, int(sync_every))
+        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def record(self, step: int, **values: torch.Tensor) -> None:
+        # copies: outputs of a CUDA-graph replay are overwritten by the next replay
+        self._pending.append((step, {k: v.detach().clone() for k, v in values.items()}))
+
+    def due(self, step: int) -> bool:
+        return (step + 1) % self.sync_every == 0
+
+    def flush(self) -> list[tuple[int, dict[str, Any]]]:
+        if not self._pending:
+            return []
+        names = list(self._pending[0][1])
+        stacked = {n: torch.stack([vals[n].float().reshape(-1) for _, vals in self._pending]).cpu() for n in names}
+        out = []
+        for i, (step, vals) in enumerate(self._pending):
+            row = {}
+            for n in names:
+                v = stacked[n][i].tolist()
+                row[n] = v[0] if vals[n].ndim == 0 else v
+            out.append((step, row))
+        self._pending = []
+        return out
+
+
+def first_non_finite(rows: Sequence[tuple[int, dict[str, Any]]], key: str) -> tuple[int, float] | None:
+    """The first ``(step, value)`` among flushed rows whose ``key`` (a float or a list) is not finite."""
+    for step, row in rows:
+        values = row[key] if isinstance(row[key], list) else [row[key]]
+        for v in values:
+            if not math.isfinite(v):
+                return step, v
+    return None
