@@ -24,9 +24,10 @@ def _rand(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torc
 
 
 def augment_color(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Brightness +U(-0.5, 0.5) (in [0,1] units), saturation x U(0, 2), contrast x U(0.5, 1.5)."""
+    """Brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5) (DiffAugment's ranges,
+    applied, as there, to images in [-1, 1])."""
     n = x.shape[0]
-    x = x + (_rand(n, x, generator) - 0.5) * 2  # 0.5 in [0, 1] units = 1.0 in [-1, 1] units
+    x = x + (_rand(n, x, generator) - 0.5)
     mean = x.mean(dim=1, keepdim=True)
     x = (x - mean) * (_rand(n, x, generator) * 2) + mean
     mean = x.mean(dim=[1, 2, 3], keepdim=True)

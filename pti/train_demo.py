@@ -48,7 +48,8 @@ class TrainDemoConfig:
     Generator: ``z_dim``/``w_dim``, ``mapping_layers``, synthesis ``channel_base`` /
     ``channel_max`` (channels at resolution r are ``min(channel_base / r, channel_max)``),
     ``resolution`` (DCGAN faces are 64x64; other values resize them, for tests).
-    Optimisation: Adam with ``lr`` and betas (0, 0.99) for G and D, ``batch`` images per step.
+    Optimisation: Adam with betas (0, 0.99), ``g_lr`` for G and ``d_lr`` for the D heads
+    (equalised-lr layers; 0.002 let them learn too slowly and G collapsed), ``batch`` images per step.
     ``r1_gamma`` and ``r1_interval``: lazy R1 on reals. ``ema_kimg``: EMA half-life in
     thousands of images, ramped up as ``min(ema_kimg, ema_rampup * kimg seen)``.
     ``style_mixing_prob``: per-sample probability of mixing two latents at a random cutoff.
@@ -64,8 +65,8 @@ class TrainDemoConfig:
     channel_max: int = 128
     batch: int = 16
     g_lr: float = 0.002
-    d_lr: float = 0.002
-    r1_gamma: float = 0.05
+    d_lr: float = 0.005
+    r1_gamma: float = 0.01
     r1_interval: int = 16
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -196,7 +197,9 @@ class DemoTrainer:
         self.D_opt.zero_grad(set_to_none=True)
         loss_D.backward()
         self.D_opt.step()
-        stats.update(loss_D=float(loss_fake.detach() + loss_real.detach()),
+        stats.update(fake_div=float(fake.std(dim=0).mean()),  # per-pixel std over the batch: ~0 = collapse
+                     real_div=float(real.detach().std(dim=0).mean()),
+                     loss_D=float(loss_fake.detach() + loss_real.detach()),
                      D_real=float(sum(l.detach().mean() for l in real_logits)),
                      D_fake=float(sum(l.detach().mean() for l in fake_logits)))
 

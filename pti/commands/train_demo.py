@@ -15,8 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a new run")
     parser.add_argument("--batch", type=int, default=None, help="images per step of a new run (default 16)")
-    parser.add_argument("--r1-gamma", type=float, default=None, help="R1 weight (default 0.05; also changes a resumed run)")
-    parser.add_argument("--lr", type=float, default=None, help="G and D learning rate (default 0.002; also changes a resumed run)")
+    parser.add_argument("--r1-gamma", type=float, default=None,
+                        help="R1 weight (default 0.01; also changes a resumed run)")
+    parser.add_argument("--g-lr", type=float, default=None,
+                        help="G learning rate (default 0.002; also changes a resumed run)")
+    parser.add_argument("--d-lr", type=float, default=None,
+                        help="D learning rate (default 0.005; also changes a resumed run)")
     parser.add_argument("--channel-base", type=int, default=None, help="synthesis channel_base of a new run")
     parser.add_argument("--channel-max", type=int, default=None, help="synthesis channel_max of a new run")
     parser.add_argument("--z-dim", type=int, default=None, help="z_dim = w_dim of a new run (default 256)")
@@ -44,12 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"seed": args.seed}
-    for name, key in (("batch", "batch"), ("r1_gamma", "r1_gamma"), ("channel_base", "channel_base"),
-                      ("channel_max", "channel_max")):
+    for name in ("batch", "r1_gamma", "g_lr", "d_lr", "channel_base", "channel_max"):
         if getattr(args, name) is not None:
-            overrides[key] = getattr(args, name)
-    if args.lr is not None:
-        overrides.update(g_lr=args.lr, d_lr=args.lr)
+            overrides[name] = getattr(args, name)
     if args.z_dim is not None:
         overrides.update(z_dim=args.z_dim, w_dim=args.z_dim)
     cfg = dataclasses.replace(TrainDemoConfig(), **overrides)
@@ -57,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
         export_path=None if args.no_assets else Path(args.export or DEFAULT_EXPORT),
         resume_copy_path=None if args.no_assets else Path(args.resume_copy or DEFAULT_RESUME_COPY))
-    resume_overrides = {k for k, given in (("r1_gamma", args.r1_gamma is not None), ("g_lr", args.lr is not None),
-                                           ("d_lr", args.lr is not None)) if given}
+    resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr") if getattr(args, k) is not None}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
                     max_steps=args.max_steps, resume_overrides=resume_overrides)
     print(f"pti train-demo: {trainer.nimg / 1000:.2f} kimg seen, state in {Path(args.out) / 'state.pt'}")
