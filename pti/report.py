@@ -117,6 +117,19 @@ def check_kernel(kernel_name: str = KERNEL_NAME, install: bool = True) -> str:
     return str(spec.resource_dir)
 
 
+def absolute_paths(parameters: dict[str, Any]) -> dict[str, Any]:
+    """``generator`` / ``images`` / ``output_dir`` values that name existing files or folders,
+    made absolute: the kernels run in the notebooks' folder, not in the caller's."""
+    out = dict(parameters)
+    for key in ("generator", "images", "output_dir"):
+        value = out.get(key)
+        if isinstance(value, str) and value and Path(value).exists():
+            out[key] = str(Path(value).resolve())
+        elif isinstance(value, list) and key == "images":
+            out[key] = [str(Path(v).resolve()) if isinstance(v, str) and Path(v).exists() else v for v in value]
+    return out
+
+
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
     """The parameters a notebook declares in its ``parameters`` cell: ``{name: default}``."""
     import papermill
@@ -183,6 +196,7 @@ def run_report(names: Sequence[str] | None = None, reports: str | Path = "report
         common = {**QUICK_PARAMETERS, **common}
     if figures is not None:
         common["output_dir"] = str(Path(figures).resolve())
+    common = absolute_paths(common)
     chosen = select(names)
     declared = {name: notebook_parameters(folder / f"{name}.ipynb") for name in chosen}
     unknown = given - set().union(*declared.values())

@@ -66,6 +66,17 @@ def test_select_and_unknown_parameters(tmp_path):
         notebooks_dir(tmp_path)
 
 
+def test_relative_paths_are_made_absolute_for_the_kernels(tmp_path, monkeypatch):
+    from pti.report import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "g.safetensors").write_bytes(b"")
+    got = absolute_paths({"generator": "g.safetensors", "images": "photos", "seed": 3})
+    assert got == {"generator": str(tmp_path / "g.safetensors"), "images": str(tmp_path / "photos"), "seed": 3}
+    assert absolute_paths({"generator": "demo", "images": None}) == {"generator": "demo", "images": None}
+
+
 def test_kernel_runs_this_interpreter():
     from jupyter_client.kernelspec import KernelSpecManager
 
