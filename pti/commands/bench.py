@@ -9,7 +9,7 @@ HELP = "time inversion/tuning per step, per image and images per minute for each
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pti.bench import DEFAULT_PATHS, GENERATOR_CONFIGS
+    from pti.bench_presets import DEFAULT_PATHS, GENERATOR_CONFIGS
 
     parser.description = (
         "Run PTI (inversion + pivotal tuning) on the same targets with each execution path and print a table: "
@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--out", default=None, help="markdown file to put the table in (its own section is replaced)")
+    parser.add_argument("--section", default=None,
+                        help="name of the section of --out to replace (default: <config or checkpoint>-<device>); "
+                             "give each run its own to keep several tables")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this JSON file")
 
 
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     markdown = format_markdown(report, command)
     print(markdown)
     if args.out:
-        write_section(args.out, section_key(report), markdown)
+        write_section(args.out, args.section or section_key(report), markdown)
         print(f"pti bench: wrote {args.out}", file=sys.stderr)
     if args.json:
         atomic_write_text(report_json(report), args.json)
