@@ -113,3 +113,24 @@ def test_mtcnn_metric_finds_dcgan_faces_and_not_flat_images():
     assert count_faces(mtcnn, faces) >= 6
     flat = torch.zeros(4, 3, 64, 64)
     assert count_faces(mtcnn, flat) == 0
+
+
+def test_quality_figures_and_state_loading(tmp_path):
+    from PIL import Image
+
+    from pti.demo_quality import generator_sampler, load_demo_generator, style_mixing_figure, truncation_figure
+
+    t = DemoTrainer(tiny_config())
+    t.step()
+    torch.save(t.state_dict(), tmp_path / "state.pt")
+    G = load_demo_generator(tmp_path / "state.pt")  # a train-demo state gives its G_ema
+    for k, v in G.state_dict().items():
+        torch.testing.assert_close(v, t.G_ema.state_dict()[k], rtol=0, atol=0)
+    a = generator_sampler(G, 1.0, seed=0)(3)
+    b = generator_sampler(G, 0.0, seed=0)(3)
+    assert a.shape == (3, 3, 16, 16)
+    assert (b[0] - b[1]).abs().max() < 1e-5  # psi=0: every sample is the average image
+    style_mixing_figure(G, tmp_path / "mix.png", n=3)
+    truncation_figure(G, tmp_path / "trunc.png", n=2, psis=(1.0, 0.5, 0.0))
+    assert Image.open(tmp_path / "mix.png").size[0] > 3 * 16
+    assert Image.open(tmp_path / "trunc.png").size[1] > 2 * 16
