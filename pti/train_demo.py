@@ -34,7 +34,7 @@ from pti.train_augment import diff_augment
 from pti.train_dcgan_source import DCGANFaceSource
 from pti.train_projected_d import ProjectedDConfig, ProjectedDiscriminator
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: D heads with minibatch stddev
 DEFAULT_EXPORT = Path(__file__).resolve().parent / "assets" / "demo_generator.safetensors"
 #: hyperparameters that may change when a run is resumed (the architecture may not)
 RESUME_OVERRIDABLE = ("r1_gamma", "r1_interval", "g_lr", "d_lr", "style_mixing_prob", "ema_kimg")

@@ -13,8 +13,8 @@ EfficientNet-Lite0 (:mod:`pti.effnet_lite0`) rather than on pixels:
    Each mixed map is then multiplied by a fixed scale (:meth:`ProjectedDiscriminator.calibrate`
    sets it once to 1 / std over a batch of real images, so the heads see unit-scale inputs);
 4. one small trainable head per stage (equalised-lr 3x3 convolutions with 2x
-   downsampling and leaky ReLU down to 4x4, then a 1x1 convolution) gives a 4x4 map of
-   logits.
+   downsampling and leaky ReLU down to 4x4, StyleGAN's minibatch-stddev channel, a 3x3 and
+   a 1x1 convolution) gives a 4x4 map of logits.
 
 Only the heads are trained; the backbone, CCM and CSM are fixed (buffers, saved with the
 heads so a resumed run uses the same projections).
@@ -46,6 +46,7 @@ class ProjectedDConfig:
         ccm_channels: CCM width of the shallowest stage (x2 per deeper stage).
         head_channels_max: widest head layer.
         use_csm: apply cross-scale mixing.
+        mbstd_group: group size of the minibatch-stddev channel in each head (0: none).
         pretrained: load the ImageNet weights of the backbone (False only in tests).
     """
 
@@ -53,6 +54,7 @@ class ProjectedDConfig:
     ccm_channels: int = 32
     head_channels_max: int = 128
     use_csm: bool = True
+    mbstd_group: int = 4
     pretrained: bool = True
 
 
@@ -62,10 +64,30 @@ def _fixed_random_conv1x1(in_ch: int, out_ch: int, generator: torch.Generator) -
     return (torch.rand([out_ch, in_ch, 1, 1], generator=generator) * 2 - 1) * bound
 
 
-class DiscriminatorHead(nn.Module):
-    """Trainable head: ``[N, C, S, S]`` -> logits ``[N, 1, 4, 4]`` (S a power of two >= 4)."""
+def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """StyleGAN's minibatch standard deviation: append one channel holding, for each group of
+    ``group_size`` samples, the mean over features and positions of the per-feature std across
+    the group. ``[N, C, H, W]`` -> ``[N, C + 1, H, W]``; N must be divisible by the group size
+    (``min(group_size, N)``). It lets the discriminator see a lack of diversity in a batch.
+    """
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    if n % g != 0:
+        raise ValueError(f"minibatch_stddev: batch {n} is not divisible by group size {g}; use a batch that is")
+    y = x.reshape(g, n // g, c, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # [n/g, c, h, w]
+    y = y.mean(dim=[1, 2, 3]).reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
+    return torch.cat([x, y], dim=1)
 
-    def __init__(self, in_channels: int, size: int, channels_max: int) -> None:
+
+class DiscriminatorHead(nn.Module):
+    """Trainable head: ``[N, C, S, S]`` -> logits ``[N, 1, 4, 4]`` (S a power of two >= 4).
+
+    3x3 convolutions with 2x downsampling to 4x4, then (if ``mbstd_group`` > 0) the
+    minibatch-stddev channel, a 3x3 convolution and a 1x1 convolution to one logit per position.
+    """
+
+    def __init__(self, in_channels: int, size: int, channels_max: int, mbstd_group: int = 4) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
@@ -73,12 +95,16 @@ class DiscriminatorHead(nn.Module):
             out = min(ch * 2, channels_max)
             layers.append(Conv2dLayer(ch, out, kernel_size=3, activation="lrelu", down=2))
             ch, size = out, size // 2
-        layers.append(Conv2dLayer(ch, ch, kernel_size=3, activation="lrelu"))
-        layers.append(Conv2dLayer(ch, 1, kernel_size=1))
-        self.net = nn.Sequential(*layers)
+        self.down = nn.Sequential(*layers)
+        self.mbstd_group = mbstd_group
+        self.conv = Conv2dLayer(ch + (1 if mbstd_group > 0 else 0), ch, kernel_size=3, activation="lrelu")
+        self.out = Conv2dLayer(ch, 1, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.down(x)
+        if self.mbstd_group > 0:
+            x = minibatch_stddev(x, self.mbstd_group)
+        return self.out(self.conv(x))
 
 
 class ProjectedDiscriminator(nn.Module):
@@ -104,7 +130,7 @@ class ProjectedDiscriminator(nn.Module):
         for k in range(len(in_chs)):
             self.register_buffer(f"scale{k}", torch.ones([]))
         sizes = [cfg.input_resolution // 2 ** (k + 2) for k in range(len(in_chs))]
-        self.heads = nn.ModuleList([DiscriminatorHead(c, s, cfg.head_channels_max)
+        self.heads = nn.ModuleList([DiscriminatorHead(c, s, cfg.head_channels_max, cfg.mbstd_group)
                                     for c, s in zip(self.out_chs, sizes)])
 
     def train(self, mode: bool = True) -> "ProjectedDiscriminator":

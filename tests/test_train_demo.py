@@ -134,3 +134,16 @@ def test_quality_figures_and_state_loading(tmp_path):
     truncation_figure(G, tmp_path / "trunc.png", n=2, psis=(1.0, 0.5, 0.0))
     assert Image.open(tmp_path / "mix.png").size[0] > 3 * 16
     assert Image.open(tmp_path / "trunc.png").size[1] > 2 * 16
+
+
+def test_minibatch_stddev_sees_batch_diversity():
+    from pti.train_projected_d import minibatch_stddev
+
+    same = torch.randn(1, 5, 4, 4).repeat(8, 1, 1, 1)
+    diverse = torch.randn(8, 5, 4, 4)
+    y_same, y_div = minibatch_stddev(same, 4), minibatch_stddev(diverse, 4)
+    assert y_same.shape == (8, 6, 4, 4)
+    torch.testing.assert_close(y_same[:, :5], same)
+    assert y_same[:, 5].max() < 1e-3 and y_div[:, 5].min() > 0.3
+    with pytest.raises(ValueError, match="not divisible"):
+        minibatch_stddev(torch.randn(6, 5, 4, 4), 4)
