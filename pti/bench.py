@@ -47,6 +47,7 @@ PAPER_INV_STEPS, PAPER_TUNE_STEPS = 450, 350
 #: Generator constructor kwargs of the benchmark configs (random weights cost what trained ones cost).
 from pti.bench_presets import ALIASES, DEFAULT_PATHS, GENERATOR_CONFIGS  # noqa: E402 (torch-free presets)
 AUTO_BATCH_LIMIT = 32
+REPEAT_NAME = "baseline (repeated last)"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class BenchConfig:
     targets: str | None = None        # folder of aligned images; default: synthetic targets from G
     seed: int = 0
     threads: int | None = None
+    repeat_baseline: bool = False     # run the baseline first and last; ratios use the mean of both timings
 
 
 @dataclass
@@ -460,6 +462,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchRepo
     env = describe_environment(device)
     env["perceptual"] = (f"inversion {perceptual(InversionConfig().perceptual_net, 256).name}; tuning and "
                          f"evaluation {evaluator.name}")
+    if cfg.repeat_baseline:  # time the baseline again at the end: shows how much the machine's speed drifted
+        specs.append(dataclasses.replace(specs[0], name=REPEAT_NAME))
     results, failures = [], {}
     for spec in specs:
         log(f"pti bench: {spec.name} ...")
@@ -496,6 +500,10 @@ def format_markdown(report: BenchReport, command: str | None = None) -> str:
     """The report as a markdown section (header, table, notes)."""
     cfg, env = report.config, report.environment
     base = next((r for r in report.results if r.name == "baseline"), None)
+    again = next((r for r in report.results if r.name == REPEAT_NAME), None)
+    base_rate = base.images_per_minute if base else None
+    if base and again:
+        base_rate = 0.5 * (base.images_per_minute + again.images_per_minute)
     lines = [f"### `{cfg.checkpoint or cfg.config}` on {env['device']}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -518,7 +526,7 @@ def format_markdown(report: BenchReport, command: str | None = None) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.results:
-        speedup = f"{r.images_per_minute / base.images_per_minute:.2f}" if base else "n/a"
+        speedup = f"{r.images_per_minute / base_rate:.2f}" if base_rate else "n/a"
         lines.append(
             f"| {r.name} | {r.batch} | {_fmt_ms(r.inv_step_s)} | {_fmt_ms(r.tune_step_s)} | "
             f"{_fmt_ms(r.locality_step_s)} | {r.e2e_s_per_image:.2f} | {r.paper_s_per_image:.1f} | "
@@ -526,6 +534,10 @@ def format_markdown(report: BenchReport, command: str | None = None) -> str:
             f"{r.mse:.5f} | {_delta(r.mse, base.mse) if base else 'n/a'} | {r.perceptual:.4f} | "
             f"{_delta(r.perceptual, base.perceptual) if base else 'n/a'} |")
     notes = [f"- {r.name}: {note}" for r in report.results for note in r.notes]
+    if base and again:
+        drift = 100.0 * (again.paper_s_per_image - base.paper_s_per_image) / base.paper_s_per_image
+        notes.append(f"- The baseline ran first and last: {drift:+.0f}% s/image between the two (the machine's "
+                     "speed drifted by that much during the run); × uses the mean of the two.")
     notes += [f"- {name}: FAILED: {why}" for name, why in report.failures.items()]
     if notes:
         lines += ["", "Notes:", *notes]

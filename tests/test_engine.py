@@ -142,15 +142,20 @@ def test_locality_regularization_keeps_far_samples(G, perceptual):
 
 
 def test_multi_image_tuning_improves_all(G, perceptual):
+    """One generator, three distinct pivots, batches of 2: every pivot moves to its own target."""
     torch.manual_seed(21)
     targets = render(G, G.mapping(torch.randn(3, G.z_dim), None)).clone()
     targets[:, :, 4:12, 20:28] = 0.9
-    w = G.mapping.w_avg.reshape(1, 1, -1).expand(3, G.num_ws, G.w_dim).clone()
+    w = G.mapping(torch.randn(3, G.z_dim), None)  # pivots unrelated to the targets' latents
     before = [mse(render(G, w[i:i + 1]), targets[i:i + 1]) for i in range(3)]
     result = tune(G, targets, w, TuningConfig(steps=60, lr=3e-3, lpips_threshold=None, batch_size=2),
                   perceptual=perceptual, progress=False)
     after = [mse(render(result.generator, w[i:i + 1]), targets[i:i + 1]) for i in range(3)]
-    assert all(a < 0.8 * b for a, b in zip(after, before)), (before, after)
+    assert all(a < 0.5 * b for a, b in zip(after, before)), (before, after)
+    # each pivot reproduces its own target, not a blend: the other targets stay further away
+    for i in range(3):
+        others = [mse(render(result.generator, w[i:i + 1]), targets[j:j + 1]) for j in range(3) if j != i]
+        assert after[i] < min(others), (i, after[i], others)
 
 
 def test_deterministic_with_seed(G, perceptual):

@@ -254,6 +254,9 @@ def test_bench_command_writes_its_section(tmp_path):
     assert "kept text" in text and text.count("<!-- bench:tiny-cpu -->") == 1
     rows = [line for line in text.splitlines() if line.startswith("| baseline") or line.startswith("| batched")]
     assert len(rows) == 2 and "| batched:2+nosync:2 | 2 |" in rows[1]
+    assert main(args + ["--repeat-baseline"]) == 0  # baseline timed first and last; x uses their mean
+    text = out.read_text()
+    assert "| baseline (repeated last) |" in text and "The baseline ran first and last" in text
     with pytest.raises(ValueError, match="unknown token"):
         from pti.bench import parse_path
 

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--w-avg-samples", type=int, default=10_000, help="mapping samples for w statistics")
     parser.add_argument("--early-stop", action="store_true",
                         help="keep the paper's LPIPS early stop (default: off, every path runs every step)")
+    parser.add_argument("--repeat-baseline", action="store_true",
+                        help="run the baseline again at the end (shows drift on a shared machine; × uses the mean)")
     parser.add_argument("--targets", default=None, help="folder of aligned photos (default: synthetic targets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(config=args.config, checkpoint=args.checkpoint, device=device, paths=paths,
                       inv_steps=args.inv_steps, tune_steps=args.tune_steps, locality_steps=args.locality_steps,
                       warmup_steps=args.warmup_steps, images=args.images, w_avg_samples=args.w_avg_samples,
-                      early_stop=args.early_stop, targets=args.targets, seed=args.seed, threads=args.threads)
+                      early_stop=args.early_stop, targets=args.targets, seed=args.seed, threads=args.threads,
+                      repeat_baseline=args.repeat_baseline)
     try:
         from pti.bench import parse_path
 
