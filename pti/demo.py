@@ -77,6 +77,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     t_start = time.perf_counter()
     device = _device(cfg.device)
+    # bad input fails here, before minutes of loading and before anything is written
+    photos: dict[str, Any] = ({p.stem: p for p in list_images(cfg.images)} if cfg.images else bundled_photos())
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -92,7 +94,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     directions = [resolve_direction(spec, G) for spec in edit_specs]
     timed("load generator and directions", t0)
 
-    photos: dict[str, Any] = ({p.stem: p for p in list_images(cfg.images)} if cfg.images else bundled_photos())
     results: dict[str, dict[str, dict[str, float]]] = {}
     files: list[str] = []
     for name, source in photos.items():

@@ -1,0 +1,83 @@
+"""`pti demo` end to end on the bundled real photos, with the shipped demo generator and tiny step counts.
+
+Checks the files it writes and that the metrics table it prints is internally consistent
+(PSNR from MSE, ranges, the perceptual distance named honestly) and that pivotal tuning
+improved on the W inversion it started from.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from pti.cli import main
+
+STEPS = ["--inv-steps", "6", "--inv-w-avg-samples", "500", "--tune-steps", "12", "--tune-lr", "3e-3",
+         "--tune-lpips-threshold", "0"]
+
+
+def _table_rows(markdown: str, header_start: str) -> list[list[str]]:
+    """The body rows of the Markdown table whose header line starts with ``header_start``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["demo", "--out", str(out), "--device", "cpu", "--quiet", "--strengths=-2,0,2",
+                 "--edits", "ganspace:0,sefa:1", *STEPS])
+    return code, out
+
+
+def test_demo_writes_its_figures_and_table(demo_run):
+    code, out = demo_run
+    assert code == 0
+    for photo in ("grace_hopper", "astronaut"):
+        figure = Image.open(out / f"demo_{photo}.png")
+        # rows: reconstruction + (W, PTI) per edit = 5; columns: original | W | W+ | PTI; cells >= 128 px
+        assert figure.width >= 4 * 128 and figure.height >= 5 * 128, figure.size
+        assert len(set(figure.convert("L").getdata())) > 50  # a picture, not a blank canvas
+    assert (out / "demo_metrics.md").is_file()
+
+
+def test_demo_metrics_table_is_consistent(demo_run):
+    _, out = demo_run
+    text = (out / "demo_metrics.md").read_text()
+    # the perceptual distance is named for what it is: LPIPS here only if the AlexNet/VGG backbone loaded
+    name = re.search(r"Perceptual distance: \*\*(.+?)\*\*", text).group(1)
+    assert "LPIPS" in name or "not LPIPS" in name
+    rows = _table_rows(text, "| photo | method")
+    assert {(r[0], r[1]) for r in rows} == {(p, m) for p in ("grace_hopper", "astronaut") for m in ("W", "W+", "PTI")}
+    by_key = {}
+    for photo, method, mse_s, psnr_s, ssim_s, perc_s, ident_s in rows:
+        mse, psnr, ssim, perc, ident = map(float, (mse_s, psnr_s, ssim_s, perc_s, ident_s))
+        assert 0 < mse < 1 and 0 < ssim <= 1 and perc >= 0 and -1 <= ident <= 1, (photo, method)
+        # PSNR is defined on the [0, 1] range: 10 log10(1 / MSE); the table rounds MSE to 4 digits
+        assert psnr == pytest.approx(-10 * math.log10(mse), abs=0.02 + 10 / math.log(10) * 5e-5 / mse)
+        by_key[photo, method] = mse
+    for photo in ("grace_hopper", "astronaut"):
+        # PTI tunes the generator at the W pivot, so it reconstructs better than the W inversion itself
+        assert by_key[photo, "PTI"] < by_key[photo, "W"], by_key
+    stages = {stage: float(sec) for stage, sec in _table_rows(text, "| stage")}
+    for stage in ("align", "invert W", "invert W+", "pivotal tuning", "metrics", "edits and figure"):
+        assert stages[stage] > 0, stage
+    assert stages["total"] >= sum(v for k, v in stages.items() if k != "total") - 0.5
+
+
+def test_demo_rejects_a_folder_without_photos(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no photos here")
+    code = main(["demo", "--images", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet",
+                 "--no-identity", *STEPS])
+    assert code == 2 and "no image files" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
