@@ -60,6 +60,19 @@ class Pivot:
     seconds: float = 0.0
     perceptual_name: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    generator: str = ""  # weights_fingerprint of the generator it was inverted with ("" in older files)
+
+    def check_fits(self, G: torch.nn.Module, what: str = "the generator") -> None:
+        """Raise ValueError unless ``w`` is ``[1, G.num_ws, G.w_dim]`` and the noise maps match G's noise layers."""
+        if self.w.ndim != 3 or tuple(self.w.shape[1:]) != (int(G.num_ws), int(G.w_dim)):
+            raise ValueError(f"the pivot's w has shape {tuple(self.w.shape)} but {what} needs "
+                             f"[1, {int(G.num_ws)}, {int(G.w_dim)}] (num_ws, w_dim): it was made with another generator")
+        if self.noise:
+            wanted = [(int(layer.resolution),) * 2 for layer in G.synthesis.noise_layers()]
+            have = [tuple(n.shape[-2:]) for n in self.noise]
+            if have != wanted:
+                raise ValueError(f"the pivot's {len(have)} noise maps do not match the {len(wanted)} noise layers "
+                                 f"of {what}: it was made with another generator")
 
     def to(self, device: torch.device | str) -> "Pivot":
         return Pivot(**{**self.__dict__, "w": self.w.to(device), "noise": [n.to(device) for n in self.noise]})
@@ -261,8 +274,11 @@ def project_batch(
         return loss, dist
 
     step_loss = maybe_compile(forward, cfg.compile, cfg.compile_mode)
-    pivots = [Pivot(w=start[k:k + 1], space=cfg.space, perceptual_name=perceptual.name, config=config_to_dict(cfg))
-              for k in range(k_photos)]
+    from pti.stylegan2.checkpoints import weights_fingerprint
+
+    fingerprint = weights_fingerprint(G)
+    pivots = [Pivot(w=start[k:k + 1], space=cfg.space, perceptual_name=perceptual.name, config=config_to_dict(cfg),
+                    generator=fingerprint) for k in range(k_photos)]
     history = DeferredHistory(cfg.sync_every)
     desc = f"invert ({cfg.space})" + (f" x{k_photos}" if k_photos > 1 else "")
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import torch
@@ -39,5 +41,23 @@ def atomic_write_text(text: str, path: str | Path) -> None:
         tmp.write_text(text)
 
 
+def strict_json_value(obj: Any) -> Any:
+    """A JSON-ready copy of ``obj``: tensors to lists, Paths to str, mapping keys to str, and every
+    non-finite float (NaN, +-inf, e.g. the PSNR of identical images) to None."""
+    if isinstance(obj, torch.Tensor):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): strict_json_value(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json_value(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def atomic_write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+    """Write strict JSON (RFC 8259: no NaN/Infinity tokens; non-finite floats become null) atomically."""
+    text = json.dumps(strict_json_value(obj), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_text(text + "\n", path)

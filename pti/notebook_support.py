@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from pti.io_utils import atomic_path, atomic_write_text
+from pti.io_utils import atomic_path, atomic_write_json
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,27 +145,10 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
-def _strict(value: Any) -> Any:
-    """JSON-ready copy: tensors to lists, non-finite floats to None (strict JSON)."""
-    if isinstance(value, torch.Tensor):
-        value = value.tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as strict JSON (NaN/inf become null) atomically; returns the path."""
-    import json
-
     path = Path(path)
-    atomic_write_text(json.dumps(_strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n", path)
+    atomic_write_json(obj, path)
     return path
 
 

@@ -207,6 +207,11 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
         return None  # corrupt or foreign: invert again
     if tuple(pivot.w.shape) != (1, G.num_ws, G.w_dim) or pivot.space != inv_cfg.space:
         return None
+    if pivot.generator:
+        from pti.stylegan2.checkpoints import weights_fingerprint
+
+        if pivot.generator != weights_fingerprint(G):
+            return None  # inverted with other weights of the same shape
     if not bool(torch.isfinite(pivot.w).all()) or not all(bool(torch.isfinite(n).all()) for n in pivot.noise):
         return None
     if not any_config and pivot.config and pivot.config != config_to_dict(inv_cfg):

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from pti.io_utils import atomic_path, atomic_write_text
+from pti.io_utils import atomic_path, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_permissions_follow_umask(tmp_path):
@@ -27,3 +27,12 @@ def test_failed_write_leaves_nothing(tmp_path):
             raise RuntimeError("killed")
     assert (tmp_path / "b.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt"]
+
+
+def test_json_is_strict_non_finite_becomes_null(tmp_path):
+    import json
+
+    atomic_write_json({"psnr": float("inf"), "x": [1.5, float("nan")], "ok": 2.0}, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"psnr": None, "x": [1.5, None], "ok": 2.0}

@@ -18,6 +18,7 @@ from conftest import make_tiny_generator
 from pti.config import InversionConfig, TuningConfig, config_to_dict
 from pti.images import write_image
 from pti.inversion import Pivot
+from pti.stylegan2.checkpoints import weights_fingerprint
 from pti.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
                         run_one, staging_dir)
 
@@ -155,6 +156,28 @@ def test_reuse_pivot_and_redo_corrupt_or_foreign_pivot(G, images, tmp_path):
     assert process_images(G, images[:1], run, other_inv, TUNE, redo)[0].metrics["inversion"]["reused_pivot"] is False
     tune_only = RunOptions(align=False, progress=False, skip_finished=False, require_pivot=True)
     assert process_images(G, images[:1], run, INV, TUNE, tune_only)[0].metrics["inversion"]["reused_pivot"] is True
+
+
+def test_pivot_of_another_generator_is_not_reused(G, images, tmp_path):
+    run = tmp_path / "run"
+    invert_only = RunOptions(stage="invert", align=False, progress=False)
+    process_images(G, images[:1], run, INV, TUNE, invert_only)
+    other = make_tiny_generator(resolution=G.img_resolution, seed=99)  # same shapes, other weights
+    assert Pivot.load(run / images[0].stem / "pivot.pt").generator == weights_fingerprint(G) != weights_fingerprint(other)
+    tune_only = RunOptions(align=False, progress=False, skip_finished=False, require_pivot=True)
+    outcome = process_images(other, images[:1], run, INV, TUNE, tune_only)[0]
+    assert outcome.status == "failed" and "this generator" in outcome.error
+    again = process_images(G, images[:1], run, INV, TUNE, tune_only)[0]
+    assert again.status == "done" and again.metrics["inversion"]["reused_pivot"] is True
+
+
+def test_pivot_check_fits_names_the_mismatch(G):
+    pivot = Pivot(w=torch.zeros(1, G.num_ws + 1, G.w_dim))
+    with pytest.raises(ValueError, match="num_ws, w_dim"):
+        pivot.check_fits(G)
+    Pivot(w=torch.zeros(1, G.num_ws, G.w_dim)).check_fits(G)
+    with pytest.raises(ValueError, match="noise"):
+        Pivot(w=torch.zeros(1, G.num_ws, G.w_dim), noise=[torch.zeros(1, 1, 3, 3)]).check_fits(G)
 
 
 def test_tune_without_pivot_fails_with_a_clear_error(G, images, tmp_path):

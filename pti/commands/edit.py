@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     G_dir = G if args.direction_generator is None else load(args.direction_generator).eval().requires_grad_(False)
     pivot = Pivot.load(args.pivot, map_location=device)
     try:
+        pivot.check_fits(G, what=f"generator {args.generator}")
         directions = [resolve_direction(spec, G_dir.to(device), layers=layers) for spec in args.direction]
         for d in directions:
             d.check(int(G.w_dim), int(G.num_ws), what=f"generator {args.generator}")

@@ -51,6 +51,22 @@ __all__ = [
 ]
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A short sha256 of a network's state (names, shapes, dtypes and values): 16 hex characters.
+
+    Two generators with the same architecture but different weights get different fingerprints;
+    the same weights on another device or in another file format get the same one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
 def _load_native(path: Path) -> Generator:
     expected = f"expected a {_NATIVE_DESCRIPTION}"
     try:
