@@ -81,3 +81,10 @@ def test_demo_rejects_a_folder_without_photos(tmp_path, capsys):
                  "--no-identity", *STEPS])
     assert code == 2 and "no image files" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_column_labels_name_method_and_strength():
+    from pti.demo import column_labels
+
+    assert column_labels([-3, 0, 3]) == ["original | s=-3", "W | s=0", "W+ | s=3", "PTI"]
+    assert column_labels([-2, -1, 0, 1, 2]) == ["original | s=-2", "W | s=-1", "W+ | s=0", "PTI | s=1", "s=2"]
