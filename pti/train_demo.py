@@ -460,6 +460,7 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
         for s, h in old_handlers.items():
             signal.signal(s, h)
     save_state()
+    save_assets()  # the shipped checkpoint and resume copy always match the last state
     save_grid()
     if stop["flag"]:
         log("stopped by signal; resume with --resume auto")

@@ -105,6 +105,20 @@ def test_train_writes_state_log_and_grid(tmp_path):
     assert t2.cfg.r1_gamma == 0.5 and t2.cfg.z_dim == 32
 
 
+def test_train_exports_the_generator_when_it_ends(tmp_path):
+    from pti.stylegan2.checkpoints import load
+
+    out, export, resume_copy = tmp_path / "run", tmp_path / "g.safetensors", tmp_path / "resume.pt"
+    # export intervals off: the export happens because the run ended (as after a stop signal)
+    schedule = ScheduleConfig(state_interval_s=0, grid_interval_s=0, export_interval_s=0, export_path=export,
+                              resume_copy_path=resume_copy, log_interval_steps=1)
+    t = train(tiny_config(), out, kimg=1, resume="auto", device="cpu", schedule=schedule, max_steps=1,
+              progress=False)
+    G = load(export)
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), t.G_ema.state_dict().values()))
+    assert resume_copy.is_file()
+
+
 def test_mtcnn_metric_finds_dcgan_faces_and_not_flat_images():
     from pti.demo_quality import count_faces, load_mtcnn
 
