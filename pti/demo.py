@@ -143,8 +143,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         path = out / f"demo_{name}.png"
         save_grid(rows, path, row_labels=row_labels, col_labels=col_labels,
                   cell_size=max(128, G.img_resolution),
-                  title=f"{name}: PTI on {cfg.generator} ({G.img_resolution}px). Top row: the aligned photo and "
-                        f"its reconstructions; other rows: edits at strength s")
+                  title=f"{name} ({cfg.generator}, {G.img_resolution}px): reconstructions, then edits at strength s")
         files.append(str(path))
         timed("edits and figure", t0)
 
