@@ -64,7 +64,7 @@ class Pivot:
 
     def check_fits(self, G: torch.nn.Module, what: str = "the generator") -> None:
         """Raise ValueError unless ``w`` is ``[1, G.num_ws, G.w_dim]`` and the noise maps match G's noise layers."""
-        if self.w.ndim != 3 or tuple(self.w.shape[1:]) != (int(G.num_ws), int(G.w_dim)):
+        if tuple(self.w.shape) != (1, int(G.num_ws), int(G.w_dim)):
             raise ValueError(f"the pivot's w has shape {tuple(self.w.shape)} but {what} needs "
                              f"[1, {int(G.num_ws)}, {int(G.w_dim)}] (num_ws, w_dim): it was made with another generator")
         if self.noise:

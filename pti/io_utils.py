@@ -5,9 +5,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Iterator
 
 import torch

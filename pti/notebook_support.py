@@ -12,7 +12,7 @@ import math
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 

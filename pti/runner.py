@@ -205,7 +205,11 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
         pivot = Pivot.load(pivot_path, map_location=next(G.parameters()).device)
     except ValueError:
         return None  # corrupt or foreign: invert again
-    if tuple(pivot.w.shape) != (1, G.num_ws, G.w_dim) or pivot.space != inv_cfg.space:
+    try:
+        pivot.check_fits(G)
+    except ValueError:
+        return None  # shapes of another generator
+    if pivot.space != inv_cfg.space:
         return None
     if pivot.generator:
         from pti.stylegan2.checkpoints import weights_fingerprint

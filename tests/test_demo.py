@@ -89,3 +89,19 @@ def test_column_labels_name_method_and_strength():
 
     assert column_labels([-3, 0, 3]) == ["original | s=-3", "W | s=0", "W+ | s=3", "PTI"]
     assert column_labels([-2, -1, 0, 1, 2]) == ["original | s=-2", "W | s=-1", "W+ | s=0", "PTI | s=1", "s=2"]
+
+
+def test_demo_options_apply_over_its_own_defaults():
+    from pti.cli import build_parser
+    from pti.commands._config_args import build_configs
+    from pti.demo import DemoConfig
+
+    defaults = DemoConfig()
+    args = build_parser().parse_args(["demo", "--inv-channels-last", "False", "--tune-steps", "5",
+                                      "--locality-alpha", "7"])
+    inv, tune = build_configs(args, defaults.inversion, defaults.tuning)
+    assert inv.channels_last is False and inv.steps == defaults.inversion.steps == 450  # given / paper's
+    assert tune.channels_last is True and tune.steps == 5  # the demo's default / given
+    assert tune.locality.alpha == 7 and tune.locality.enabled == defaults.tuning.locality.enabled
+    plain_inv, _ = build_configs(build_parser().parse_args(["demo"]))
+    assert plain_inv.channels_last is False  # without a base: the paper's settings

@@ -59,12 +59,14 @@ def config_overrides(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
     return {k[len(head):]: v for k, v in vars(args).items() if k.startswith(head)}
 
 
-def build_configs(args: argparse.Namespace):
-    """(InversionConfig, TuningConfig) from the parsed options (paper defaults elsewhere)."""
-    from pti.config import InversionConfig, TuningConfig, config_from_dict
+def build_configs(args: argparse.Namespace, inversion=None, tuning=None):
+    """(InversionConfig, TuningConfig): the options given on the command line on top of the base
+    configs ``inversion`` / ``tuning`` (default: the paper's settings)."""
+    from pti.config import InversionConfig, TuningConfig, config_from_dict, config_to_dict
 
-    inv = config_from_dict(InversionConfig, config_overrides(args, "inv"))
-    tune_values = config_overrides(args, "tune")
-    tune_values["locality"] = config_overrides(args, "locality")
+    inv_values = {**(config_to_dict(inversion) if inversion is not None else {}), **config_overrides(args, "inv")}
+    inv = config_from_dict(InversionConfig, inv_values)
+    tune_values = {**(config_to_dict(tuning) if tuning is not None else {}), **config_overrides(args, "tune")}
+    tune_values["locality"] = {**tune_values.get("locality", {}), **config_overrides(args, "locality")}
     tune = config_from_dict(TuningConfig, tune_values)
     return inv, tune

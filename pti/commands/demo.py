@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 HELP = "align, invert (W, W+), pivotal-tune and edit real photos; writes figures/demo_*.png and demo_metrics.md"
 
@@ -28,12 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from pti.commands._config_args import build_configs
     from pti.demo import DemoConfig, run_demo
 
-    inv, tune = build_configs(args)
-    # the demo's one departure from the paper's defaults: channels_last, unless given (see DemoConfig)
-    if "inv__channels_last" not in vars(args):
-        inv = dataclasses.replace(inv, channels_last=True)
-    if "tune__channels_last" not in vars(args):
-        tune = dataclasses.replace(tune, channels_last=True)
+    defaults = DemoConfig()  # the demo's settings (the paper's, plus channels_last) under the given options
+    inv, tune = build_configs(args, defaults.inversion, defaults.tuning)
     cfg = DemoConfig(generator=args.generator, images=args.images, device=args.device, out_dir=args.out,
                      inversion=inv, tuning=tune,
                      edits=tuple(s for s in args.edits.split(",") if s) if args.edits else None,
