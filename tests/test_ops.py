@@ -371,8 +371,8 @@ def fresh_backend(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     return calls
 
 
-# Dispatch only looks at x.device; a real CUDA tensor cannot be made on a machine without one.
-FAKE_CUDA_TENSOR = types.SimpleNamespace(device=torch.device("cuda"))
+# Dispatch only looks at x.is_cuda and x.device; a real CUDA tensor cannot be made on a machine without one.
+FAKE_CUDA_TENSOR = types.SimpleNamespace(device=torch.device("cuda"), is_cuda=True)
 
 
 def test_failed_build_is_remembered_and_warned_once(fresh_backend: types.SimpleNamespace) -> None:

@@ -8,6 +8,19 @@ architectures are torch's choice (the visible GPUs) unless ``TORCH_CUDA_ARCH_LIS
 
 A failed build is remembered: it is not retried in the same process, ``impl='cuda'`` raises
 the remembered error, and ``impl='auto'`` warns once and uses the reference.
+
+Which implementation an op uses (first rule that applies):
+
+1. its ``impl`` argument, when not ``'auto'`` (``'ref'``, or ``'cuda'``: kernels or an error);
+2. the innermost :func:`auto_impl` block around the call;
+3. the environment variable ``PTI_OPS``: ``ref`` (never the kernels), ``cuda`` (the kernels on
+   every CUDA tensor, no fallback: a failed build raises, a failed self-check only warns),
+   ``auto`` or unset (the kernels on CUDA tensors when they build and pass their self-check,
+   else the reference with one warning); tensors off CUDA always use the reference here;
+4. ``auto``.
+
+The self-check itself (each kernel against the reference, once per op, dtype and flags) lives
+in :mod:`._selfcheck`; this module only builds the kernels and resolves the choice.
 """
 from __future__ import annotations
 
@@ -23,6 +36,11 @@ import torch
 
 Impl = Literal["auto", "cuda", "ref"]
 IMPLS: tuple[str, ...] = ("auto", "cuda", "ref")
+#: environment variable that sets what ``impl='auto'`` means (see the module doc)
+ENV_VAR = "PTI_OPS"
+#: the device type whose tensors the compiled kernels take; tests point it at ``'cpu'`` together
+#: with a stand-in extension module in ``_plugin`` (tests/test_ops_selfcheck.py)
+KERNEL_DEVICE = "cuda"
 EXTENSION_NAME = "pti_stylegan2_ops"
 CSRC = Path(__file__).parent / "csrc"
 _CUDA_FLAGS = ["--use_fast_math", "-O3"]
@@ -151,31 +169,78 @@ def auto_impl(impl: Impl) -> Iterator[None]:
         _auto_override.reset(token)
 
 
-def use_cuda(impl: Impl, x: torch.Tensor) -> bool:
-    """Whether an op called with ``impl`` on ``x`` should run the CUDA kernel.
+def env_impl() -> str:
+    """``$PTI_OPS`` as an impl: ``'auto'`` when unset or empty; ``ValueError`` for any other value."""
+    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if value not in IMPLS:
+        raise ValueError(f"{ENV_VAR}={value!r}: must be one of {', '.join(IMPLS)} (or unset)")
+    return value
 
-    ``impl='cuda'`` insists (raises if the kernels cannot be had); ``'ref'`` never uses
-    them; ``'auto'`` uses them for CUDA tensors when they build, else warns once.
-    """
-    global _warned
+
+def resolve_impl(impl: Impl) -> tuple[str, bool]:
+    """The impl that applies to a call with ``impl``, and whether it came from ``$PTI_OPS``."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be 'auto', 'cuda' or 'ref', got {impl!r}")
-    if impl == "auto":
-        impl = _auto_override.get() or "auto"
-    if impl == "ref":
-        return False
-    if impl == "cuda":
-        if x.device.type != "cuda":
+    if impl != "auto":
+        return impl, False
+    override = _auto_override.get()
+    if override is not None:
+        return override, False
+    return env_impl(), True
+
+
+def kernel_mode(impl: Impl, x: torch.Tensor) -> str:
+    """How an op called with ``impl`` on ``x`` may use the kernels: ``'ref'``, ``'auto'`` or ``'cuda'``.
+
+    ``'ref'``: use the reference. ``'auto'``: the kernels are built; use them if they pass their
+    self-check. ``'cuda'``: use them whatever the self-check says (forced). Raises
+    ``ValueError`` for ``impl='cuda'`` on a tensor off CUDA, and ``RuntimeError`` when forced
+    kernels cannot be built; ``'auto'`` warns once and returns ``'ref'`` when they cannot.
+    """
+    global _warned
+    on_kernel_device = x.is_cuda if KERNEL_DEVICE == "cuda" else x.device.type == KERNEL_DEVICE
+    if not on_kernel_device and impl == "auto" and _auto_override.get() in (None, "ref"):
+        return "ref"  # the common CPU case, without reading the environment
+    mode, from_env = resolve_impl(impl)
+    if mode == "ref":
+        return "ref"
+    if not on_kernel_device:
+        if mode == "cuda" and not from_env:
             raise ValueError(f"impl='cuda' needs CUDA tensors, got a tensor on {x.device}")
+        return "ref"
+    if mode == "cuda":
         build_extension()
-        return True
-    if x.device.type != "cuda":
-        return False
+        return "cuda"
     try:
         build_extension()
-        return True
+        return "auto"
     except RuntimeError as exc:
         if not _warned:
             warnings.warn(f"pti: CUDA ops unavailable ({exc}); using the pure-PyTorch reference ops", stacklevel=3)
             _warned = True
-        return False
+        return "ref"
+
+
+def use_cuda(impl: Impl, x: torch.Tensor) -> bool:
+    """Whether the kernels are available to an op called with ``impl`` on ``x`` (before their self-check).
+
+    ``impl='cuda'`` insists (raises if the kernels cannot be had); ``'ref'`` never uses
+    them; ``'auto'`` uses them for CUDA tensors when they build, else warns once.
+    """
+    return kernel_mode(impl, x) != "ref"
+
+
+def loaded_build() -> ModuleType | Any | None:
+    """The compiled module of this process (``None`` before a successful build)."""
+    return _plugin
+
+
+def build_identity(module: ModuleType | Any) -> str:
+    """What identifies a build: ``<file>#<sha256 of the file, 16 hex>``, or the object's id for a stand-in."""
+    path = getattr(module, "__file__", None)
+    if path and Path(path).is_file():
+        import hashlib
+
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return f"{path}#{digest}"
+    return f"{type(module).__name__}@{id(module):x}"

@@ -12,10 +12,12 @@ Gradients:
   ``down`` swapped, the filter flipped and the padding mirrored, so gradients of any order
   run on the kernel. No gradient flows to the filter (filters are constant buffers).
 
-The kernels are reached through :func:`kernels` (the compiled extension).
+The kernels are reached through :func:`kernels` (the compiled extension). This module imports
+only :mod:`._backend` and :mod:`._reference`; the public wrappers import it, never the reverse.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -23,8 +25,8 @@ from typing import Any
 import torch
 
 from pti.stylegan2.ops._backend import build_extension
-from pti.stylegan2.ops.bias_act import ACTIVATIONS, bias_act_ref
-from pti.stylegan2.ops.upfirdn2d import Padding, Scaling, filter_size, parse_padding, parse_scaling
+from pti.stylegan2.ops._reference import (ACTIVATIONS, Padding, Scaling, bias_act_ref, filter_size, parse_padding,
+                                          parse_scaling)
 
 # Activations whose slope is a function of the sign of the output (see bias_act_slope_from_output).
 _SLOPE_FROM_OUTPUT = ("linear", "relu", "lrelu")
@@ -53,6 +55,19 @@ class BiasActSpec:
     def slope_from_output(self) -> bool:
         """Whether the output alone determines the slope (then it is saved instead of the input)."""
         return self.act in _SLOPE_FROM_OUTPUT and self.gain > 0 and (self.act != "lrelu" or self.alpha >= 0)
+
+
+@functools.lru_cache(maxsize=256)
+def stored_clamp(clamp: float, dtype: torch.dtype) -> float:
+    """The clamp limit as a clamped output of ``dtype`` holds it (``clamp`` itself if < 0 or float32/64).
+
+    The kernel clamps in float and rounds the output to ``dtype``: float16 stores a clamp of 0.8
+    as 0.7998. Reading the slope from such an output must compare against that stored value,
+    or every clamped sample would pass the gradient (found by the self-check, see _selfcheck).
+    """
+    if clamp < 0 or dtype in (torch.float32, torch.float64):
+        return clamp
+    return float(torch.tensor(clamp, dtype=torch.float32).to(dtype))
 
 
 def _sum_to_bias(g: torch.Tensor, dim: int) -> torch.Tensor:
@@ -86,8 +101,9 @@ class _BiasActGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, dy: torch.Tensor, saved: torch.Tensor, b: torch.Tensor | None,
                 spec: BiasActSpec) -> torch.Tensor:
+        clamp = stored_clamp(spec.clamp, saved.dtype) if spec.slope_from_output else spec.clamp
         dx = kernels().bias_act_grad(dy, saved, b, spec.dim, spec.act_id, spec.slope_from_output,
-                                     spec.alpha, spec.gain, spec.clamp)
+                                     spec.alpha, spec.gain, clamp)
         ctx.spec = spec
         ctx.save_for_backward(dy, saved, b)
         return dx
@@ -239,4 +255,5 @@ def upfirdn2d_cuda(
     return _UpFirDn2d.apply(x, f.detach(), spec)
 
 
-__all__ = ["BiasActSpec", "UpFirDnSpec", "adjoint_spec", "bias_act_cuda", "kernels", "upfirdn2d_cuda"]
+__all__ = ["BiasActSpec", "UpFirDnSpec", "adjoint_spec", "bias_act_cuda", "kernels", "stored_clamp",
+           "upfirdn2d_cuda"]

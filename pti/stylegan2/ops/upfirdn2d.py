@@ -3,49 +3,21 @@
 Semantics (as in ``scipy.signal.upfirdn``, per spatial axis): insert ``up - 1`` zeros after
 every sample, pad (negative padding crops), convolve with the FIR filter ``f`` (true
 convolution unless ``flip_filter``), keep every ``down``-th sample.
+
+:func:`upfirdn2d` dispatches between the reference (:mod:`._reference`) and the CUDA kernel
+(:mod:`._cuda_ops`), which is used only after it has passed its self-check (:mod:`._selfcheck`)
+for the call's dtype, factors, padding and filter shape.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from pti.stylegan2.ops._backend import Impl, use_cuda
-
-Scaling = int | Sequence[int]
-Padding = int | Sequence[int]
-
-
-def parse_scaling(s: Scaling) -> tuple[int, int]:
-    """``int`` or ``[sx, sy]`` -> ``(sx, sy)``, each >= 1."""
-    sx, sy = (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
-    if sx < 1 or sy < 1:
-        raise ValueError(f"scaling factors must be >= 1, got {s}")
-    return sx, sy
-
-
-def parse_padding(p: Padding) -> tuple[int, int, int, int]:
-    """``int``, ``[px, py]`` or ``[x0, x1, y0, y1]`` -> ``(x0, x1, y0, y1)``."""
-    if isinstance(p, int):
-        return p, p, p, p
-    p = [int(v) for v in p]
-    if len(p) == 2:
-        return p[0], p[0], p[1], p[1]
-    if len(p) == 4:
-        return p[0], p[1], p[2], p[3]
-    raise ValueError(f"padding must be an int, [px, py] or [x0, x1, y0, y1], got {p}")
-
-
-def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
-    """Width and height of a 1-D (separable) or 2-D filter; ``(1, 1)`` for None."""
-    if f is None:
-        return 1, 1
-    if f.ndim == 1:
-        return f.shape[0], f.shape[0]
-    if f.ndim == 2:
-        return f.shape[1], f.shape[0]
-    raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
+from pti.stylegan2.ops import _cuda_ops, _selfcheck
+from pti.stylegan2.ops._backend import Impl, kernel_mode
+from pti.stylegan2.ops._reference import (Padding, Scaling, filter_size, parse_padding, parse_scaling,
+                                          upfirdn2d_ref)
 
 
 def setup_filter(
@@ -99,58 +71,16 @@ def upfirdn2d(
             or None for the identity.
         padding: applied after upsampling; negative values crop.
         gain: overall scaling of the signal magnitude.
+        impl: ``'auto'`` (kernel on CUDA tensors once it passed its self-check), ``'cuda'`` or ``'ref'``.
     Returns: ``[N, C, (H*up_y + pad_y0 + pad_y1 - fh) // down_y + 1, ...]``.
     """
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects [N, C, H, W], got shape {tuple(x.shape)}")
-    if use_cuda(impl, x):
-        from pti.stylegan2.ops._cuda_ops import upfirdn2d_cuda
-
-        return upfirdn2d_cuda(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    mode = kernel_mode(impl, x)
+    if mode != "ref" and _selfcheck.upfirdn2d_passes(x, f, up, down, padding, flip_filter, gain,
+                                                     forced=mode == "cuda"):
+        return _cuda_ops.upfirdn2d_cuda(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
-
-
-def upfirdn2d_ref(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: Scaling = 1,
-    down: Scaling = 1,
-    padding: Padding = 0,
-    flip_filter: bool = False,
-    gain: float = 1.0,
-) -> torch.Tensor:
-    """Pure-PyTorch :func:`upfirdn2d`."""
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    upx, upy = parse_scaling(up)
-    downx, downy = parse_scaling(down)
-    x0, x1, y0, y1 = parse_padding(padding)
-    n, c, h, w = x.shape
-
-    # Zero insertion: each sample is followed by (up - 1) zeros along each axis.
-    if upx > 1 or upy > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-        x = x.reshape(n, c, h * upy, w * upx)
-
-    # Pad (positive) then crop (negative).
-    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
-    x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
-
-    # FIR filter as a depthwise convolution (conv2d correlates, so flip for a true convolution).
-    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
-    if not flip_filter:
-        f = f.flip(list(range(f.ndim)))
-    if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
-    else:
-        taps = f.shape[0]
-        x = F.conv2d(x, f.reshape(1, 1, 1, taps).expand(c, 1, 1, taps), groups=c)
-        x = F.conv2d(x, f.reshape(1, 1, taps, 1).expand(c, 1, taps, 1), groups=c)
-
-    if downx > 1 or downy > 1:
-        x = x[:, :, ::downy, ::downx]
-    return x
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor | None, padding: Padding = 0, flip_filter: bool = False,
@@ -180,3 +110,7 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor | None, down: Scaling = 2, pad
     fw, fh = filter_size(f)
     p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+__all__ = ["Padding", "Scaling", "downsample2d", "filter2d", "filter_size", "parse_padding", "parse_scaling",
+           "setup_filter", "upfirdn2d", "upfirdn2d_ref", "upsample2d"]

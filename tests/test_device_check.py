@@ -1,0 +1,131 @@
+"""tools/device_check.sh and tools/device_check.py: the one prepared call on a lent GPU machine.
+
+The pure parts (which bench path the full PTI run takes and its ``pti run`` flags, the limits
+on what comes back) are tested directly; the whole script runs in its dry-run mode (CPU, tiny
+configs) in a ``slow`` test: about 5 minutes on this project's 2-core machine, mostly the
+start-up of one Python process per stage.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_driver():
+    spec = importlib.util.spec_from_file_location("device_check", ROOT / "tools" / "device_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+dc = _load_driver()
+
+
+def _result(name: str, ipm: float, mse: float, perceptual: float, batch: int = 1) -> dict:
+    return {"name": name, "images_per_minute": ipm, "mse": mse, "perceptual": perceptual, "batch": batch}
+
+
+def test_path_flags_map_bench_tokens_to_pti_run_options() -> None:
+    flags, env = dc.path_flags("fast+lpips256")  # fast = batched:auto+bf16+nosync; batching is dropped
+    assert flags == ["--inv-precision", "bf16", "--tune-precision", "bf16", "--inv-sync-every", "25",
+                     "--tune-sync-every", "25", "--tune-perceptual-resolution", "256"] and env == {}
+    flags, env = dc.path_flags("fp16-layers+channels-last+fused")
+    assert flags == ["--inv-force-fp32", "false", "--tune-force-fp32", "false", "--inv-channels-last", "true",
+                     "--tune-channels-last", "true", "--inv-adam", "fused", "--tune-adam", "fused"]
+    assert dc.path_flags("ref-ops") == ([], {"PTI_OPS": "ref"})
+    assert dc.path_flags("baseline") == ([], {})
+
+
+def test_pti_run_accepts_every_flag_the_driver_emits() -> None:
+    known = dc._help_options("run")
+    assert "--no-align" in known, "could not read `pti run --help`"
+    for path in dc.GPU_BENCH_PATHS.split(",") + ["compile", "nosync:10", "lpips:128"]:
+        flags, _ = dc.path_flags(path)
+        kept, dropped = dc._keep_known(flags, known)
+        assert not dropped, f"`pti run` no longer takes {dropped} (bench path {path})"
+    assert {"--inv-steps", "--tune-steps", "--tune-lpips-threshold", "--generator", "--output"} <= known
+
+
+def test_keep_known_drops_unknown_options_with_their_values() -> None:
+    kept, dropped = dc._keep_known(["--a", "1", "--b", "--c", "x", "--d"], {"--a", "--b", "--d"})
+    assert kept == ["--a", "1", "--b", "--d"] and dropped == ["--c", "x"]
+
+
+def test_choose_path_takes_the_fastest_at_equal_quality() -> None:
+    bench = {"results": [
+        _result("baseline", 1.0, 0.010, 0.30),
+        _result("bf16", 3.0, 0.0104, 0.31),            # within 5%: safe
+        _result("fast", 9.0, 0.0120, 0.30, batch=8),   # MSE 20% worse: not safe
+        _result("compile", 20.0, 0.010, 0.30),         # compile is left out (its warm-up)
+        _result("fp16-layers", 2.0, 0.0100, 0.30),
+    ]}
+    assert dc.choose_path(bench)[0] == "bf16"
+    assert dc.choose_path({"results": [_result("baseline", 1.0, 0.01, 0.3)]})[0] == "baseline"
+    assert dc.choose_path(None)[0] == "fp16-layers"
+
+
+def test_finish_keeps_out_within_the_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    monkeypatch.setenv("DEVICE_CHECK_WORK", str(work))
+    monkeypatch.setenv("OUT", str(out))
+    (work / "stages.tsv").write_text("0-setup\t0\t3\t60\t\n2-bench\t124\t180\t180\t\n4-train\t124\t99\t99\t\n")
+    (work / "step_setup.json").write_text(json.dumps({"environment": {"python": "3.12.3", "gpu": "H200"}}))
+    (work / "bench.json").write_text("{}")
+    (out / "log.txt").write_bytes(b"x" * (dc.MAX_BYTES + 1000))         # cut, not dropped
+    with open(out / "big.bin", "wb") as f:                               # over 16 MiB: dropped
+        f.truncate(dc.MAX_BYTES + 1)
+    (out / "bad name.txt").write_text("x")                              # a name that does not come back
+    (out / "a" / "b" / "c").mkdir(parents=True)
+    (out / "a" / "b" / "c" / "deep.txt").write_text("x")                # three folders down
+    for i in range(8):
+        (out / f"extra{i}.txt").write_text("x")                         # over 8 files: the last dropped
+    results = dc.step_finish(work, out, dry=False)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= dc.MAX_FILES
+    assert all(p.stat().st_size <= dc.MAX_BYTES for p in files)
+    assert all(dc.NAME_OK.match(part) for p in files for part in p.relative_to(out).parts)
+    assert {"summary.md", "results.json", "log.txt", "bench.json"} <= {p.name for p in files}
+    dropped = " ".join(results["files_dropped"])
+    assert "big.bin" in dropped and "bad name.txt" in dropped and "deep.txt" in dropped and "extra" in dropped
+    statuses = {s["stage"]: s["status"] for s in results["stages"]}
+    assert statuses == {"0-setup": "ok", "2-bench": "timed out", "4-train": "stopped at its cap (as planned)"}
+    summary = (out / "summary.md").read_text()
+    assert "H200" in summary and "| 2-bench | timed out (rc 124) | 180 | 180 |" in summary
+
+
+@pytest.mark.slow
+def test_dry_run_end_to_end(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "DEVICE_CHECK_WORK": str(work), "DEVICE_CHECK_DRY_RUN": "1",
+           "PYTHON": sys.executable, "DEVICE_CHECK_WHEELS": str(tmp_path / "no_wheels")}
+    proc = subprocess.run(["bash", "tools/device_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert len(files) <= dc.MAX_FILES and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files), files
+    assert all((out / f).stat().st_size <= dc.MAX_BYTES for f in files)
+    results = json.loads((out / "results.json").read_text())
+    stages = {s["stage"]: s for s in results["stages"]}
+    assert list(stages) == ["0-setup", "1a-build", "1b-gpu-tests", "2-bench", "3-pti-run", "4-train"]
+    failed = {k: (s["status"], s["rc"]) for k, s in stages.items() if s["status"] != "ok"}
+    assert not failed, (failed, (out / "log.txt").read_text()[-3000:])
+    assert not [v for v in results["setup"]["packages"].values() if v.startswith("MISSING")]
+    assert results["gpu-tests"]["counts"].get("skipped", 0) > 0  # collected, skipped without a GPU
+    bench = json.loads((out / "bench.json").read_text())
+    assert [r["name"] for r in bench["results"]] == ["baseline", "nosync"] and not bench["failures"]
+    run = results["pti-run"]
+    assert run["rc"] == 0 and run["end_to_end_seconds"] > 0 and run["summary"]["counts"]["done"] == 1
+    assert run["path"] in ("baseline", "nosync")
+    assert results["train"]["checkpoints"] and "demo_generator.safetensors" in files
+    assert (out / "demo_generator.safetensors").stat().st_size > 1_000_000

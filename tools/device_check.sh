@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One prepared call on a lent GPU machine (H100/H200, Python 3.12, torch 2.11): build the ops and
+# run the GPU tests, `pti bench` at 1024, one full PTI run at 1024, then train the demo generator
+# for the minutes left. Everything it measures goes to $OUT (at most 8 files of 16 MiB). Each
+# stage has its own time cap; a stage that fails or runs out of time is recorded and the next
+# one runs. See tools/README.md (how to prepare the wheels, how to call it, the dry run).
+#
+#   OUT=/tmp/out bash tools/device_check.sh                           # on the GPU machine
+#   OUT=/tmp/out DEVICE_CHECK_DRY_RUN=1 bash tools/device_check.sh    # here: CPU, tiny, seconds per stage
+#
+# Knobs: DEVICE_CHECK_BUDGET_S (whole script, default 525 s; dry run 900, caps doubled), DEVICE_CHECK_WORK
+# (scratch, default /tmp/pti_device_check), PYTHON (default python3), DEVICE_CHECK_BENCH_ARGS,
+# DEVICE_CHECK_RUN_ARGS (replace the bench / PTI-run options), PTI_DEVICE_TRAIN_CMD (replaces
+# the training command; it must write its *.safetensors checkpoint under $TRAIN_DIR).
+set -u
+cd "$(dirname "$0")/.." || exit 2
+REPO=$(pwd)
+DRY=${DEVICE_CHECK_DRY_RUN:-0}
+PY=${PYTHON:-python3}
+WORK=${DEVICE_CHECK_WORK:-/tmp/pti_device_check}
+if [ "$DRY" = 1 ]; then BUDGET=${DEVICE_CHECK_BUDGET_S:-900}; else BUDGET=${DEVICE_CHECK_BUDGET_S:-525}; fi
+OUT=${OUT:-$WORK/out}
+START=$(date +%s)
+rm -rf "$WORK" && mkdir -p "$WORK" "$OUT" || exit 2
+LOG=$OUT/log.txt
+export OUT DEVICE_CHECK_WORK=$WORK DEVICE_CHECK_DRY_RUN=$DRY PYTHON=$PY
+export PYTHONPATH=$REPO:$WORK/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 PTI_EXTENSIONS_DIR=$WORK/extensions MPLBACKEND=Agg
+# Nothing outside the machine can be reached: make downloads (the LPIPS backbones) fail at once
+# through a closed local port instead of waiting for their socket timeout, in every process.
+export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 \
+  http_proxy=http://127.0.0.1:9
+SCALE=1
+if [ "$DRY" = 1 ]; then export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 CUDA_VISIBLE_DEVICES=""; SCALE=2; fi
+: >"$WORK/stages.tsv"
+
+remaining() { echo $((BUDGET - ($(date +%s) - START))); }
+
+# stage NAME NOMINAL_CAP RESERVE STEP: run `device_check.py STEP` for at most min(NOMINAL_CAP,
+# time left - RESERVE) seconds (RESERVE: what the later stages need at least), then refresh $OUT.
+stage() {
+  local name=$1 nominal=$(($2 * SCALE)) reserve=$3 step=$4 cap rc t0
+  cap=$(($(remaining) - reserve))
+  [ "$cap" -gt "$nominal" ] && cap=$nominal
+  if [ "$cap" -lt 15 ]; then
+    printf '%s\t-1\t0\t%s\tskipped: %ss left\n' "$name" "$cap" "$(remaining)" >>"$WORK/stages.tsv"
+  else
+    echo "===== $name: $step, cap ${cap}s, $(remaining)s left of ${BUDGET}s =====" >>"$LOG"
+    t0=$(date +%s)
+    timeout --signal=INT --kill-after=30 "$cap" "$PY" tools/device_check.py "$step" >>"$LOG" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\t%s\t\n' "$name" "$rc" "$(($(date +%s) - t0))" "$cap" >>"$WORK/stages.tsv"
+    echo "===== $name: rc $rc after $(($(date +%s) - t0))s =====" >>"$LOG"
+  fi
+  "$PY" tools/device_check.py finish >>"$LOG" 2>&1
+}
+
+echo "pti device check: dry run $DRY, budget ${BUDGET}s, python $("$PY" --version 2>&1), $(date)" >"$LOG"
+command -v nvidia-smi >/dev/null && [ "$DRY" != 1 ] && nvidia-smi >>"$LOG" 2>&1
+#     name               nominal cap  reserve  step
+stage 0-setup            60           420      setup
+stage 1a-build           180          270      build
+stage 1b-gpu-tests       150          210      gpu-tests
+stage 2-bench            180          90       bench
+stage 3-pti-run          150          20       pti-run
+stage 4-train            100000       20       train
+echo "pti device check: done in $(($(date +%s) - START))s; files in $OUT:" >>"$LOG"
+ls -la "$OUT" >>"$LOG"
+"$PY" tools/device_check.py finish >>"$LOG" 2>&1
+tail -n 40 "$OUT/summary.md"
+exit 0
