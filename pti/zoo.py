@@ -1,4 +1,4 @@
-"""Known generator checkpoints and their verified download.
+"""Known generator and encoder checkpoints and their verified download.
 
 Entries (:data:`ZOO`):
 
@@ -7,6 +7,11 @@ Entries (:data:`ZOO`):
   code uses. Downloaded on demand into the cache folder (``~/.cache/pti``, or
   ``$PTI_CACHE_DIR``) with a progress bar, its sha256 checked when known, and renamed
   into place only when complete.
+- ``e4e``: the official e4e FFHQ encoder (``e4e_ffhq_encode.pt``, Tov et al. 2021), the
+  one the official PTI uses for encoder pivots; loaded by :func:`pti.encoders.load_e4e`.
+  Hosted on Google Drive only: when Drive answers with a web page (download quota
+  exceeded, confirmation asked) instead of the file, the error says which page to open
+  in a browser and where to put the file.
 
 No torch import here: ``pti download`` stays light.
 """
@@ -23,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from tqdm import tqdm
+from pti.progress import progress_bar
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 _CHUNK = 1 << 20
@@ -50,6 +55,8 @@ class ZooEntry:
         sha256: hex digest of the file; None when no published value could be verified.
         packaged: True when the file ships inside ``pti/assets`` (nothing to download).
         license: the licence of the weights.
+        kind: ``'generator'`` (:func:`pti.stylegan2.load`) or ``'encoder'`` (:func:`pti.encoders.load_e4e`).
+        page: a web page where a person can download the file by hand, when that differs from ``url``.
     """
 
     name: str
@@ -60,6 +67,8 @@ class ZooEntry:
     sha256: str | None = None
     packaged: bool = False
     license: str = ""
+    kind: str = "generator"
+    page: str | None = None
 
 
 ZOO: Mapping[str, ZooEntry] = MappingProxyType({
@@ -74,6 +83,17 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         # No published sha256 could be checked offline; the downloader prints the computed one.
         sha256=None,
         license="NVIDIA Source Code License-NC (non-commercial)"),
+    "e4e": ZooEntry(
+        name="e4e", filename="e4e_ffhq_encode.pt", resolution=1024, kind="encoder",
+        description="e4e FFHQ encoder (Tov et al. 2021), the official PTI's encoder pivots (18 x 512 W+ codes)",
+        # The e4e README's Google Drive file; this is Drive's direct-download form of its link.
+        url="https://drive.usercontent.google.com/download?id=1cUv_reLE6k3604or78EranS7XzuVMWeO&export=download"
+            "&confirm=t",
+        page="https://drive.google.com/file/d/1cUv_reLE6k3604or78EranS7XzuVMWeO/view",
+        # No published sha256 could be checked offline; the downloader prints the computed one.
+        sha256=None,
+        license="MIT code licence (omertov/encoder4editing); trained on FFHQ and bundled with a port of NVIDIA's "
+                "FFHQ StyleGAN2 (non-commercial licences): treat as non-commercial"),
 })
 
 
@@ -126,8 +146,12 @@ def _fetch(entry: ZooEntry, dest: Path, timeout: float, progress: bool) -> str:
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(tmp, "wb") as out:
+            if response.headers.get_content_type() == "text/html" and not entry.filename.endswith(".html"):
+                raise ZooError(f"cannot download {entry.name}: {entry.url} answered with a web page instead of the "
+                               f"file (a download quota or a confirmation page); open {entry.page or entry.url} in "
+                               f"a browser, download {entry.filename} and put it at {dest}")
             total = response.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+            with progress_bar(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=f"download {entry.name}", disable=not progress, file=sys.stderr) as bar:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
@@ -141,13 +165,18 @@ def _fetch(entry: ZooEntry, dest: Path, timeout: float, progress: bool) -> str:
         return sha
     except urllib.error.HTTPError as exc:
         raise ZooError(f"cannot download {entry.name} from {entry.url}: the server answered HTTP {exc.code} "
-                       f"({exc.reason}); download it elsewhere and put it at {dest}") from None
+                       f"({exc.reason}); download it elsewhere{_by_hand(entry)} and put it at {dest}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ZooError(f"cannot download {entry.name} from {entry.url} ({reason}): are you offline? Download it "
-                       f"elsewhere and put it at {dest}, or pass a local checkpoint path instead") from None
+                       f"elsewhere{_by_hand(entry)} and put it at {dest}, or pass a local checkpoint path "
+                       f"instead") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _by_hand(entry: ZooEntry) -> str:
+    return f" (from {entry.page})" if entry.page else ""
 
 
 def download(entry: ZooEntry | str, cache: Path | None = None, force: bool = False, progress: bool = True,

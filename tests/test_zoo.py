@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.server
 import os
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -114,16 +116,21 @@ def test_download_command_lists_entries(capsys: pytest.CaptureFixture[str]) -> N
     assert "ffhq" in out and "demo" in out and zoo.ZOO["ffhq"].url in out
 
 
+def download_served(name: str, served: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                    sha256: str | None = None) -> str:
+    """`pti download NAME` with the entry's URL replaced by ``served``'s file:// URL; returns its stdout."""
+    entry = dataclasses.replace(zoo.ZOO[name], url=served.as_uri(), sha256=sha256)
+    monkeypatch.setattr(zoo, "ZOO", MappingProxyType({**zoo.ZOO, name: entry}))
+    assert cli_main(["download", name, "--quiet"]) == 0
+    return capsys.readouterr().out
+
+
 def test_ffhq_end_to_end_through_a_local_url(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """`pti download ffhq` then `load('ffhq')`, with the official URL replaced by a file:// one."""
     G = make_tiny_generator()
     served = write_network_pickle(G, tmp_path / "served-ffhq.pkl")
-    ffhq = dataclasses.replace(zoo.ZOO["ffhq"], url=served.as_uri(),
-                               sha256=hashlib.sha256(served.read_bytes()).hexdigest())
-    monkeypatch.setattr(zoo, "ZOO", MappingProxyType({**zoo.ZOO, "ffhq": ffhq}))
-    assert cli_main(["download", "ffhq", "--quiet"]) == 0
-    out = capsys.readouterr().out
+    out = download_served("ffhq", served, monkeypatch, capsys, sha256=hashlib.sha256(served.read_bytes()).hexdigest())
     assert f"ffhq: downloaded: {cache / 'ffhq.pkl'}" in out and "(verified)" in out
     loaded, fmt = load_with_format("ffhq")
     assert fmt == "nvidia-pkl"
@@ -161,3 +168,79 @@ def test_shipped_demo_generator_if_present() -> None:
         pytest.skip(f"{path} is not in this checkout yet (trained separately)")
     G = load("demo")
     assert G.img_resolution == zoo.ZOO["demo"].resolution
+
+
+def test_e4e_entry() -> None:
+    e4e = zoo.ZOO["e4e"]
+    assert e4e.kind == "encoder" and e4e.filename == "e4e_ffhq_encode.pt" and e4e.resolution == 1024
+    drive_id = "1cUv_reLE6k3604or78EranS7XzuVMWeO"  # the FFHQ encoder of the omertov/encoder4editing README
+    assert e4e.url.startswith("https://drive.usercontent.google.com/download?") and f"id={drive_id}" in e4e.url
+    assert e4e.page == f"https://drive.google.com/file/d/{drive_id}/view" and not e4e.packaged
+    assert {entry.kind for entry in zoo.ZOO.values()} == {"generator", "encoder"}
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    """What Google Drive sends instead of a large file when its quota is exceeded: a 200 HTML page."""
+
+    def do_GET(self) -> None:
+        body = b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_web_page_instead_of_the_file_is_refused(cache: Path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _WebPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        entry = dataclasses.replace(zoo.ZOO["e4e"], url=f"http://127.0.0.1:{server.server_port}/download?id=x")
+        with pytest.raises(zoo.ZooError) as info:
+            zoo.download(entry, progress=False)
+    finally:
+        server.shutdown()
+        thread.join()
+    message = str(info.value)
+    assert "answered with a web page instead of the file" in message and "\n" not in message
+    assert f"open {zoo.ZOO['e4e'].page} in a browser, download e4e_ffhq_encode.pt" in message
+    assert str(cache / "e4e_ffhq_encode.pt") in message
+    assert not cache.exists() or os.listdir(cache) == []  # nothing half-written
+
+
+def test_e4e_offline_names_the_page_to_use_by_hand(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(zoo.ZooError, match=r"offline.*elsewhere \(from https://drive\.google\.com/file/d/.*/view\)"):
+        zoo.download("e4e", progress=False)
+
+
+def test_e4e_end_to_end_through_a_local_url(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`pti download e4e` then `load_e4e('e4e')`, with the Drive URL replaced by a file:// one."""
+    from test_encoders import make_small, write_official_checkpoint
+
+    from pti.encoders import load_e4e_with_format
+
+    enc = make_small(seed=7)
+    out = download_served("e4e", write_official_checkpoint(tmp_path / "served-e4e.pt", enc), monkeypatch, capsys)
+    assert f"e4e: downloaded: {cache / 'e4e_ffhq_encode.pt'}" in out and "UNVERIFIED" in out
+    loaded, fmt = load_e4e_with_format("e4e")
+    assert fmt == "e4e-pt"
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(enc(x), loaded(x))
+
+
+def test_generator_loader_refuses_encoder_zoo_names_before_downloading(tmp_path, monkeypatch):
+    # `pti.stylegan2.load("e4e")` must not fetch a 1 GB encoder and then fail on its layout
+    from pti.stylegan2.checkpoints import CheckpointError, load
+
+    monkeypatch.chdir(tmp_path)  # no file named "e4e" here
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(CheckpointError, match="encoder in the zoo, not a generator"):
+        load("e4e")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

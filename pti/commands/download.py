@@ -6,7 +6,8 @@ import sys
 import warnings
 from pathlib import Path
 
-HELP = "download a known generator checkpoint (e.g. ffhq) into the cache, verifying its sha256; no NAME: list them"
+HELP = ("download a known generator or encoder checkpoint (e.g. ffhq, e4e) into the cache, verifying its sha256; "
+        "no NAME: list them")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,8 @@ def _list_entries() -> int:
 
     for entry in zoo.ZOO.values():
         where = "shipped in pti/assets" if entry.packaged else entry.url
-        print(f"{entry.name:8s} {entry.resolution:5d}px  {entry.description}\n{'':16s}{where}")
+        by_hand = f"\n{'':16s}by hand: {entry.page}" if entry.page else ""
+        print(f"{entry.name:8s} {entry.resolution:5d}px  {entry.kind}: {entry.description}\n{'':16s}{where}{by_hand}")
     return 0
 
 

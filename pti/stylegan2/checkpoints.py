@@ -121,6 +121,10 @@ def _resolve(path_or_name: str | Path) -> Path:
 
     path = Path(path_or_name)
     if isinstance(path_or_name, str) and path_or_name in zoo.ZOO and not path.exists():
+        kind = getattr(zoo.ZOO[path_or_name], "kind", "generator")
+        if kind != "generator":
+            raise CheckpointError(f"{path_or_name!r} is a {kind} in the zoo, not a generator; generators: "
+                                  f"{', '.join(k for k, e in zoo.ZOO.items() if getattr(e, 'kind', 'generator') == 'generator')}")
         try:
             return zoo.resolve(path_or_name)
         except zoo.ZooError as exc:

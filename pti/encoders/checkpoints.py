@@ -1,0 +1,125 @@
+"""Encoder checkpoints: :func:`load_e4e` for two formats, :func:`save_encoder` for ours.
+
+======================  ======================  =========================================
+format name             file                    read by
+======================  ======================  =========================================
+``e4e-pt``              ``*.pt`` / ``*.pth``    ``torch.load(weights_only=True)`` and
+                                                layout checks (:mod:`.official`)
+``pti-e4e-safetensors`` ``*.safetensors``       safetensors; the :class:`E4EConfig` as JSON
+                                                in the header (written by :func:`save_encoder`)
+======================  ======================  =========================================
+
+A zoo name (``'e4e'``; see :mod:`pti.zoo`) may be given instead of a path. Every failure
+is a :class:`~pti.stylegan2.CheckpointError` naming the file; a file that asks for code to
+be run raises :class:`~pti.stylegan2.UnsafeCheckpointError`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from pti import __version__
+from pti.encoders import official
+from pti.encoders.config import E4EConfig
+from pti.encoders.e4e import Encoder4Editing
+from pti.io_utils import atomic_path
+from pti.stylegan2.checkpoints import META_FORMAT, META_FORMAT_VERSION, META_INIT_KWARGS, META_PTI_VERSION
+from pti.stylegan2.errors import CheckpointError
+
+NATIVE_FORMAT = "pti-e4e-safetensors"
+NATIVE_FORMAT_VERSION = 1
+_META_FORMAT_VALUE = "pti.encoders.Encoder4Editing"
+_NATIVE_DESCRIPTION = "pti encoder file (.safetensors written by pti.encoders.save_encoder)"
+
+
+def _load_native(path: Path) -> Encoder4Editing:
+    expected = f"expected a {_NATIVE_DESCRIPTION}"
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # truncated or not safetensors: any error of the safetensors reader
+        raise CheckpointError(f"{path}: damaged, truncated or not a safetensors file ({type(exc).__name__}: {exc}); "
+                              f"{expected}") from None
+    if metadata.get(META_FORMAT) != _META_FORMAT_VALUE or META_INIT_KWARGS not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without pti's encoder metadata "
+                              f"({META_FORMAT}={_META_FORMAT_VALUE!r}, {META_INIT_KWARGS}); {expected}")
+    try:
+        version = int(metadata.get(META_FORMAT_VERSION, "0"))
+        config = E4EConfig.from_dict(json.loads(metadata[META_INIT_KWARGS]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable or invalid encoder metadata ({exc}); {expected}") from None
+    if version > NATIVE_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written in pti encoder format version {version} (by pti "
+                              f"{metadata.get(META_PTI_VERSION, '?')}); this pti reads up to version "
+                              f"{NATIVE_FORMAT_VERSION}: upgrade pti")
+    encoder = Encoder4Editing(config)
+    official.load_state_dict_checked(encoder, tensors, str(path))
+    return encoder.eval()
+
+
+def save_encoder(encoder: Encoder4Editing, path: str | Path) -> Path:
+    """Write ``encoder`` as safetensors with its :class:`E4EConfig` (JSON) in the header; atomic.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.safetensors``.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path}: pti saves encoders as .safetensors; give a file name ending in .safetensors")
+    metadata = {META_FORMAT: _META_FORMAT_VALUE, META_FORMAT_VERSION: str(NATIVE_FORMAT_VERSION),
+                META_INIT_KWARGS: json.dumps(encoder.config.to_dict(), sort_keys=True), META_PTI_VERSION: __version__}
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in encoder.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    """A path as given, or the local file of an encoder zoo name (downloaded if needed)."""
+    from pti import zoo
+
+    path = Path(path_or_name)
+    if isinstance(path_or_name, str) and path_or_name in zoo.ZOO and not path.exists():
+        entry = zoo.ZOO[path_or_name]
+        if entry.kind != "encoder":
+            raise CheckpointError(f"{path_or_name!r} is a {entry.kind} in pti's zoo, not an encoder; encoders: "
+                                  f"{', '.join(n for n, e in zoo.ZOO.items() if e.kind == 'encoder')}")
+        try:
+            return zoo.resolve(path_or_name)
+        except zoo.ZooError as exc:
+            raise CheckpointError(str(exc)) from None
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file (nor an encoder zoo name); give an official e4e .pt or a pti "
+                              f"encoder .safetensors")
+    return path
+
+
+def load_e4e_with_format(path_or_name: str | Path,
+                         device: str | torch.device = "cpu") -> tuple[Encoder4Editing, str]:
+    """Load an e4e encoder and say which format it came in (``e4e-pt`` or ``pti-e4e-safetensors``).
+
+    The encoder is in eval mode (BatchNorm uses its running statistics) on ``device``.
+
+    Raises:
+        CheckpointError: unknown extension, missing file, failed download, or a file that
+            does not hold an e4e encoder (see :func:`pti.encoders.official.load_official_e4e`).
+        UnsafeCheckpointError: the file asks for code to be run; nothing was executed.
+    """
+    path = _resolve(path_or_name)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return official.load_official_e4e(path).to(device), official.FORMAT_NAME
+    if suffix == ".safetensors":
+        return _load_native(path).to(device), NATIVE_FORMAT
+    raise CheckpointError(f"{path}: unknown encoder checkpoint extension {suffix or '(none)'!r}; expected .pt/.pth "
+                          f"(official e4e) or .safetensors (pti)")
+
+
+def load_e4e(path_or_name: str | Path, device: str | torch.device = "cpu") -> Encoder4Editing:
+    """Load an e4e encoder from a path or zoo name (``'e4e'``); see :func:`load_e4e_with_format`."""
+    return load_e4e_with_format(path_or_name, device=device)[0]
