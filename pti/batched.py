@@ -26,14 +26,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
 from pti.config import TuningConfig, check_execution
+from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.execution import DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling, traceable_ops
 from pti.inversion import NonFiniteLossError, Pivot
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image
 from pti.optim import DeviceLossScaler, FlatAdam
-from pti.tuning import batch_noise, prepare_inputs
+from pti.progress import progress_bar
+from pti.tuning import batch_noise, pivot_labels, prepare_inputs
 
 
 @dataclass
@@ -43,7 +44,8 @@ class BatchedTuningResult:
     ``weights``: synthesis parameter name -> ``[K, ...]`` (detached). Per photo: ``steps`` (updates
     applied), ``stopped_early``, ``loss_history`` / ``perceptual_history`` / ``locality_history``
     (per step, as :class:`~pti.tuning.TuningResult`), ``errors`` (None, or why the photo was
-    abandoned: a non-finite loss; its weights are then meaningless). ``seconds``: wall time of the batch.
+    abandoned: a non-finite loss or a diverged image, see :mod:`pti.divergence`; its weights are then
+    meaningless). ``seconds``: wall time of the batch.
     """
 
     original: nn.Module
@@ -90,6 +92,7 @@ def tune_batched(
     pivots: Sequence[Pivot] | torch.Tensor,
     cfg: TuningConfig | None = None,
     *,
+    c: Any = None,
     perceptual: PerceptualLoss | None = None,
     progress: bool = True,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
@@ -98,12 +101,13 @@ def tune_batched(
 
     Args:
         G: the original generator (left unchanged).
-        targets: ``[K, 3, H, W]`` or K images ``[3, H, W]`` in [-1, 1].
+        targets: ``[K, C, H, W]`` or K images ``[C, H, W]`` in [-1, 1] (C = 3 or 1).
         pivots: K :class:`~pti.inversion.Pivot` (or ws ``[K, num_ws, w_dim]``), in the order of ``targets``.
         cfg: :class:`~pti.config.TuningConfig` (paper defaults when None); all execution fields apply.
+        c: conditional generators: the class(es) of the locality codes, as :func:`pti.tuning.tune`'s ``c``.
         callback: ``callback(step, {'loss': [K], 'perceptual': [K], 'active': [K]})`` per step, at syncs.
-    Returns: :class:`BatchedTuningResult`; a photo whose loss becomes non-finite is frozen and named in
-    ``errors`` (the others go on).
+    Returns: :class:`BatchedTuningResult`; a photo whose loss becomes non-finite or whose image diverges
+    (:mod:`pti.divergence`) is frozen and named in ``errors`` (the others go on).
     """
     cfg = cfg or TuningConfig()
     check_execution(cfg)
@@ -111,6 +115,7 @@ def tune_batched(
     t0 = time.perf_counter()
     x, ws, noises = prepare_inputs(G, targets, pivots, device)
     k_photos = x.shape[0]
+    labels = pivot_labels(G, pivots, c, k_photos, device) if cfg.locality.enabled or c is not None else None
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
 
     names, stacked = stack_synthesis_parameters(G, k_photos)
@@ -121,7 +126,7 @@ def tune_batched(
     if cfg.use_pivot_noise:  # per layer [K, 1, 1, R, R]: each photo renders its one image with its own maps
         noise = [n.unsqueeze(1) for n in batch_noise(noises, list(range(k_photos)))]
     scaler = DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
-    regularizer = LocalityRegularizer(G, perceptual, cfg.locality) if cfg.locality.enabled else None
+    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     generators = [torch.Generator().manual_seed(cfg.seed) for _ in range(k_photos)]
 
     def render(noise_mode: str) -> Callable[..., torch.Tensor]:
@@ -134,12 +139,12 @@ def tune_batched(
     render_locality = vmap(render(cfg.locality.noise_mode), in_dims=(0, 0, None))
 
     def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor,
-                maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-photo reconstruction losses ``[K]`` and perceptual distances ``[K]``."""
+                maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-photo reconstruction losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]``."""
         with autocast(device, cfg.precision):
             image = render_pivots(p, ws.unsqueeze(1), maps)[:, 0]
             dist = perceptual(image, x).float()
-        return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist
+        return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist, output_rms(image)
 
     def locality(p: dict[str, torch.Tensor], w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Per-photo locality penalties ``[K]`` for ``w_r [K, S, num_ws, w_dim]``."""
@@ -158,11 +163,11 @@ def tune_batched(
     running = [True] * k_photos  # the host's view: photos not yet stopped or abandoned
     active = torch.ones([k_photos], dtype=torch.bool, device=device)
     history = DeferredHistory(cfg.sync_every)
-    bar = tqdm(range(cfg.steps), desc=f"tune (batched x{k_photos})", disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.steps), desc=f"tune (batched x{k_photos})", disable=not progress, leave=False)
     # vmap and torch.compile need the pure-PyTorch ops (the CUDA kernels' autograd functions have no vmap rule)
     with traceable_ops(device, True), channels_last([perceptual], [G], enabled=cfg.channels_last):
         for step in bar:
-            loss, dist = step_loss(params, ws, x, noise)
+            loss, dist, rms = step_loss(params, ws, x, noise)
             if cfg.lpips_threshold is not None:
                 active = active & (dist.detach() > cfg.lpips_threshold)
             reg = None
@@ -172,7 +177,7 @@ def tune_batched(
                     reference = regularizer.reference(w_r.flatten(0, 1), cfg.force_fp32)
                 reg = step_locality(params, w_r, reference)
                 loss = loss + reg
-            history.record(step, loss=loss, perceptual=dist, active=active,
+            history.record(step, loss=loss, perceptual=dist, active=active, output_rms=rms,
                            **({"locality": reg} if reg is not None else {}))
             flat.zero_grad()
             total = loss.sum()
@@ -193,7 +198,8 @@ def tune_batched(
 
 def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult, running: list[bool],
              callback: Callable[[int, dict[str, Any]], None] | None) -> list[int]:
-    """Append flushed steps to each running photo's record; returns photos abandoned for a non-finite loss."""
+    """Append flushed steps to each running photo's record; returns photos abandoned for a non-finite loss
+    or a diverged image."""
     abandoned = []
     for step, row in rows:
         for k in range(len(running)):
@@ -210,6 +216,11 @@ def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult
                 result.errors[k] = f"tuning loss became {row['loss'][k]} at step {step}"
                 abandoned.append(k)
                 continue
+            if is_diverged(row["output_rms"][k]):
+                running[k] = False
+                result.errors[k] = diverged_message("tuning", step, row["output_rms"][k])
+                abandoned.append(k)
+                continue
             if "locality" in row:
                 result.locality_history[k].append(row["locality"][k])
             result.steps[k] = step + 1
@@ -223,9 +234,11 @@ def pivotal_tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Te
                          pivots: Sequence[Pivot] | torch.Tensor, cfg: TuningConfig | None = None,
                          **kwargs: Any) -> list[nn.Module]:
     """Like :func:`tune_batched` but returns the K tuned generators; raises
-    :class:`~pti.inversion.NonFiniteLossError` naming every photo whose loss became non-finite."""
+    :class:`~pti.inversion.NonFiniteLossError` naming every photo whose loss became non-finite
+    (:class:`~pti.divergence.DivergenceError`, its base class, when some images diverged instead)."""
     result = tune_batched(G, targets, pivots, cfg, **kwargs)
     failed = [f"photo {k}: {err}" for k, err in enumerate(result.errors) if err is not None]
     if failed:
-        raise NonFiniteLossError("; ".join(failed))
+        non_finite = all(err.startswith("tuning loss became") for err in result.errors if err is not None)
+        raise (NonFiniteLossError if non_finite else DivergenceError)("; ".join(failed))
     return result.generators()

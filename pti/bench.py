@@ -198,14 +198,15 @@ def synthetic_targets(G: torch.nn.Module, n: int, seed: int) -> torch.Tensor:
     return images.clamp(-1, 1)
 
 
-def load_targets(folder: str, n: int, resolution: int, device: torch.device) -> torch.Tensor:
-    """The first ``n`` images (sorted by name) of ``folder``, resized to ``resolution``: ``[n, 3, R, R]``."""
+def load_targets(folder: str, n: int, resolution: int, device: torch.device, channels: int = 3) -> torch.Tensor:
+    """The first ``n`` images (sorted by name) of ``folder``, resized to ``resolution``: ``[n, channels, R, R]``
+    (``channels``: the generator's ``img_channels``; 1 = gray)."""
     from pti.images import read_image
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
     if len(files) < n:
         raise ValueError(f"{folder}: needs {n} images (png/jpg/webp), found {len(files)}; pass --images {len(files)}")
-    return torch.cat([read_image(p, resolution) for p in files[:n]]).to(device)
+    return torch.cat([read_image(p, resolution, channels) for p in files[:n]]).to(device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -449,7 +450,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchRepo
     if not specs or specs[0].name != "baseline":
         specs = [parse_path("baseline")] + [s for s in specs if s.name != "baseline"]
     G = build_generator(cfg, device)
-    targets = load_targets(cfg.targets, cfg.images, G.img_resolution, device) if cfg.targets \
+    targets = load_targets(cfg.targets, cfg.images, G.img_resolution, device, G.img_channels) if cfg.targets \
         else synthetic_targets(G, cfg.images, cfg.seed)
     cache: dict[tuple[str, int | None], PerceptualLoss] = {}
 

@@ -71,10 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-# Errors caused by the user's input (a bad file, a missing checkpoint, a photo without a face):
+# Errors caused by the user's input (a bad file, a missing checkpoint, a photo without a face, a learning
+# rate at which the optimisation diverges):
 # shown as one line instead of a traceback. Matched by class name so that --help imports nothing.
 USER_ERRORS = {"CheckpointError", "UnsafeCheckpointError", "ZooError", "NoFaceFound", "ImageReadError",
-               "DirectionMismatchError", "FileNotFoundError", "NotADirectoryError"}
+               "DirectionMismatchError", "FileNotFoundError", "NotADirectoryError", "ConditioningError",
+               "DivergenceError"}
 
 
 def _is_user_error(exc: BaseException) -> bool:

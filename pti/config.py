@@ -5,7 +5,9 @@ Roich et al., "Pivotal Tuning for Latent-based Editing of Real Images" (ACM TOG 
 λ_L2 = λ_LPIPS = 1, locality regularisation with α = 30 and λ_R(L2) = λ_R(LPIPS) = 0.1,
 N_r = 1 sample per step, w_z drawn from the mapping network with truncation 0.5.
 Every field is a plain value so that configs round-trip through JSON, the CLI and
-notebook parameters (see :func:`config_from_dict`, :func:`config_to_dict`).
+notebook parameters (see :func:`config_from_dict`, :func:`config_to_dict`). Each field has an
+attribute docstring (the string under it): what it is, its unit and choices. ``pti`` shows it as the
+option's help text (:mod:`pti.commands._config_args`), so it is written only here.
 
 The execution fields at the end of :class:`InversionConfig` and :class:`TuningConfig`
 (``precision``, ``channels_last``, ``adam``, ``compile``, ``compile_mode``, ``sync_every``,
@@ -16,89 +18,159 @@ compilation); every faster setting is opt-in and measured by ``pti bench``.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 Space = Literal["w", "w+"]
 NoiseMode = Literal["const", "random", "none"]
+LocalityNorm = Literal["paper", "official"]
+PerceptualNet = Literal["alex", "vgg", "squeeze", "effnet-lite0", "random-alex", "random-vgg", "random-squeeze"]
 Precision = Literal["fp32", "bf16", "fp16"]
 AdamImpl = Literal["auto", "loop", "foreach", "fused"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-ADAM_IMPLS: tuple[str, ...] = ("auto", "loop", "foreach", "fused")
-COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+ADAM_IMPLS: tuple[str, ...] = typing.get_args(AdamImpl)
+COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
 
 
 @dataclass
 class InversionConfig:
-    """The StyleGAN2 projector (Karras et al. 2020, appendix D) as PTI uses it for the pivot."""
+    """The StyleGAN2 projector (Karras et al. 2020, appendix D) as PTI uses it for the pivot.
 
-    space: Space = "w"                       # 'w': one w broadcast to all layers (the paper); 'w+': one per layer
+    Each field's docstring is its help text on the command line (``--inv-<field>``).
+    """
+
+    space: Space = "w"
+    """latent space of the pivot: 'w' = one code broadcast to all layers (the paper), 'w+' = one code per layer"""
     steps: int = 450
-    lr: float = 5e-3                         # peak learning rate (official PTI: first_inv_lr = 5e-3)
-    lr_rampup: float = 0.05                  # fraction of steps for the linear warm-up
-    lr_rampdown: float = 0.25                # fraction of steps for the cosine ramp-down
-    w_noise_factor: float = 0.05             # initial noise added to w, times the w std of the mapping samples
-    w_noise_ramp: float = 0.75               # fraction of steps over which that noise decays (quadratically) to 0
-    noise_reg_weight: float = 1e5            # weight of the noise-map autocorrelation penalty
-    optimize_noise: bool = True              # optimise the per-layer noise maps together with w
-    w_avg_samples: int = 10_000              # mapping samples for w's mean and std
-    perceptual_net: str = "vgg"              # perceptual distance of the projector ('vgg' as StyleGAN2's; 'alex')
-    perceptual_resolution: int | None = 256  # images larger than this are area-downsampled before the distance
-    l2_weight: float = 0.0                   # optional pixel L2 term (0 = the projector's pure perceptual loss)
+    """Adam steps of the projector (the paper: 450)"""
+    lr: float = 5e-3
+    """peak Adam learning rate (official PTI: first_inv_lr = 5e-3)"""
+    lr_rampup: float = 0.05
+    """fraction of the steps (0-1) with a linear learning-rate warm-up from 0"""
+    lr_rampdown: float = 0.25
+    """fraction of the steps (0-1) at the end with a cosine learning-rate ramp-down to 0"""
+    w_noise_factor: float = 0.05
+    """initial Gaussian noise added to w, in units of the std of the mapped w samples"""
+    w_noise_ramp: float = 0.75
+    """fraction of the steps (0-1) over which that noise decays (quadratically) to 0"""
+    noise_reg_weight: float = 1e5
+    """weight of the noise-map autocorrelation penalty (StyleGAN2's projector: 1e5)"""
+    optimize_noise: bool = True
+    """optimise the per-layer noise maps together with w"""
+    w_avg_samples: int = 10_000
+    """number of mapping samples z -> w whose mean is the start and whose std scales the w noise"""
+    perceptual_net: PerceptualNet = "vgg"
+    """perceptual distance of the projector: LPIPS on 'vgg' (StyleGAN2's), 'alex' or 'squeeze' (the offline
+    EfficientNet-Lite0 fallback when the backbone cannot be had), 'effnet-lite0' (that fallback on purpose),
+    'random-*' (random backbone: tests only)"""
+    perceptual_resolution: int | None = 256
+    """images larger than this side (pixels) are area-downsampled before the perceptual distance; none: never"""
+    l2_weight: float = 0.0
+    """weight of an extra pixel MSE term on [-1, 1] images (0: the projector's pure perceptual loss)"""
     seed: int = 0
+    """seed of the mapping samples, the initial noise maps and the per-step w noise"""
     # execution (see the module doc): how the steps are computed, not what they compute
-    force_fp32: bool = True                  # False: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)
-    precision: Precision = "fp32"            # autocast of synthesis + perceptual: 'fp32' (off), 'bf16', 'fp16'
-    channels_last: bool = False              # NHWC perceptual network (and fp16 synthesis blocks)
-    adam: AdamImpl = "auto"                  # torch.optim.Adam: 'auto' (torch's pick), 'loop' (official), 'foreach', 'fused'
-    compile: bool = False                    # torch.compile the fixed-shape forward (and the masked Adam step)
-    compile_mode: CompileMode = "default"    # 'reduce-overhead' adds CUDA graphs
-    sync_every: int = 1                      # host syncs (history, NaN check, progress) only every N steps
+    force_fp32: bool = True
+    """run every synthesis layer in fp32; false: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)"""
+    precision: Precision = "fp32"
+    """autocast of synthesis and perceptual network: 'fp32' (off, the official code), 'bf16' or 'fp16'
+    (fp16 with loss scaling)"""
+    channels_last: bool = False
+    """NHWC memory layout for the perceptual network (and the fp16 synthesis blocks)"""
+    adam: AdamImpl = "auto"
+    """torch.optim.Adam implementation: 'auto' (torch's pick), 'loop' (the official code's), 'foreach', 'fused'"""
+    compile: bool = False
+    """torch.compile the fixed-shape forward (and the masked Adam step)"""
+    compile_mode: CompileMode = "default"
+    """torch.compile mode; 'reduce-overhead' adds CUDA graphs"""
+    sync_every: int = 1
+    """read losses back to the host (history, NaN check, progress bar) only every N steps (1: every step)"""
 
 
 @dataclass
 class LocalityConfig:
-    """Locality regularisation (PTI Sec. 3.3): keep G unchanged away from the pivot."""
+    """Locality regularisation (PTI Sec. 3.3): keep G unchanged away from the pivot.
 
-    enabled: bool = False                    # the official code's default is off; the paper's ablation turns it on
-    alpha: float = 30.0                      # distance of w_r from the pivot
-    l2_weight: float = 0.1                   # λ_R^{L2}
-    lpips_weight: float = 0.1                # λ_R^{LPIPS}
-    num_samples: int = 1                     # N_r samples per step
-    interval: int = 1                        # apply every `interval` steps
-    truncation_psi: float = 0.5              # w_z = mapping(z) with this truncation
-    norm: Literal["paper", "official"] = "paper"
-    # 'paper': ||w_r - w_p|| = alpha in W (per layer); 'official': the official code normalises the
-    # stacked [num_ws, w_dim] difference, so each layer moves alpha / sqrt(num_ws).
-    noise_mode: NoiseMode = "none"           # noise used when rendering w_r (official: 'none')
+    Each field's docstring is its help text on the command line (``--locality-<field>``).
+    """
+
+    enabled: bool = False
+    """turn the regulariser on (the official code's default is off; the paper's ablation turns it on)"""
+    alpha: float = 30.0
+    """distance in W of the regularisation codes w_r from the pivot (the paper: 30)"""
+    l2_weight: float = 0.1
+    """weight λ_R^L2 of the MSE between tuned and original renders of w_r (the paper: 0.1)"""
+    lpips_weight: float = 0.1
+    """weight λ_R^LPIPS of their perceptual distance (the paper: 0.1)"""
+    num_samples: int = 1
+    """codes w_r drawn per regularised step (N_r; the paper: 1)"""
+    interval: int = 1
+    """apply the regulariser every N tuning steps (1: every step)"""
+    truncation_psi: float = 0.5
+    """truncation of the random codes w_z = mapping(z) that w_r moves towards (the paper: 0.5)"""
+    norm: LocalityNorm = "paper"
+    """how w_r - w_p is scaled to length alpha: 'paper' = per layer (a distance of alpha in W), 'official' =
+    the stacked [num_ws, w_dim] difference, as the official code (each layer moves alpha / sqrt(num_ws))"""
+    noise_mode: NoiseMode = "none"
+    """noise inputs when rendering w_r: 'none' (the official code), 'const' or 'random'"""
 
 
 @dataclass
 class TuningConfig:
-    """Pivotal tuning (PTI Sec. 3.2): fine-tune G so that G(w_p) reproduces the photo."""
+    """Pivotal tuning (PTI Sec. 3.2): fine-tune G so that G(w_p) reproduces the photo.
+
+    Each field's docstring is its help text on the command line (``--tune-<field>``).
+    """
 
     steps: int = 350
+    """Adam steps of pivotal tuning (the paper: 350)"""
     lr: float = 3e-4
-    l2_weight: float = 1.0                   # λ_L2
-    lpips_weight: float = 1.0                # λ_LPIPS
-    lpips_threshold: float | None = 0.06     # early stop when the perceptual distance reaches this (None: never)
-    perceptual_net: str = "alex"
-    perceptual_resolution: int | None = None  # None: full resolution, as the official coach
+    """Adam learning rate of the generator's weights (the paper: 3e-4)"""
+    l2_weight: float = 1.0
+    """weight λ_L2 of the MSE on [-1, 1] images (the paper: 1)"""
+    lpips_weight: float = 1.0
+    """weight λ_LPIPS of the perceptual distance (the paper: 1)"""
+    lpips_threshold: float | None = 0.06
+    """stop early once every photo's perceptual distance is at most this (the paper: 0.06 on the LPIPS
+    scale); none: run every step"""
+    perceptual_net: PerceptualNet = "alex"
+    """perceptual distance of tuning: LPIPS on 'alex' (the paper's), 'vgg' or 'squeeze' (the offline
+    EfficientNet-Lite0 fallback when the backbone cannot be had), 'effnet-lite0' (that fallback on purpose),
+    'random-*' (random backbone: tests only)"""
+    perceptual_resolution: int | None = None
+    """images larger than this side (pixels) are area-downsampled before the perceptual distance; none: full
+    resolution, as the official code"""
     noise_mode: NoiseMode = "const"
-    use_pivot_noise: bool = False            # render with the pivot's optimised noise maps instead of G's
-    batch_size: int | None = None            # multi-image: pivots per step (None: all of them)
-    force_fp32: bool = True                  # False: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)
+    """noise inputs of the generator while tuning: 'const' (the official code), 'random' or 'none'"""
+    use_pivot_noise: bool = False
+    """render with the pivot's optimised noise maps instead of the generator's constant ones"""
+    batch_size: int | None = None
+    """multi-image tuning: pivots per step (none: all of them)"""
+    force_fp32: bool = True
+    """run every synthesis layer in fp32; false: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)"""
     seed: int = 0
+    """seed of the multi-image batch order and of the locality samples"""
     locality: LocalityConfig = field(default_factory=LocalityConfig)
+    """the locality regulariser (options --locality-*)"""
     # execution (see the module doc and InversionConfig): how the steps are computed, not what they compute
     precision: Precision = "fp32"
+    """autocast of synthesis and perceptual network: 'fp32' (off, the official code), 'bf16' or 'fp16'
+    (fp16 with loss scaling)"""
     channels_last: bool = False
-    adam: AdamImpl = "auto"                  # ignored (pti.optim.FlatAdam is used) when updates are masked on the device
+    """NHWC memory layout for the perceptual network (and the fp16 synthesis blocks)"""
+    adam: AdamImpl = "auto"
+    """torch.optim.Adam implementation: 'auto' (torch's pick), 'loop' (the official code's), 'foreach',
+    'fused'; ignored (pti.optim.FlatAdam is used) when updates are masked on the device"""
     compile: bool = False
+    """torch.compile the fixed-shape forward (and the masked Adam step)"""
     compile_mode: CompileMode = "default"
-    sync_every: int = 1                      # >1: early stop decided on the device, frozen weights, syncs every N steps
+    """torch.compile mode; 'reduce-overhead' adds CUDA graphs"""
+    sync_every: int = 1
+    """read losses back to the host only every N steps (1: every step); >1: the early stop is decided on the
+    device and the weights are frozen there"""
 
 
 C = TypeVar("C")
@@ -121,7 +193,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any] | None = None, **overrides: Any) -> C:
-    """Build ``cls`` from a (possibly partial, possibly nested) dict; unknown keys raise ``ValueError``.
+    """Build ``cls`` from a (possibly partial, possibly nested) dict; unknown keys, and values outside a
+    ``Literal`` field's choices, raise ``ValueError``.
 
     ``overrides`` may use dotted names for nested fields: ``locality.alpha=10``.
     """
@@ -135,16 +208,31 @@ def config_from_dict(cls: type[C], values: dict[str, Any] | None = None, **overr
     return _build(cls, merged)
 
 
+def literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The values of a ``Literal[...]`` (or ``Literal[...] | None``) annotation; None for other types."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return None
+
+
 def _build(cls: type[C], values: dict[str, Any]) -> C:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} option(s): {sorted(unknown)}; valid: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
             else fields[name].default
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = _build(type(default), value)
+        choices = literal_choices(hints[name])
+        if choices is not None and value not in choices and not (value is None and type(None) in
+                                                                 typing.get_args(hints[name])):
+            raise ValueError(f"{cls.__name__}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
         kwargs[name] = value
     return cls(**kwargs)

@@ -34,6 +34,8 @@ class DemoConfig:
     strengths: tuple[float, ...] = (-3.0, 0.0, 3.0)
     identity: bool = True                     # compute dlib identity similarity (slow-ish)
     progress: bool = True
+    class_index: int | None = None            # the photos' class: required for a conditional generator
+    face_index: int = 0                       # which detected face of each photo, by detector score (0: the surest)
 
 
 def bundled_photos() -> dict[str, Any]:
@@ -46,9 +48,12 @@ def bundled_photos() -> dict[str, Any]:
 
 
 def default_edits(G: torch.nn.Module, generator_name: str) -> tuple[str, ...]:
-    """Shipped InterFaceGAN boundaries for the demo generator, else GANSpace/SeFa components."""
+    """Shipped InterFaceGAN boundaries for the demo generator, else GANSpace/SeFa components; none for a
+    conditional generator (computed W directions would depend on the class: give ``edits`` explicitly)."""
     from pti.editing.loaders import demo_boundary_names
 
+    if getattr(G, "c_dim", 0):
+        return ()
     names = demo_boundary_names() if generator_name == "demo" else []
     if names:
         return tuple(names[:3])
@@ -68,6 +73,7 @@ def _fmt(value: float, digits: int = 4) -> str:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns ``{'images': {name: {method: metrics}}, 'seconds': {...}, 'files': [...]}``."""
     from pti.alignment import align_face
+    from pti.conditioning import class_label
     from pti.editing import render_edits, resolve_direction
     from pti.images import pil_to_tensor, save_grid
     from pti.inversion import project
@@ -90,6 +96,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     G = load(cfg.generator, device=device).eval()
+    label = class_label(G, cfg.class_index, 1, device)  # a conditional generator needs the class: fail early
     perceptual_inv = PerceptualLoss(cfg.inversion.perceptual_net, cfg.inversion.perceptual_resolution, device)
     perceptual = PerceptualLoss(cfg.tuning.perceptual_net, cfg.tuning.perceptual_resolution, device)
     edit_specs = cfg.edits if cfg.edits is not None else default_edits(G, cfg.generator)
@@ -100,7 +107,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     files: list[str] = []
     for name, source in photos.items():
         t0 = time.perf_counter()
-        target = pil_to_tensor(align_face(source, output_size=G.img_resolution, name=str(name)))
+        target = pil_to_tensor(align_face(source, output_size=G.img_resolution, name=str(name),
+                                          face_index=cfg.face_index), G.img_channels)
         target = target.reshape(1, *target.shape[-3:]).to(device)
         timed("align", t0)
 
@@ -109,13 +117,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         for space in ("w", "w+"):
             t0 = time.perf_counter()
             inv_cfg = dataclasses.replace(cfg.inversion, space=space)
-            pivots[space] = project(G, target, inv_cfg, perceptual=perceptual_inv, progress=cfg.progress)
+            pivots[space] = project(G, target, inv_cfg, c=label, perceptual=perceptual_inv, progress=cfg.progress)
             with torch.no_grad():
                 recon[space.upper()] = G.synthesis(pivots[space].w, noise_mode="const", noise=pivots[space].noise)
             timed(f"invert {space.upper()}", t0)
 
         t0 = time.perf_counter()
-        tuned = tune(G, target, pivots["w"], cfg.tuning, perceptual=perceptual, progress=cfg.progress).generator
+        tuned = tune(G, target, pivots["w"], cfg.tuning, c=label, perceptual=perceptual,
+                     progress=cfg.progress).generator
         with torch.no_grad():
             recon["PTI"] = tuned.synthesis(pivots["w"].w, noise_mode=cfg.tuning.noise_mode)
         timed("pivotal tuning", t0)

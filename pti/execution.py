@@ -97,7 +97,8 @@ class DeferredHistory:
 
     ``record(step, **values)`` stores 0-dim or 1-D tensors; ``due(step)`` says whether to
     :meth:`flush` after this step; ``flush()`` returns ``[(step, {name: float or list})]`` for
-    every step recorded since the last flush, in order.
+    every step recorded since the last flush, in order. Steps may record different names (e.g. a
+    regulariser applied every other step): each row holds exactly the names recorded at its step.
     """
 
     def __init__(self, sync_every: int) -> None:
@@ -114,22 +115,27 @@ class DeferredHistory:
     def flush(self) -> list[tuple[int, dict[str, Any]]]:
         if not self._pending:
             return []
-        names = list(self._pending[0][1])
-        stacked = {n: torch.stack([vals[n].float().reshape(-1) for _, vals in self._pending]).cpu() for n in names}
-        out = []
-        for i, (step, vals) in enumerate(self._pending):
-            row = {}
-            for n in names:
-                v = stacked[n][i].tolist()
-                row[n] = v[0] if vals[n].ndim == 0 else v
+        # one device-to-host copy for all values: each row's tensors flattened into one buffer
+        flat = [v.float().reshape(-1) for _, vals in self._pending for v in vals.values()]
+        host = torch.cat(flat).cpu().tolist() if flat else []
+        out, pos = [], 0
+        for step, vals in self._pending:
+            row: dict[str, Any] = {}
+            for name, v in vals.items():
+                size = v.numel()
+                row[name] = host[pos] if v.ndim == 0 else host[pos:pos + size]
+                pos += size
             out.append((step, row))
         self._pending = []
         return out
 
 
 def first_non_finite(rows: Sequence[tuple[int, dict[str, Any]]], key: str) -> tuple[int, float] | None:
-    """The first ``(step, value)`` among flushed rows whose ``key`` (a float or a list) is not finite."""
+    """The first ``(step, value)`` among flushed rows whose ``key`` (a float or a list) is not finite
+    (rows without ``key`` are skipped)."""
     for step, row in rows:
+        if key not in row:
+            continue
         values = row[key] if isinstance(row[key], list) else [row[key]]
         for v in values:
             if not math.isfinite(v):

@@ -1,15 +1,16 @@
 """Image files <-> tensors, and labelled figure grids.
 
-Inside the library an image is a float tensor ``[N, 3, H, W]`` (or ``[3, H, W]``) in
-``[-1, 1]``, RGB. This module is the one place where files are read and written:
+Inside the library an image is a float tensor ``[N, C, H, W]`` (or ``[C, H, W]``) in
+``[-1, 1]``: RGB (``C = 3``), or gray (``C = 1``) for a grayscale generator (``img_channels=1``;
+:func:`to_channels` converts). This module is the one place where files are read and written:
 
 - :func:`open_rgb` reads any file Pillow can open (or a PIL image / numpy array) as an
   8-bit RGB PIL image: EXIF orientation applied; grayscale, palette, 1-bit, 16-bit
   (``I;16``, ``I``), float (``F``), CMYK (through its ICC profile when it has one),
   YCbCr/LAB/HSV converted; transparency (RGBA, LA, PA, palette with transparency)
   composited over white.
-- :func:`read_image` gives the ``[1, 3, H, W]`` tensor, :func:`write_image` writes one
-  (atomically: temporary name, then rename).
+- :func:`read_image` gives the ``[1, 3, H, W]`` tensor (``[1, 1, H, W]`` with ``channels=1``),
+  :func:`write_image` writes one (atomically: temporary name, then rename; gray as an 8-bit ``L`` file).
 - :func:`save_grid` writes a PNG grid of images with row and column labels for figures.
 """
 from __future__ import annotations
@@ -115,14 +116,37 @@ def open_rgb(source: ImageSource, name: str | None = None) -> Image.Image:
     return _to_rgb8(img)
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image -> ``[1, 3, H, W]`` float32 in ``[-1, 1]``."""
+#: luma weights of ITU-R BT.601 (R, G, B), as Pillow's ``convert('L')``
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``[..., C, H, W]`` with C in (1, 3) -> the same images with ``channels`` (1 or 3) channels.
+
+    RGB -> gray is the BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (:data:`LUMA_WEIGHTS`, Pillow's
+    ``convert('L')``; linear, so it applies to ``[-1, 1]`` values as to ``[0, 255]``); gray -> RGB
+    repeats the channel. Unchanged when C already equals ``channels``. Raises ``ValueError`` otherwise.
+    """
+    if channels not in (1, 3) or x.ndim < 3 or x.shape[-3] not in (1, 3):
+        raise ValueError(f"can convert [.., 1 or 3, H, W] images to 1 or 3 channels, got shape {tuple(x.shape)} "
+                         f"-> {channels} channels")
+    if x.shape[-3] == channels:
+        return x
+    if channels == 3:
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * weights).sum(dim=-3, keepdim=True)
+
+
+def pil_to_tensor(img: Image.Image, channels: int = 3) -> torch.Tensor:
+    """8-bit PIL image (any mode :func:`open_rgb` reads) -> ``[1, channels, H, W]`` float32 in ``[-1, 1]``
+    (``channels``: 3 for RGB, 1 for gray, see :func:`to_channels`)."""
     a = np.asarray(_to_rgb8(img), dtype=np.float32)
-    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None] / 127.5 - 1.0
+    return to_channels(torch.from_numpy(a.copy()).permute(2, 0, 1)[None] / 127.5 - 1.0, channels)
 
 
-def read_image(source: ImageSource, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """Read an image as ``[1, 3, H, W]`` float32 in ``[-1, 1]``.
+def read_image(source: ImageSource, size: int | tuple[int, int] | None = None, channels: int = 3) -> torch.Tensor:
+    """Read an image as ``[1, channels, H, W]`` float32 in ``[-1, 1]`` (``channels=1``: gray, BT.601 luma).
 
     ``size`` (an int for a square, or ``(height, width)``) resizes with Lanczos filtering.
     """
@@ -130,23 +154,24 @@ def read_image(source: ImageSource, size: int | tuple[int, int] | None = None) -
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
         img = img.resize((w, h), Image.LANCZOS)
-    return pil_to_tensor(img)
+    return pil_to_tensor(img, channels)
 
 
 def to_uint8_array(x: torch.Tensor) -> np.ndarray:
-    """``[3, H, W]`` or ``[1, 3, H, W]`` tensor in ``[-1, 1]`` -> ``[H, W, 3]`` uint8 array (clamped, rounded)."""
+    """``[C, H, W]`` or ``[1, C, H, W]`` tensor in ``[-1, 1]`` -> uint8 array (clamped, rounded):
+    ``[H, W, 3]`` for RGB (C = 3), ``[H, W]`` for gray (C = 1)."""
     if x.ndim == 4:
         if x.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
         x = x[0]
-    if x.ndim != 3 or x.shape[0] != 3:
-        raise ValueError(f"expected a [3, H, W] image tensor, got shape {tuple(x.shape)}")
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"expected a [3, H, W] (RGB) or [1, H, W] (gray) image tensor, got shape {tuple(x.shape)}")
     a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return a.permute(1, 2, 0).numpy()
+    return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """``[3, H, W]`` or ``[1, 3, H, W]`` tensor in ``[-1, 1]`` -> RGB PIL image."""
+    """``[C, H, W]`` or ``[1, C, H, W]`` tensor in ``[-1, 1]`` -> PIL image: RGB (C = 3) or ``L`` (C = 1)."""
     return Image.fromarray(to_uint8_array(x))
 
 
@@ -198,8 +223,9 @@ def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path
               font_size: int | None = None) -> Image.Image:
     """Write a labelled grid of images to ``path`` (PNG, atomically) and return it.
 
-    ``rows``: one entry per row, either a ``[N, 3, H, W]`` batch or a list of ``[3, H, W]`` /
-    ``[1, 3, H, W]`` tensors in ``[-1, 1]`` (``None`` leaves a blank cell). Every image is
+    ``rows``: one entry per row, either a ``[N, C, H, W]`` batch or a list of ``[C, H, W]`` /
+    ``[1, C, H, W]`` tensors in ``[-1, 1]``, C = 3 (RGB) or 1 (gray, shown as gray) (``None`` leaves a
+    blank cell). Every image is
     resized (bilinear, antialiased) to ``cell_size`` square (default: the first image's
     height). ``row_labels`` go left of each row, ``col_labels`` above each column,
     ``title`` above everything; white background.
@@ -244,7 +270,7 @@ def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path
             if img.shape[-2:] != (size, size):
                 img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True,
                                     align_corners=False)[0]
-            canvas.paste(tensor_to_pil(img), (label_w + pad + j * (size + pad), y))
+            canvas.paste(tensor_to_pil(img).convert("RGB"), (label_w + pad + j * (size + pad), y))
     out = Path(path)
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")

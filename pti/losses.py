@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pti.conditioning import ConditioningError
 from pti.config import LocalityConfig
 
 
@@ -113,15 +114,24 @@ def step_towards(w_pivot: torch.Tensor, w_target: torch.Tensor, alpha: float, no
 class LocalityRegularizer:
     """PTI's locality regularisation, ``L_R = λ_L2 ||G(w_r;θ*) - G(w_r;θ)||² + λ_LPIPS LPIPS(·,·)``.
 
-    ``w_z = mapping(z)`` (truncation ``cfg.truncation_psi``), ``w_r`` lies ``alpha`` from the
+    ``w_z = mapping(z, c)`` (truncation ``cfg.truncation_psi``), ``w_r`` lies ``alpha`` from the
     pivot towards ``w_z``; the frozen original generator renders the reference without
     gradients. The loss is averaged over ``cfg.num_samples`` samples.
+
+    ``labels``: for a conditional ``original`` (``c_dim > 0``), the class labels ``[N, c_dim]`` of the
+    N pivots (:func:`pti.conditioning.class_label`); a code around pivot k is mapped with pivot k's
+    label. Required for a conditional generator (:class:`~pti.conditioning.ConditioningError`).
     """
 
-    def __init__(self, original: nn.Module, perceptual: nn.Module, cfg: LocalityConfig) -> None:
+    def __init__(self, original: nn.Module, perceptual: nn.Module, cfg: LocalityConfig,
+                 labels: torch.Tensor | None = None) -> None:
+        if getattr(original, "c_dim", 0) and labels is None:
+            raise ConditioningError(f"the locality regulariser of a conditional generator (c_dim {original.c_dim}) "
+                                    "needs the pivots' class labels")
         self.original = original
         self.perceptual = perceptual
         self.cfg = cfg
+        self.labels = labels
 
     def sample_w(self, w_pivots: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``w_r [num_samples, num_ws, w_dim]`` for random ``w_z``, around randomly chosen pivots.
@@ -132,10 +142,10 @@ class LocalityRegularizer:
         device = w_pivots.device
         k = self.cfg.num_samples
         z = torch.randn([k, G.z_dim], generator=generator, device="cpu").to(device, non_blocking=True)
-        c = torch.zeros([k, G.c_dim], device=device) if G.c_dim > 0 else None
+        idx = torch.randint(0, w_pivots.shape[0], [k], generator=generator).to(device, non_blocking=True)
+        c = None if self.labels is None else self.labels.to(device)[idx]
         with torch.no_grad():
             w_z = G.mapping(z, c, truncation_psi=self.cfg.truncation_psi)
-        idx = torch.randint(0, w_pivots.shape[0], [k], generator=generator).to(device, non_blocking=True)
         return step_towards(w_pivots[idx], w_z, self.cfg.alpha, self.cfg.norm)
 
     def sample_w_per_photo(self, w_pivots: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -152,7 +162,7 @@ class LocalityRegularizer:
             z.append(torch.randn([s, G.z_dim], generator=gen, device="cpu"))
             torch.randint(0, 1, [s], generator=gen)  # the pivot index a single-pivot run draws (always 0)
         z_all = torch.cat(z).to(device, non_blocking=True)
-        c = torch.zeros([k * s, G.c_dim], device=device) if G.c_dim > 0 else None
+        c = None if self.labels is None else self.labels.to(device).repeat_interleave(s, dim=0)
         with torch.no_grad():
             w_z = G.mapping(z_all, c, truncation_psi=self.cfg.truncation_psi)
         w_r = step_towards(w_pivots.repeat_interleave(s, dim=0), w_z, self.cfg.alpha, self.cfg.norm)

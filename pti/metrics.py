@@ -1,13 +1,17 @@
 """Reconstruction metrics for image batches.
 
-Every metric takes two ``[N, 3, H, W]`` float batches in ``[-1, 1]`` (RGB, any H, W, same
-shape) and returns a ``[N]`` float tensor, one value per image pair:
+Every metric takes two ``[N, C, H, W]`` float batches in ``[-1, 1]`` (RGB, C = 3, or gray, C = 1, for
+grayscale generators; any H, W; same shape) and returns a ``[N]`` float tensor, one value per image
+pair. MSE, PSNR and MS-SSIM average over the channels there are; the perceptual distance and the
+identity similarity repeat a gray channel to RGB first (their networks take RGB):
 
-- :func:`mse`: mean squared error on the ``[0, 1]`` range (images mapped by ``(x + 1) / 2``,
-  i.e. 1/4 of the MSE in the library's ``[-1, 1]`` units); lower is better.
+- :func:`mse`: mean squared error on the ``[0, 1]`` range (images clamped to ``[-1, 1]``, as an
+  image file shows them, and mapped by ``(x + 1) / 2``, i.e. 1/4 of the MSE in the library's
+  ``[-1, 1]`` units); lower is better. Generator outputs are not bounded: without the clamp a
+  diverged output (values ~1e6) would report an MSE of 1e12, far outside the range's maximum of 1.
 - :func:`psnr`: peak signal-to-noise ratio in dB on the ``[0, 1]`` range,
   ``10 log10(1 / mse)``; higher is better (``inf`` for identical images).
-- :func:`ms_ssim`: multi-scale SSIM (Wang et al. 2003) on the ``[0, 1]`` range, Gaussian
+- :func:`ms_ssim`: multi-scale SSIM (Wang et al. 2003) on the ``[0, 1]`` range (clamped too), Gaussian
   window 11 / sigma 1.5, the standard 5 scale weights. Images whose smaller side is at
   least 161 px go to the ``pytorch-msssim`` package unchanged. Smaller images cannot have 5
   scales with an 11-px window, so they use the largest number of scales ``k`` with
@@ -53,19 +57,26 @@ IDENTITY_MIN_SIDE = 256
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, what: str) -> None:
-    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{what}: expected two [N, 3, H, W] batches of equal shape, got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"{what}: expected two [N, 3, H, W] (RGB) or [N, 1, H, W] (gray) batches of equal "
+                         f"shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+def to_unit_range(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[-1, 1]`` images -> ``[0, 1]``, values outside ``[-1, 1]`` clamped first (as saving the image does)."""
+    return (x.detach().to(dtype).clamp(-1, 1) + 1) / 2
 
 
 def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per image on the ``[0, 1]`` range (inputs in ``[-1, 1]``): ``[N]``."""
+    """Mean squared error per image on the ``[0, 1]`` range (inputs in ``[-1, 1]``, clamped to it): ``[N]``
+    in ``[0, 1]``."""
     _check_pair(x, y, "mse")
-    return ((x.float() - y.float()) / 2).pow(2).mean(dim=(1, 2, 3))
+    return (to_unit_range(x) - to_unit_range(y)).pow(2).mean(dim=(1, 2, 3))
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image, defined on the ``[0, 1]`` range (peak 1): ``[N]``."""
+    """PSNR in dB per image, defined on the ``[0, 1]`` range (peak 1; inputs clamped to ``[-1, 1]``): ``[N]``,
+    at least 0 dB."""
     _check_pair(x, y, "psnr")
     return 10.0 * torch.log10(1.0 / mse(x, y))
 
@@ -124,8 +135,8 @@ def _ms_ssim_reduced(x01: torch.Tensor, y01: torch.Tensor, scales: int) -> torch
 
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """MS-SSIM per image on the ``[0, 1]`` range: ``[N]`` float32 in ``[0, 1]`` (higher is better;
-    not differentiable: an evaluation metric).
+    """MS-SSIM per image on the ``[0, 1]`` range (inputs clamped to ``[-1, 1]``): ``[N]`` float32 in ``[0, 1]``
+    (higher is better; not differentiable: an evaluation metric).
 
     5 scales via ``pytorch_msssim`` when ``min(H, W) >= 161``; fewer scales otherwise (see the
     module doc and :func:`ms_ssim_scales`).
@@ -137,11 +148,11 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
         # float32 as the package is normally used (float64 is ~5x slower on CPU); its
         # variances E[x^2] - E[x]^2 lose ~1e-4 of SSIM to rounding on flat regions
-        x01, y01 = (x.detach().float() + 1) / 2, (y.detach().float() + 1) / 2
+        x01, y01 = to_unit_range(x), to_unit_range(y)
         value = package_ms_ssim(x01, y01, data_range=1.0, size_average=False, win_size=MS_SSIM_WINDOW,
                                 win_sigma=MS_SSIM_SIGMA, weights=list(MS_SSIM_WEIGHTS))
     else:  # small images: cheap, so float64 (no rounding loss)
-        value = _ms_ssim_reduced((x.detach().double() + 1) / 2, (y.detach().double() + 1) / 2, scales)
+        value = _ms_ssim_reduced(to_unit_range(x, torch.float64), to_unit_range(y, torch.float64), scales)
     return value.float()
 
 
@@ -211,15 +222,16 @@ def identity_similarity(x: torch.Tensor, y: torch.Tensor,
     256 px, searched with dlib's HOG detector (best score), landmarked with the 5-point model
     and described by dlib's ResNet (which makes its own 150 px aligned chip). When no face
     is found, ``on_no_face='aligned-box'`` assumes an FFHQ-aligned crop and uses
-    :data:`ALIGNED_FACE_BOX`; ``'nan'`` gives NaN for that pair.
+    :data:`ALIGNED_FACE_BOX`; ``'nan'`` gives NaN for that pair. Gray images are repeated to RGB (dlib's
+    detector and ResNet take RGB).
     """
-    from pti.images import to_uint8_array
+    from pti.images import to_channels, to_uint8_array
 
     _check_pair(x, y, "identity_similarity")
     if on_no_face not in ("aligned-box", "nan"):
         raise ValueError(f"on_no_face must be 'aligned-box' or 'nan', got {on_no_face!r}")
     out = []
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(to_channels(x, 3), to_channels(y, 3)):
         a = _face_descriptor(to_uint8_array(xi), on_no_face)
         b = _face_descriptor(to_uint8_array(yi), on_no_face)
         denom = np.linalg.norm(a) * np.linalg.norm(b)

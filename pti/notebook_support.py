@@ -1,16 +1,18 @@
 """Small helpers shared by the numbered notebooks (``notebooks/0N_*.ipynb``).
 
 The notebooks keep the PTI steps themselves visible (``project``, ``tune``, the locality
-sampling, the edits); what lives here is the plumbing they all repeat: the device, the
-photos (aligned to the generator's resolution), one row of reconstruction metrics, the
-drift of a tuned generator on random codes, atomic figure/JSON writing and a Markdown
-table. Images are ``[1, 3, H, W]`` float tensors in [-1, 1].
+sampling, the edits); what lives here is the plumbing they all repeat: the set-up cell
+(:func:`setup`: device, generator, perceptual distances, photos aligned to the generator's
+resolution, the paper's configs), one row of reconstruction metrics, the drift of a tuned
+generator on random codes, atomic figure/JSON writing and a Markdown table. Images are
+``[1, 3, H, W]`` float tensors in [-1, 1].
 """
 from __future__ import annotations
 
 import math
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +29,91 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} asked for but CUDA is not available; use device='cpu' or 'auto'")
     return device
+
+
+@dataclass
+class NotebookSetup:
+    """What a numbered notebook's set-up cell makes (:func:`setup`).
+
+    ``device``; ``out``: the figures folder (absolute, created); ``G``: the generator in eval
+    mode; ``perceptual``: the tuning loss and metric distance, ``perceptual_inv``: the
+    projector's (at 256 px), both :class:`pti.losses.PerceptualLoss`; ``photos``: ``{name:
+    [1, 3, R, R]}`` targets; ``env``: :func:`environment`'s record; ``cell``: grid cell size in
+    pixels for the figures; ``inv_cfg`` / ``tune_cfg``: the paper's configs with the notebook's
+    step counts; ``generator_label``: the generator's file name for figure titles.
+    """
+
+    device: torch.device
+    out: Path
+    G: torch.nn.Module
+    perceptual: torch.nn.Module
+    perceptual_inv: torch.nn.Module
+    photos: dict[str, torch.Tensor]
+    env: dict[str, Any]
+    cell: int
+    inv_cfg: Any
+    tune_cfg: Any
+    generator_label: str
+
+
+def quiet_perceptual(net: str, resolution: int | None, device: torch.device) -> tuple[torch.nn.Module, bool]:
+    """``(PerceptualLoss(net, resolution, device), fell_back)`` without download chatter or warning.
+
+    When ``net`` is an LPIPS backbone whose torchvision weights are neither cached nor
+    downloadable, returns the named EfficientNet-Lite0 fallback and ``fell_back=True``
+    instead of :func:`pti.perceptual.load_perceptual`'s long warning; the caller says so in
+    one line.
+    """
+    from pti.losses import PerceptualLoss
+    from pti.perceptual import LPIPS_NETS, PerceptualUnavailable, ensure_lpips_backbone
+
+    fell_back = False
+    if net in LPIPS_NETS:
+        try:
+            ensure_lpips_backbone(net)
+        except PerceptualUnavailable:
+            net, fell_back = "effnet-lite0", True
+    return PerceptualLoss(net, resolution, device), fell_back
+
+
+def setup(generator: str, images: str | Sequence[str] | None = None, align: bool = True, device: str = "auto",
+          seed: int = 0, output_dir: str | Path = "../figures", inversion_steps: int = 450, tuning_steps: int = 350,
+          w_avg_samples: int = 10000, inversion_perceptual_net: str = "vgg",
+          perceptual_net: str = "alex") -> NotebookSetup:
+    """The set-up cell shared by the numbered notebooks; its arguments are their parameters.
+
+    Seeds torch's global RNG with ``seed``, resolves ``device`` (:func:`resolve_device`),
+    creates ``output_dir``, loads ``generator`` (a zoo name or a checkpoint path), the two
+    perceptual distances (:func:`quiet_perceptual`) and the photos (:func:`load_photos`),
+    and prints three lines: generator, perceptual distances (and, offline, that LPIPS fell
+    back), photos. Raises what the loaders raise (unknown generator, unreadable photo, no
+    face found).
+    """
+    from pti.config import InversionConfig, TuningConfig
+    from pti.stylegan2.checkpoints import load
+
+    torch.manual_seed(seed)
+    dev = resolve_device(device)
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    G = load(generator, device=dev).eval()
+    perceptual, fell_back = quiet_perceptual(perceptual_net, None, dev)
+    perceptual_inv, fell_back_inv = quiet_perceptual(inversion_perceptual_net, 256, dev)
+    photos = load_photos(images, G.img_resolution, align=align, device=dev)
+    s = NotebookSetup(
+        device=dev, out=out, G=G, perceptual=perceptual, perceptual_inv=perceptual_inv, photos=photos,
+        env=environment(G, generator, dev, perceptual), cell=min(256, max(128, G.img_resolution)),
+        inv_cfg=InversionConfig(steps=inversion_steps, w_avg_samples=w_avg_samples, seed=seed,
+                                perceptual_net=inversion_perceptual_net),
+        tune_cfg=TuningConfig(steps=tuning_steps, perceptual_net=perceptual_net, seed=seed),
+        generator_label=Path(str(generator)).name)
+    missing = [n for n, fb in ((perceptual_net, fell_back), (inversion_perceptual_net, fell_back_inv)) if fb]
+    offline = f"; offline: no torchvision weights for LPIPS-{'/'.join(dict.fromkeys(missing))}" if missing else ""
+    print(f"generator {generator}: {G.img_resolution}px, num_ws={G.num_ws}, w_dim={G.w_dim}; device {dev}")
+    inversion = "for inversion too" if perceptual_inv.name == perceptual.name else f"inversion: {perceptual_inv.name}"
+    print(f"perceptual distance: {perceptual.name}; {inversion}{offline}")
+    print(f"photos: {', '.join(photos)}")
+    return s
 
 
 def load_photos(images: str | Sequence[str] | None, resolution: int, align: bool = True,

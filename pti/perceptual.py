@@ -1,7 +1,8 @@
 """Perceptual distance between image batches: real LPIPS, or a named offline fallback.
 
 :func:`load_perceptual` returns a frozen :class:`PerceptualDistance` whose ``forward(x, y)``
-takes two ``[N, 3, H, W]`` float batches in ``[-1, 1]`` (RGB, any H, W) and returns ``[N]``
+takes two ``[N, C, H, W]`` float batches in ``[-1, 1]`` (RGB, C = 3, any H, W; gray images, C = 1,
+have their channel repeated to RGB first, as the ImageNet backbones need three) and returns ``[N]``
 distances (differentiable with respect to the inputs). ``.name`` says what it is:
 
 - ``'lpips-alex'``, ``'lpips-vgg'``, ``'lpips-squeeze'``: LPIPS v0.1 (Zhang et al., CVPR 2018)
@@ -23,10 +24,7 @@ distances (differentiable with respect to the inputs). ``.name`` says what it is
 from __future__ import annotations
 
 import os
-import socket
 import warnings
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +48,8 @@ class PerceptualUnavailable(RuntimeError):
 
 
 class PerceptualDistance(nn.Module):
-    """Frozen perceptual distance: ``forward(x, y)`` with ``[N, 3, H, W]`` in ``[-1, 1]`` -> ``[N]``.
+    """Frozen perceptual distance: ``forward(x, y)`` with ``[N, C, H, W]`` in ``[-1, 1]`` -> ``[N]``
+    (C = 3 RGB, or C = 1 gray: repeated to 3 channels).
 
     Always in eval mode (``train()`` is a no-op, so dropout in LPIPS never turns on) and
     all parameters have ``requires_grad=False``; gradients flow to the inputs.
@@ -68,10 +67,12 @@ class PerceptualDistance(nn.Module):
     def train(self, mode: bool = True) -> "PerceptualDistance":  # noqa: ARG002 - frozen on purpose
         return super().train(False)
 
-    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.name}: expected two [N, 3, H, W] batches of equal shape, got "
-                             f"{tuple(x.shape)} and {tuple(y.shape)}")
+    def _rgb_pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both batches as RGB ``[N, 3, H, W]`` (gray repeated); ``ValueError`` for other shapes."""
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"{self.name}: expected two [N, 3, H, W] (RGB) or [N, 1, H, W] (gray) batches of "
+                             f"equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        return (x, y) if x.shape[1] == 3 else (x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
@@ -87,7 +88,7 @@ class LpipsDistance(PerceptualDistance):
         self._freeze()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self._check(x, y)
+        x, y = self._rgb_pair(x, y)
         side = min(x.shape[-2:])
         if side < LPIPS_MIN_SIDE:
             scale = LPIPS_MIN_SIDE / side
@@ -115,7 +116,7 @@ class FeatureDistance(PerceptualDistance):
         return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self._check(x, y)
+        x, y = self._rgb_pair(x, y)
         n = x.shape[0]
         feats = self.backbone.features(torch.cat([x, y], dim=0))
         total = x.new_zeros(n)
@@ -136,31 +137,28 @@ def backbone_cache_path(net: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(_backbone_url(net)))
 
 
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def ensure_lpips_backbone(net: str, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> str:
     """Make sure torchvision's ImageNet weights for ``net`` are in the torch hub cache.
 
-    Returns the cached file's path. Downloads (hash-checked, with a socket timeout of
-    ``timeout_s``) when missing; raises :class:`PerceptualUnavailable` naming the file and
-    the URL when that fails. A failed download is not retried within the process.
+    Returns the cached file's path. Downloads silently (``torch.hub.download_url_to_file``:
+    checked against the sha256 prefix in the file name, renamed into place when complete; a
+    socket timeout of ``timeout_s``) when missing; raises :class:`PerceptualUnavailable`
+    naming the file and the URL when that fails. A failed download is not retried within
+    the process.
     """
+    from pti.zoo import socket_timeout
+
     path = backbone_cache_path(net)
     if os.path.isfile(path):
         return path
     url = _backbone_url(net)
     if url not in _FAILED_DOWNLOADS:
         try:
-            with _socket_timeout(timeout_s):
-                torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            prefix = torch.hub.HASH_REGEX.search(os.path.basename(path))
+            with socket_timeout(timeout_s):
+                torch.hub.download_url_to_file(url, path, hash_prefix=prefix.group(1) if prefix else None,
+                                               progress=False)
         except Exception as exc:  # URLError, timeouts, HTTP and hash errors: all mean "unavailable"
             _FAILED_DOWNLOADS[url] = f"{type(exc).__name__}: {exc}"
     if os.path.isfile(path):

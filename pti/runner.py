@@ -22,7 +22,8 @@ killed run is reused when it was made with the same :class:`~pti.config.Inversio
 corrupt one is inverted again. A staging folder that a kill caught between its completion and
 its rename is moved into place instead of being recomputed.
 
-Failures. A failing image (unreadable, no face, NaN/inf loss) raises inside
+Failures. A failing image (unreadable, no face, NaN/inf loss, a diverged optimisation: see
+:mod:`pti.divergence`) raises inside
 :func:`process_image`; :func:`run_one` removes its staging folder (nothing is written for it,
 an older result folder is left as it was) and the batch driver :func:`process_images` records
 the error in ``runs/<run>/.failures/<image>.json`` and goes on with the others. A later success
@@ -31,7 +32,6 @@ removes that record. Failed images are tried again by the next run of the same c
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 import traceback
@@ -60,6 +60,8 @@ class RunOptions:
     save_generator: bool = False     # write tuned.safetensors
     skip_finished: bool = True       # skip images whose metrics.json says done
     require_pivot: bool = False      # fail instead of inverting when there is no pivot.pt (`pti tune`)
+    class_index: int | None = None   # the photos' class for a conditional generator (see pti.conditioning)
+    face_index: int = 0              # with align: which detected face, by descending detector score (0: the surest)
     progress: bool = True
 
 
@@ -166,14 +168,17 @@ def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def load_target(path: Path, resolution: int, align: bool) -> torch.Tensor:
-    """Read (and align) an image: ``[1, 3, H, W]`` in [-1, 1] (``R x R`` when aligned)."""
+def load_target(path: Path, resolution: int, align: bool, face_index: int = 0) -> torch.Tensor:
+    """Read (and align) an image: ``[1, 3, H, W]`` in [-1, 1] (``R x R`` when aligned).
+
+    ``face_index``: with ``align``, which detected face (see :func:`pti.alignment.align_face`); a photo with
+    fewer faces raises :class:`~pti.alignment.NoFaceFound` saying how many were found."""
     from pti.images import pil_to_tensor, read_image
 
     if align:
         from pti.alignment import align_face
 
-        image = pil_to_tensor(align_face(path, output_size=resolution))
+        image = pil_to_tensor(align_face(path, output_size=resolution, face_index=face_index))
     else:
         image = read_image(path)
     if image.ndim == 3:
@@ -188,15 +193,19 @@ def _summary(history: Sequence[float]) -> dict[str, float]:
 
 
 def reconstruction_metrics(image: torch.Tensor, target: torch.Tensor, perceptual) -> dict[str, float]:
-    """MSE / PSNR (on [0, 1]) / perceptual distance of one image pair ``[1, 3, R, R]``."""
+    """MSE / PSNR (:mod:`pti.metrics`: on [0, 1], the image clamped to [-1, 1] as its PNG shows it) /
+    perceptual distance of one image pair ``[1, 3, R, R]``."""
+    from pti.metrics import mse, psnr
+
     with torch.no_grad():
-        mse = float(((image - target) / 2).square().mean())
         dist = float(perceptual(image, target).mean())
-    return {"mse": mse, "psnr": 10 * math.log10(1 / mse) if mse > 0 else float("inf"), "perceptual": dist}
+    return {"mse": float(mse(image, target)[0]), "psnr": float(psnr(image, target)[0]), "perceptual": dist}
 
 
-def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: InversionConfig, any_config: bool):
-    """A pivot.pt that fits ``G`` and ``inv_cfg`` (any config when ``any_config``), or None."""
+def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: InversionConfig, any_config: bool,
+                         label: torch.Tensor | None = None):
+    """A pivot.pt that fits ``G``, ``inv_cfg`` (any config when ``any_config``) and the class ``label``
+    ``[1, c_dim]`` of a conditional ``G``, or None."""
     from pti.inversion import Pivot
 
     if not pivot_path.exists():
@@ -220,6 +229,8 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
         return None
     if not any_config and pivot.config and pivot.config != config_to_dict(inv_cfg):
         return None  # made with other inversion settings
+    if getattr(G, "c_dim", 0) and (label is None or pivot.c is None or not torch.equal(pivot.c.cpu(), label.cpu())):
+        return None  # inverted for another class
     return pivot
 
 
@@ -231,6 +242,8 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     ``worker``: a record of the process doing it (see :meth:`pti.distributed.DistContext.describe`),
     stored in the metrics. Use :func:`run_one` for the atomic, resumable version.
     """
+    from pti.conditioning import class_label
+    from pti.divergence import check_images
     from pti.images import write_image
     from pti.inversion import prepare_target, project
     from pti.io_utils import atomic_write_json
@@ -240,30 +253,36 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     t0 = time.perf_counter()
     device = next(G.parameters()).device
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = prepare_target(load_target(path, G.img_resolution, options.align), G.img_resolution, device)
+    label = class_label(G, options.class_index, 1, device)
+    image = load_target(path, G.img_resolution, options.align, options.face_index)
+    target = prepare_target(image, G.img_resolution, device, G.img_channels)
     write_image(target[0], out_dir / "aligned.png")
 
     perceptual_inv = perceptual_inv or PerceptualLoss(inv_cfg.perceptual_net, inv_cfg.perceptual_resolution, device)
     perceptual_tune = perceptual_tune or PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
 
     pivot_path = out_dir / "pivot.pt"
-    pivot = _load_reusable_pivot(G, pivot_path, inv_cfg, any_config=options.require_pivot) \
+    pivot = _load_reusable_pivot(G, pivot_path, inv_cfg, any_config=options.require_pivot, label=label) \
         if options.reuse_pivot else None
     reused = pivot is not None
     if pivot is None and options.require_pivot:
-        raise FileNotFoundError(f"{path}: no valid pivot.pt for this generator and space in the run folder; "
+        raise FileNotFoundError(f"{path}: no valid pivot.pt for this generator, space"
+                                f"{' and class' if label is not None else ''} in the run folder; "
                                 f"run `pti invert` (or `pti run`) first")
     if pivot is None:
-        pivot = project(G, target, inv_cfg, perceptual=perceptual_inv, progress=options.progress)
+        pivot = project(G, target, inv_cfg, c=label, perceptual=perceptual_inv, progress=options.progress)
         pivot.save(pivot_path)
     noise = pivot.noise if pivot.noise else None
     with torch.no_grad():
         inverted = G.synthesis(pivot.w.to(device), noise_mode="const",
                                noise=[n.to(device) for n in noise] if noise else None)
+    # the final images too: the optimisations check every step's image but not the result of the last update
+    check_images(inverted, "inversion" + (" (pivot.pt of an earlier run; --no-reuse-pivot inverts again)"
+                                          if reused else ""))
     write_image(inverted[0], out_dir / "inversion.png")
 
     metrics: dict[str, Any] = {
-        "image": str(path), "stage": options.stage, "space": pivot.space,
+        "image": str(path), "stage": options.stage, "space": pivot.space, "class_index": options.class_index,
         "perceptual_name": perceptual_tune.name,
         "inversion": {"steps": pivot.steps, "seconds": pivot.seconds, "reused_pivot": reused,
                       "loss": _summary(pivot.loss_history),
@@ -272,11 +291,12 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
         "worker": dict(worker or {}),
     }
     if options.stage == "tune":
-        result = tune(G, target, pivot, tune_cfg, perceptual=perceptual_tune, progress=options.progress)
+        result = tune(G, target, pivot, tune_cfg, c=label, perceptual=perceptual_tune, progress=options.progress)
         tuned = result.generator
         with torch.no_grad():
             noise_list = [n.to(device) for n in pivot.noise] if tune_cfg.use_pivot_noise else None
             reconstruction = tuned.synthesis(pivot.w.to(device), noise_mode=tune_cfg.noise_mode, noise=noise_list)
+        check_images(reconstruction, "tuning")
         write_image(reconstruction[0], out_dir / "reconstruction.png")
         if options.save_generator:
             from pti.stylegan2.checkpoints import save
@@ -359,9 +379,8 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
     Finished images are skipped (``options.skip_finished``); each failure is returned as an outcome and
     written to ``run_dir/.failures/<stem>.json``. ``worker`` (rank, device, ...) goes into each metrics.json.
     """
-    from tqdm.auto import tqdm
-
     from pti.losses import PerceptualLoss
+    from pti.progress import progress_bar
 
     device = next(G.parameters()).device
     run_dir = Path(run_dir)
@@ -374,12 +393,13 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
     rank = (worker or {}).get("rank", 0)
     desc = "images" if (worker or {}).get("world_size", 1) == 1 else f"images (rank {rank})"
     bar_off = not options.progress or len(paths) < 2 or rank != 0
-    for path in tqdm(paths, desc=desc, disable=bar_off):
+    for path in progress_bar(paths, desc=desc, disable=bar_off):
         name = output_name(path)
         out_dir = run_dir / name
         if options.skip_finished and (is_finished(out_dir, options.stage) or recover_staged(out_dir, options.stage)):
             metrics = read_metrics(out_dir) or {}
-            other_config += metrics.get("config") != current_config
+            other_config += (metrics.get("config") != current_config
+                             or metrics.get("class_index") != options.class_index)
             failure_path(run_dir, name).unlink(missing_ok=True)
             outcomes.append(ImageOutcome(name, "skipped", metrics=metrics, file=str(path)))
             continue
@@ -400,6 +420,6 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
         outcomes.append(ImageOutcome(name, "done", time.perf_counter() - t0, metrics=metrics, file=str(path)))
     if other_config:
         warnings.warn(f"{run_dir}: {other_config} finished image(s) were skipped although they were made with "
-                      f"other inversion/tuning settings; pass --redo (RunOptions.skip_finished=False) to redo them",
+                      f"other inversion/tuning settings or class; pass --redo (RunOptions.skip_finished=False) to redo them",
                       RuntimeWarning, stacklevel=2)
     return outcomes

@@ -20,18 +20,20 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from pti.conditioning import Label, class_label
 from pti.config import TuningConfig, check_execution
+from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.execution import (DeferredHistory, autocast, channels_last, first_non_finite, maybe_compile,
                            needs_loss_scaling, traceable_ops)
 from pti.inversion import NonFiniteLossError, Pivot, prepare_target
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
 from pti.optim import DeviceLossScaler, FlatAdam, bind_module_parameters, make_adam
+from pti.progress import progress_bar
 
 
 @dataclass
@@ -72,18 +74,32 @@ def _stack_pivots(pivots: Sequence[Pivot] | Pivot | torch.Tensor, num_ws: int, w
 def prepare_inputs(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                    pivots: Sequence[Pivot] | Pivot | torch.Tensor,
                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
-    """Targets ``[N, 3, R, R]``, pivot ws ``[N, num_ws, w_dim]`` and per-pivot noise maps, all on ``device``."""
+    """Targets ``[N, C, R, R]`` (C = ``G.img_channels``), pivot ws ``[N, num_ws, w_dim]`` and per-pivot noise
+    maps, all on ``device``."""
     if isinstance(targets, torch.Tensor) and targets.ndim == 4:
         target_list = list(targets.unbind(0))
     elif isinstance(targets, torch.Tensor):
         target_list = [targets]
     else:
         target_list = list(targets)
-    x = torch.cat([prepare_target(t, G.img_resolution, device) for t in target_list])
+    x = torch.cat([prepare_target(t, G.img_resolution, device, G.img_channels) for t in target_list])
     ws, noises = _stack_pivots(pivots, G.num_ws, G.w_dim, device)
     if ws.shape[0] != x.shape[0]:
         raise ValueError(f"got {x.shape[0]} targets but {ws.shape[0]} pivots")
     return x, ws, [[n.to(device) for n in maps] for maps in noises]
+
+
+def pivot_labels(G: nn.Module, pivots: Sequence[Pivot] | Pivot | torch.Tensor, c: Label, n: int,
+                 device: torch.device) -> torch.Tensor | None:
+    """Class labels ``[n, c_dim]`` of the n pivots (None for an unconditional ``G``): ``c`` when given (an index
+    or a label ``[c_dim]`` for all, or ``[n, c_dim]``), else the labels the pivots were inverted with
+    (``Pivot.c``). Raises :class:`~pti.conditioning.ConditioningError` when ``G`` is conditional and neither
+    says the class, or when a label is given for an unconditional ``G``."""
+    if c is None and getattr(G, "c_dim", 0) and not isinstance(pivots, torch.Tensor):
+        given = [pivots] if isinstance(pivots, Pivot) else list(pivots)
+        if given and all(p.c is not None for p in given):
+            c = torch.cat([p.c.detach().reshape(1, -1).to(device) for p in given])
+    return class_label(G, c, n, device)
 
 
 def batch_noise(noises: list[list[torch.Tensor]], idx: list[int]) -> list[torch.Tensor]:
@@ -100,6 +116,7 @@ def tune(
     pivots: Sequence[Pivot] | Pivot | torch.Tensor,
     cfg: TuningConfig | None = None,
     *,
+    c: Label = None,
     perceptual: PerceptualLoss | None = None,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
@@ -108,12 +125,18 @@ def tune(
 
     Args:
         G: the original generator (left unchanged).
-        targets: ``[N, 3, H, W]`` or a list of ``[3, H, W]``/``[1, 3, H, W]`` in [-1, 1]; resized to G's resolution.
+        targets: ``[N, C, H, W]`` or a list of ``[C, H, W]``/``[1, C, H, W]`` in [-1, 1] (C = 3 or 1); resized to
+            G's resolution and converted to its ``img_channels``.
         pivots: ``N`` :class:`~pti.inversion.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
         cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
-        callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max'})`` after every update (with
-            ``sync_every > 1``: for each step, in order, at every sync).
-    Returns: :class:`TuningResult`. Raises :class:`~pti.inversion.NonFiniteLossError` on NaN/inf.
+        c: conditional generators only: the class that the locality regulariser's codes ``w_z`` are mapped
+            with (an index ``K``, a label ``[c_dim]``, or ``[N, c_dim]``, one per pivot); default: the pivots'
+            own ``Pivot.c``. With locality on, a conditional generator needs one or the other
+            (:class:`~pti.conditioning.ConditioningError`); it is refused for an unconditional generator.
+        callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update
+            (with ``sync_every > 1``: for each step, in order, at every sync).
+    Returns: :class:`TuningResult`. Raises :class:`~pti.inversion.NonFiniteLossError` on NaN/inf and
+    :class:`~pti.divergence.DivergenceError` when the rendered images leave any sane range (:mod:`pti.divergence`).
     """
     cfg = cfg or TuningConfig()
     check_execution(cfg)
@@ -121,6 +144,7 @@ def tune(
     t0 = time.perf_counter()
     x, ws, noises = prepare_inputs(G, targets, pivots, device)
     n = x.shape[0]
+    labels = pivot_labels(G, pivots, c, n, device) if cfg.locality.enabled or c is not None else None
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
     early_stop = cfg.lpips_threshold is not None and batch == n
 
@@ -135,16 +159,17 @@ def tune(
         flat = bind_module_parameters(tuned, compile_update=cfg.compile, lr=cfg.lr)
     else:
         optimizer = make_adam(params, lr=cfg.lr, impl=cfg.adam)
-    regularizer = LocalityRegularizer(G, perceptual, cfg.locality) if cfg.locality.enabled else None
+    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def forward(ws_b: torch.Tensor, x_b: torch.Tensor,
-                noise_b: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reconstruction loss (scalar) and the per-image perceptual distances ``[B]``."""
+                noise_b: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The reconstruction loss (scalar), the per-image perceptual distances ``[B]`` and image RMS values
+        ``[B]`` (divergence, see :mod:`pti.divergence`)."""
         with autocast(device, cfg.precision):
             image = tuned.synthesis(ws_b, noise_mode=cfg.noise_mode, force_fp32=cfg.force_fp32, noise=noise_b)
             dist = perceptual(image, x_b).float()
-        return cfg.l2_weight * l2_loss(image.float(), x_b) + cfg.lpips_weight * dist.mean(), dist
+        return cfg.l2_weight * l2_loss(image.float(), x_b) + cfg.lpips_weight * dist.mean(), dist, output_rms(image)
 
     def locality(w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         with autocast(device, cfg.precision):
@@ -158,7 +183,8 @@ def tune(
     history = DeferredHistory(cfg.sync_every)
     active = torch.ones([], dtype=torch.bool, device=device)
     order: list[int] = []
-    bar = tqdm(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress,
+                       leave=False)
     with traceable_ops(device, cfg.compile), channels_last([perceptual], [tuned], enabled=cfg.channels_last):
         for step in bar:
             if batch == n:
@@ -168,7 +194,7 @@ def tune(
                     order += torch.randperm(n, generator=gen).tolist()
                 idx, order = order[:batch], order[batch:]
             noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
-            loss, dist = step_loss(ws[idx], x[idx], noise)
+            loss, dist, rms = step_loss(ws[idx], x[idx], noise)
             if flat is None:  # the official control flow: read the values back every step
                 dist_max = float(dist.detach().max())
                 result.perceptual_history.append(float(dist.detach().mean()))
@@ -192,6 +218,9 @@ def tune(
                 result.loss_history.append(loss_value)
                 if not math.isfinite(loss_value):
                     raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
+                rms_max = float(rms.max())
+                if is_diverged(rms_max):
+                    raise DivergenceError(diverged_message("tuning", step, rms_max))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -199,9 +228,10 @@ def tune(
                 bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
                 if callback is not None:
                     callback(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
-                                    "perceptual_max": dist_max})
+                                    "perceptual_max": dist_max, "output_rms": rms_max})
                 continue
-            values = dict(loss=loss, perceptual=dist.mean(), perceptual_max=dist.max(), active=active)
+            values = dict(loss=loss, perceptual=dist.mean(), perceptual_max=dist.max(), active=active,
+                          output_rms=rms.max())
             history.record(step, **values, **({"locality": reg} if reg is not None else {}))
             flat.zero_grad(params)
             (scaler.scale_loss(loss) if scaler is not None else loss).backward()
@@ -214,7 +244,7 @@ def tune(
     return result
 
 
-def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: tqdm,
+def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: Any,
              callback: Callable[[int, dict[str, float]], None] | None) -> bool:
     """Append flushed steps to ``result`` (device-decided early stop); True when tuning has stopped."""
     bad = first_non_finite(rows, "loss")
@@ -226,13 +256,15 @@ def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: tqdm,
             return True
         if bad is not None and bad[0] == step:
             raise NonFiniteLossError(f"tuning loss became {bad[1]} at step {step}")
+        if is_diverged(row["output_rms"]):
+            raise DivergenceError(diverged_message("tuning", step, row["output_rms"]))
         if "locality" in row:
             result.locality_history.append(row["locality"])
         result.steps = step + 1
         bar.set_postfix(loss=f"{row['loss']:.4f}", dist=f"{row['perceptual_max']:.4f}")
         if callback is not None:
             callback(step, {"loss": row["loss"], "perceptual": row["perceptual"],
-                            "perceptual_max": row["perceptual_max"]})
+                            "perceptual_max": row["perceptual_max"], "output_rms": row["output_rms"]})
     return False
 
 

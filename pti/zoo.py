@@ -13,22 +13,28 @@ Entries (:data:`ZOO`):
   exceeded, confirmation asked) instead of the file, the error says which page to open
   in a browser and where to put the file.
 
-No torch import here: ``pti download`` stays light.
+The transfer is ``torch.hub.download_url_to_file`` (temporary file, sha256 check, progress
+bar); torch is imported only when a download starts, so listing entries stays light. Kept of
+our own: the timeout (torch.hub has none), the web-page check (Drive answers 200 with HTML),
+one-line progress outside a terminal, and the final rename, so the cache never holds a page
+or a half-written file.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
+import time
 import urllib.error
-import urllib.request
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterator, Mapping
 
-from pti.progress import progress_bar
+from pti.progress import _is_terminal
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 _CHUNK = 1 << 20
@@ -138,31 +144,62 @@ class DownloadResult:
     downloaded: bool
 
 
+_WEB_PAGE_STARTS = (b"<!doctype html", b"<html")
+
+
+def _is_web_page(path: Path) -> bool:
+    """True when the file starts like an HTML page (what Drive sends for a quota or confirmation page)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_WEB_PAGE_STARTS)
+
+
+@contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """Default socket timeout of ``seconds`` inside the block (urllib's ``urlopen`` has none by default)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _fetch(entry: ZooEntry, dest: Path, timeout: float, progress: bool) -> str:
-    """Stream ``entry.url`` into a temporary file beside ``dest``; rename it once verified. Returns sha256."""
+    """Download ``entry.url`` into a temporary file beside ``dest``; rename it once verified. Returns sha256.
+
+    The transfer, its progress bar and the sha256 check are ``torch.hub.download_url_to_file``'s;
+    its bar redraws in place, so outside a terminal one line before and one after replace it.
+    """
+    from torch.hub import download_url_to_file  # imported only when a download starts
+
     assert entry.url is not None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
+    bar = progress and _is_terminal(sys.stderr)
+    if progress and not bar:
+        print(f"download {entry.name}: {entry.url} -> {dest}", file=sys.stderr, flush=True)
+    start = time.monotonic()
     try:
-        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(tmp, "wb") as out:
-            if response.headers.get_content_type() == "text/html" and not entry.filename.endswith(".html"):
-                raise ZooError(f"cannot download {entry.name}: {entry.url} answered with a web page instead of the "
-                               f"file (a download quota or a confirmation page); open {entry.page or entry.url} in "
-                               f"a browser, download {entry.filename} and put it at {dest}")
-            total = response.headers.get("Content-Length")
-            with progress_bar(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=f"download {entry.name}", disable=not progress, file=sys.stderr) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        sha = digest.hexdigest()
-        if entry.sha256 is not None and sha != entry.sha256.lower():
-            raise ZooError(f"{entry.name}: the download from {entry.url} has sha256 {sha}, expected "
-                           f"{entry.sha256}; the file was discarded, try again later")
+        with socket_timeout(timeout):
+            download_url_to_file(entry.url, str(tmp), hash_prefix=entry.sha256.lower() if entry.sha256 else None,
+                                 progress=bar)
+        if _is_web_page(tmp) and not entry.filename.endswith(".html"):
+            raise ZooError(f"cannot download {entry.name}: {entry.url} answered with a web page instead of the "
+                           f"file (a download quota or a confirmation page); open {entry.page or entry.url} in "
+                           f"a browser, download {entry.filename} and put it at {dest}")
+        sha = entry.sha256.lower() if entry.sha256 else sha256_file(tmp)
+        if progress and not bar:
+            print(f"download {entry.name}: {tmp.stat().st_size / 2**20:.1f} MiB in {time.monotonic() - start:.0f} s",
+                  file=sys.stderr, flush=True)
         os.replace(tmp, dest)
         return sha
+    except RuntimeError as exc:
+        if not str(exc).startswith("invalid hash value"):
+            raise
+        got = str(exc).rsplit('got "', 1)[-1].rstrip('")')
+        raise ZooError(f"{entry.name}: the download from {entry.url} has sha256 {got}, expected "
+                       f"{entry.sha256}; the file was discarded, try again later") from None
     except urllib.error.HTTPError as exc:
         raise ZooError(f"cannot download {entry.name} from {entry.url}: the server answered HTTP {exc.code} "
                        f"({exc.reason}); download it elsewhere{_by_hand(entry)} and put it at {dest}") from None
@@ -213,7 +250,7 @@ def download(entry: ZooEntry | str, cache: Path | None = None, force: bool = Fal
 
 def _missing_packaged_message(entry: ZooEntry, path: Path) -> str:
     return (f"{path}: the {entry.name!r} generator is not there: this copy of pti ships without it; "
-            f"pull or reinstall a release that includes it, train it with `pti train-demo`, "
+            f"pull or reinstall a release that includes it, train it with `pti train-demo --export {path}`, "
             f"or pass the path of another checkpoint")
 
 

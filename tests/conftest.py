@@ -29,13 +29,22 @@ def _few_threads() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def make_tiny_generator(resolution: int = 16, seed: int = 0, **synthesis_kwargs):
-    """A small random StyleGAN2 for fast tests (w_dim 32, 2 mapping layers)."""
+@pytest.fixture
+def one_thread(_few_threads) -> None:
+    """One intra-op thread: tiny networks run fastest (and reproducibly) on it when the cores are shared.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    torch.set_num_threads(1)
+
+
+def make_tiny_generator(resolution: int = 16, seed: int = 0, c_dim: int = 0, img_channels: int = 3,
+                        **synthesis_kwargs):
+    """A small random StyleGAN2 for fast tests (w_dim 32, 2 mapping layers); ``c_dim > 0``: conditional,
+    ``img_channels=1``: grayscale."""
     from pti.stylegan2 import Generator
 
     torch.manual_seed(seed)
     kwargs = {"channel_base": 512, "channel_max": 32, **synthesis_kwargs}
-    return Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=resolution, img_channels=3,
+    return Generator(z_dim=32, c_dim=c_dim, w_dim=32, img_resolution=resolution, img_channels=img_channels,
                      mapping_kwargs={"num_layers": 2}, synthesis_kwargs=kwargs).eval()
 
 

@@ -26,6 +26,10 @@ REQUIRED_PARAMETERS = {"generator", "images", "device", "seed", "output_dir", "i
 TINY = {"device": "cpu", "inversion_steps": 15, "tuning_steps": 15, "w_avg_samples": 500,
         # LPIPS on a random SqueezeNet: the cheapest distance with LPIPS's code path; its name says "tests only"
         "perceptual_net": "random-squeeze", "inversion_perceptual_net": "random-squeeze",
+        # notebook 05's shared tuning fits two photos with one generator: with 15 steps and metrics on
+        # outputs clamped to [-1, 1], grace_hopper's multi-ID MSE was 0.199 vs W's 0.196 (no margin); with
+        # 30 steps 0.159 vs 0.196 (astronaut 0.142 vs 0.206), measured 2026-11-29, 1 thread
+        "multi_tuning_steps": 30,
         "alphas": [30.0], "num_drift_samples": 6, "strengths": [-2.0, 0.0, 2.0], "edit_strengths": [-2.0, 0.0, 2.0]}
 METRICS = ("mse", "psnr", "ms_ssim", "perceptual", "identity")
 
@@ -94,6 +98,38 @@ def test_report_command_rejects_unknown_notebook(capsys):
 
     assert main(["report", "42"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_setup_offline_falls_back_in_one_line(tmp_path, monkeypatch, capsys):
+    """The notebooks' set-up cell offline: no download chatter, no warning, one line naming the distance."""
+    import urllib.error
+    import warnings
+
+    import pti.notebook_support as nbs
+    from pti import perceptual as perceptual_module
+    from pti.perceptual import FALLBACK_NAME
+
+    def refuse(url, *args, **kwargs):  # the network edge: torch.hub's downloader
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(perceptual_module, "_FAILED_DOWNLOADS", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ctx = nbs.setup("demo", None, align=False, device="cpu", seed=3, output_dir=tmp_path / "figs",
+                        inversion_steps=7, tuning_steps=5, w_avg_samples=100)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("generator demo: 64px") and lines[2].startswith("photos: ")
+    assert lines[1] == (f"perceptual distance: {FALLBACK_NAME}; for inversion too; "
+                        "offline: no torchvision weights for LPIPS-alex/vgg")
+    assert ctx.perceptual.name == ctx.perceptual_inv.name == FALLBACK_NAME and ctx.perceptual_inv.resolution == 256
+    assert (ctx.inv_cfg.steps, ctx.inv_cfg.w_avg_samples, ctx.inv_cfg.seed, ctx.tune_cfg.steps) == (7, 100, 3, 5)
+    assert ctx.out == (tmp_path / "figs").resolve() and ctx.out.is_dir()
+    assert all(x.shape == (1, 3, 64, 64) for x in ctx.photos.values()) and len(ctx.photos) == 2
+    assert ctx.cell == 128 and ctx.generator_label == "demo" and ctx.env["perceptual_name"] == FALLBACK_NAME
 
 
 # --- the widget, headless ---------------------------------------------------------------------

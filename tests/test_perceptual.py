@@ -21,7 +21,7 @@ def offline(monkeypatch, tmp_path):
         raise urllib.error.URLError("network unreachable (test)")
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(perceptual, "_FAILED_DOWNLOADS", {})
 
 
@@ -55,7 +55,7 @@ def test_cached_backbone_is_used_without_download(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     path = perceptual.backbone_cache_path("alex")
     calls = []
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: calls.append(a))
     (tmp_path / "checkpoints").mkdir()
     with open(path, "wb") as f:  # stands in for the downloaded file (only its presence is checked here)
         f.write(b"cached")

@@ -7,7 +7,6 @@ import http.server
 import os
 import threading
 import urllib.error
-import urllib.request
 from pathlib import Path
 from types import MappingProxyType
 
@@ -44,6 +43,13 @@ def entry_for(path: Path, sha256: str | None) -> zoo.ZooEntry:
 
 def no_network(*args, **kwargs):
     raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every URL fails as without a network: the mock sits where torch.hub's downloader opens it."""
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
 
 
 def test_zoo_entries() -> None:
@@ -93,7 +99,7 @@ def test_unknown_hash_is_reported_unverified(cache: Path, payload: Path) -> None
 
 
 def test_offline_download_is_one_clear_line(cache: Path, payload: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    go_offline(monkeypatch)
     with pytest.raises(zoo.ZooError) as info:
         zoo.download(entry_for(payload, None), progress=False)
     message = str(info.value)
@@ -103,7 +109,7 @@ def test_offline_download_is_one_clear_line(cache: Path, payload: Path, monkeypa
 
 def test_download_command_offline(cache: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    go_offline(monkeypatch)
     assert cli_main(["download", "ffhq", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("pti download: error: cannot download ffhq from https://nvlabs-fi-cdn.nvidia.com/")
@@ -140,7 +146,7 @@ def test_ffhq_end_to_end_through_a_local_url(cache: Path, tmp_path: Path, monkey
 
 
 def test_load_ffhq_offline_is_a_checkpoint_error(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    go_offline(monkeypatch)
     with pytest.raises(CheckpointError, match="cannot download ffhq.*offline"):
         load("ffhq")
 
@@ -213,7 +219,7 @@ def test_a_web_page_instead_of_the_file_is_refused(cache: Path) -> None:
 
 
 def test_e4e_offline_names_the_page_to_use_by_hand(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    go_offline(monkeypatch)
     with pytest.raises(zoo.ZooError, match=r"offline.*elsewhere \(from https://drive\.google\.com/file/d/.*/view\)"):
         zoo.download("e4e", progress=False)
 
@@ -244,3 +250,13 @@ def test_generator_loader_refuses_encoder_zoo_names_before_downloading(tmp_path,
     with pytest.raises(CheckpointError, match="encoder in the zoo, not a generator"):
         load("e4e")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_progress_outside_a_terminal_is_two_lines(cache: Path, payload: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # captured stderr is not a terminal: torch.hub's redrawn bar is replaced by a line before and one after
+    sha = hashlib.sha256(payload.read_bytes()).hexdigest()
+    zoo.download(entry_for(payload, sha), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"download testnet: {payload.as_uri()} -> {cache / 'testnet.bin'}", lines[1]]
+    assert lines[1].startswith("download testnet: 3.0 MiB in ")

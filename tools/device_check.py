@@ -378,7 +378,7 @@ def train_command(work: Path, dry: bool) -> tuple[list[str], dict[str, str]]:
     custom = os.environ.get("PTI_DEVICE_TRAIN_CMD")
     if custom:  # e.g. the distillation trainer; it must write its checkpoint (*.safetensors) under $TRAIN_DIR
         return ["bash", "-c", custom], env
-    committed = ROOT / "pti" / "assets" / "train_state" / "demo_resume.pt"
+    committed = ROOT / "tools" / "train_state" / "demo_resume.pt"
     cmd = [python(), "-m", "pti", "train-demo", "--out", str(train_dir), "--kimg", "100000",
            "--resume", str(committed) if committed.is_file() else "none",
            "--export", str(train_dir / "demo_generator.safetensors"),

@@ -1,15 +1,26 @@
-"""Expose every field of the config dataclasses as a command-line option.
+"""Command-line options generated from the config dataclasses: one option per field, typed and documented by it.
 
 ``InversionConfig.steps`` -> ``--inv-steps``, ``TuningConfig.lr`` -> ``--tune-lr``,
-``LocalityConfig.alpha`` -> ``--locality-alpha``; booleans take ``true``/``false``.
-Only options given on the command line override the paper's defaults.
+``LocalityConfig.alpha`` -> ``--locality-alpha``. The option's type comes from the field's resolved
+annotation (``typing.get_type_hints``): ``int``, ``float``, ``str``, ``bool`` (``true``/``false``),
+``X | None`` (also accepts ``none``) and ``Literal[...]`` (argparse ``choices``: any other value exits
+with status 2 and a message listing them). The help text is the field's attribute docstring in
+:mod:`pti.config`, followed by the default, so it is written once. Only options given on the command
+line override the base configs.
+
+Own code rather than a library such as tyro: those name options after the dataclass path
+(``--inversion.steps``) and spell booleans as flags, which would rename the options users have.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import textwrap
 import typing
-from typing import Any
+from typing import Any, Callable
 
 PREFIXES = {"InversionConfig": "inv", "TuningConfig": "tune", "LocalityConfig": "locality"}
 
@@ -20,37 +31,84 @@ def _parse_bool(text: str) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _parse_optional(inner):
-    def parse(text: str):
+def _parse_optional(inner: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         return None if text.strip().lower() in ("none", "null", "") else inner(text)
+    parse.__name__ = getattr(inner, "__name__", "value")  # argparse names the type in its error messages
     return parse
 
 
-def _converter(annotation: Any):
-    text = str(annotation)
-    base = (bool if "bool" in text else int if "int" in text and "float" not in text
-            else float if "float" in text else str)
-    if base is bool:
-        base = _parse_bool
-    return _parse_optional(base) if "None" in text else base
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` from the attribute docstrings (a string right under a field) in ``cls``'s source.
+
+    Whitespace is collapsed to single spaces. Raises ``OSError`` when the source cannot be read.
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _argument_kwargs(annotation: Any, where: str) -> dict[str, Any]:
+    """argparse ``type``, ``choices`` and ``metavar`` for a field annotation."""
+    from pti.config import literal_choices
+
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
+    choices = literal_choices(annotation)
+    if choices is not None:
+        kinds = {type(c) for c in choices}
+        if len(kinds) != 1:
+            raise TypeError(f"{where}: a Literal of one type is needed for a command-line option, got {annotation}")
+        kind = kinds.pop()
+        parse = _parse_bool if kind is bool else kind
+        return {"type": _parse_optional(parse) if optional else parse,
+                "choices": list(choices) + ([None] if optional else []), "metavar": None}
+    parsers = {bool: (_parse_bool, "true|false"), int: (int, "INT"), float: (float, "FLOAT"), str: (str, "TEXT")}
+    if base not in parsers:
+        raise TypeError(f"{where}: no command-line type for annotation {annotation}")
+    parse, metavar = parsers[base]
+    if optional:
+        return {"type": _parse_optional(parse), "metavar": f"{metavar}|none"}
+    return {"type": parse, "metavar": metavar}
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type) -> None:
     """Add ``--<prefix>-<field>`` options for each (non-nested) field of ``config_classes``."""
     for cls in config_classes:
         prefix = PREFIXES[cls.__name__]
-        group = parser.add_argument_group(f"{cls.__name__} (defaults: the paper's)")
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        group = parser.add_argument_group(f"{cls.__name__} (--{prefix}-*; defaults: the paper's)", summary)
         hints = typing.get_type_hints(cls)
+        docs = field_docs(cls)
         for f in dataclasses.fields(cls):
             if dataclasses.is_dataclass(hints[f.name]):
                 continue
+            where = f"{cls.__name__}.{f.name}"
+            if not docs.get(f.name):
+                raise ValueError(f"{where} has no docstring: write one under the field (it is the option's help)")
             default = f.default if f.default is not dataclasses.MISSING else None
+            kwargs = _argument_kwargs(hints[f.name], where)
+            text = f"{docs[f.name]} (default: {_show(default)})".replace("%", "%%")
             group.add_argument(f"--{prefix}-{f.name.replace('_', '-')}", dest=f"{prefix}__{f.name}",
-                               type=_converter(hints[f.name]), default=argparse.SUPPRESS, metavar="V",
-                               help=f"default: {default}")
+                               default=argparse.SUPPRESS, help=text, **kwargs)
 
 
 def config_overrides(args: argparse.Namespace, prefix: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pti.commands._config_args import add_config_arguments, build_configs
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    from pti.commands.align import add_face_index_argument
     from pti.config import InversionConfig, LocalityConfig, TuningConfig
 
     parser.add_argument("input", nargs="?", help="an image file or a folder of images")
@@ -27,7 +28,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                              "(cuda:LOCAL_RANK), 'cuda:1', ...")
     parser.add_argument("--seed", type=int, default=None, help="seed for inversion and tuning (default: 0)")
     parser.add_argument("--space", choices=["w", "w+"], default=None, help="pivot space (default: w, the paper's)")
+    add_class_index_argument(parser)
     parser.add_argument("--no-align", action="store_true", help="images are already aligned crops")
+    add_face_index_argument(parser)
     parser.add_argument("--locality", action="store_true", help="turn on locality regularisation")
     parser.add_argument("--save-generator", action="store_true", help="write tuned.safetensors per image")
     parser.add_argument("--no-reuse-pivot", action="store_true", help="invert again even if pivot.pt exists")
@@ -39,12 +42,21 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
 
 
+def add_class_index_argument(parser: argparse.ArgumentParser) -> None:
+    """``--class-index K``: the photos' class for a conditional generator (see :mod:`pti.conditioning`)."""
+    parser.add_argument("--class-index", type=int, default=None, metavar="K",
+                        help="conditional generators (c_dim > 0) only, and required for them: the photos' class, "
+                             "0 <= K < c_dim (one-hot label); the w statistics and locality samples are drawn for it. "
+                             "pti does not average over classes")
+
+
 def run_job(args: argparse.Namespace, stage: str) -> int:
     import time
     from datetime import timedelta
     from pathlib import Path
 
     from pti import distributed
+    from pti.conditioning import ConditioningError, class_label
     from pti.config import config_to_dict
     from pti.run_summary import build_summary, session_record, write_summary
     from pti.runner import RunOptions, check_unique_names, list_images, process_images
@@ -78,13 +90,15 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         t0 = time.perf_counter()
         try:
             G = load(args.generator, device=ctx.device).eval()
-        except CheckpointError as exc:
+            class_label(G, args.class_index)  # a missing or out-of-range class stops here, before any image
+        except (CheckpointError, ConditioningError) as exc:
             print(f"{tag}: {exc}", file=sys.stderr)
             return 2  # non-zero: torchrun stops the other ranks
         setup_seconds = time.perf_counter() - t0
         options = RunOptions(stage="invert" if stage == "invert" else "tune", align=not args.no_align,
                              reuse_pivot=not args.no_reuse_pivot, save_generator=args.save_generator,
-                             skip_finished=not args.redo, require_pivot=(stage == "tune"), progress=not args.quiet)
+                             skip_finished=not args.redo, require_pivot=(stage == "tune"), progress=not args.quiet,
+                             class_index=args.class_index, face_index=args.face_index)
         share = distributed.shard(paths, ctx.rank, ctx.world_size)
         worker = ctx.describe()
         t0 = time.perf_counter()
@@ -102,7 +116,7 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         sessions = distributed.all_gather_objects(ctx, session_record(worker, outcomes, setup_seconds, loop_seconds))
         status = None
         if ctx.is_main:
-            info = {"input": str(source), "generator": str(args.generator),
+            info = {"input": str(source), "generator": str(args.generator), "class_index": args.class_index,
                     "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)}}
             summary = build_summary(paths, run_dir, options.stage, sessions, info)
             json_path, md_path = write_summary(summary, run_dir)

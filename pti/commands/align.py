@@ -15,12 +15,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=1024, help="output side in pixels (default 1024)")
     parser.add_argument("--transform-size", type=int, default=None,
                         help="supersampling resolution of the crop transform (default 4 x size)")
-    parser.add_argument("--face-index", type=int, default=0,
-                        help="which face when several are found, by descending detector score (default 0: the surest)")
+    add_face_index_argument(parser)
     parser.add_argument("--landmarks", choices=("68", "5"), default="68",
                         help="dlib landmark model: 68 (FFHQ's choice; its training data forbids commercial use) "
                              "or 5 (no such restriction; mouth position estimated)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+
+
+def _face_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a face index (an integer >= 0), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"face index must be >= 0 (0 is the surest face), got {value}")
+    return value
+
+
+def add_face_index_argument(parser: argparse.ArgumentParser) -> None:
+    """``--face-index N`` (``pti align``, ``run``, ``invert``, ``tune``, ``demo``): which detected face to align."""
+    parser.add_argument("--face-index", type=_face_index, default=0, metavar="N",
+                        help="which face when several are found, by descending detector score (default 0: the "
+                             "surest); a photo with fewer faces fails with an error saying how many were found")
 
 
 def _plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
@@ -37,10 +53,9 @@ def _plan(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from pti.alignment import align_face
     from pti.images import ImageReadError, save_pil
+    from pti.progress import progress_bar
 
     src, dst = Path(args.src), Path(args.dst)
     try:
@@ -55,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     done = skipped = 0
     claimed: dict[Path, Path] = {}
-    for inp, out in tqdm(jobs, desc="align", unit="photo", disable=len(jobs) == 1):
+    for inp, out in progress_bar(jobs, desc="align", unit="photo", disable=len(jobs) == 1):
         if out in claimed:
             failures.append(f"{inp}: output {out} is also the output of {claimed[out]}; rename one of them")
             continue

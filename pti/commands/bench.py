@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-baseline", action="store_true",
                         help="run the baseline again at the end (shows drift on a shared machine; × uses the mean)")
     parser.add_argument("--targets", default=None, help="folder of aligned photos (default: synthetic targets)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random generator weights, synthetic targets, inversion and tuning (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--out", default=None, help="markdown file to put the table in (its own section is replaced)")
     parser.add_argument("--section", default=None,

@@ -17,7 +17,7 @@ HELP = "time the StyleGAN2 ops and a config-f generator: reference vs CUDA kerne
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda', 'cuda:1' or 'cpu'")
     parser.add_argument("--resolution", type=int, default=None,
-                        help="generator resolution (default: 1024 on GPU, 64 on CPU)")
+                        help="generator output side in pixels (default: 1024 on GPU, 64 on CPU)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 4 on GPU, 1 on CPU)")
     parser.add_argument("--iters", type=int, default=None, help="timed runs per case; the median is shown "
                         "(default: 20 on GPU, 5 on CPU)")

@@ -8,6 +8,8 @@ HELP = "align, invert (W, W+), pivotal-tune and edit real photos; writes figures
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.commands._config_args import add_config_arguments
+    from pti.commands._pti_jobs import add_class_index_argument
+    from pti.commands.align import add_face_index_argument
     from pti.config import InversionConfig, LocalityConfig, TuningConfig
 
     parser.add_argument("--generator", "-g", default="demo", help="checkpoint or zoo name (default: demo; 'ffhq')")
@@ -18,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strengths", default="-3,0,3", help="comma-separated edit strengths (default: -3,0,3)")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_face_index_argument(parser)
+    add_class_index_argument(parser)
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
 
 
@@ -33,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
                      inversion=inv, tuning=tune,
                      edits=tuple(s for s in args.edits.split(",") if s) if args.edits else None,
                      strengths=tuple(float(s) for s in args.strengths.split(",")),
-                     identity=not args.no_identity, progress=not args.quiet)
+                     identity=not args.no_identity, progress=not args.quiet, class_index=args.class_index,
+                     face_index=args.face_index)
     t0 = time.perf_counter()
     summary = run_demo(cfg)
     from pti.demo import metrics_markdown

@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator (.safetensors/.pkl/.pt) or a train-demo state.pt "
                              "(default: pti/assets/demo_generator.safetensors)")
     parser.add_argument("--n", type=int, default=1000, help="samples per truncation value (default 1000)")
-    parser.add_argument("--psi", type=float, nargs="+", default=[1.0, 0.7], help="truncation values")
+    parser.add_argument("--psi", type=float, nargs="+", default=[1.0, 0.7], help="truncation psi values to measure (1: no truncation; default 1.0 0.7)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
     parser.add_argument("--reference", action="store_true", help="also measure the training-data DCGAN")
     parser.add_argument("--detect-size", type=int, default=128, help="images are resized to this for MTCNN")
@@ -28,14 +28,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pti import demo_quality as dq
+    from pti import zoo
     from pti.io_utils import atomic_write_json
-    from pti.train_demo import DEFAULT_EXPORT
+    from pti.train import quality as dq
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_EXPORT
+    ckpt = Path(args.checkpoint) if args.checkpoint else zoo.local_path(zoo.ZOO["demo"])
     G = dq.load_demo_generator(ckpt).to(device)
     mtcnn = dq.load_mtcnn(device)
     results: dict[str, object] = {"checkpoint": str(ckpt), "n": args.n, "seed": args.seed,

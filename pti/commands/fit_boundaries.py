@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout-fraction", type=float, default=0.25,
                         help="fraction of labelled samples held out to measure accuracy (default 0.25)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="samples rendered and scored per forward pass (default 32)")
 
 
 def markdown_table(fits_metadata: dict) -> str:

@@ -7,10 +7,12 @@ HELP = "train or resume the small demo StyleGAN2 on faces sampled from the DigiF
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="train_runs/demo", help="run directory (state.pt, log.txt, samples/)")
+    parser.add_argument("--out", default="train_runs/demo",
+                        help="run directory (state.pt, log.txt, samples/, the export and the resume copy)")
     parser.add_argument("--kimg", type=float, default=1000.0, help="train until this many thousand images are seen")
     parser.add_argument("--resume", default="auto",
-                        help="'auto' (newer of OUT/state.pt and the committed resume copy), 'none', or a state file")
+                        help="'auto' (the newest of OUT/state.pt, OUT/demo_resume.pt and the committed "
+                             "tools/train_state/demo_resume.pt), 'none', or a state file")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a new run")
@@ -29,11 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-every", type=float, default=900.0,
                         help="seconds between exports of G_ema and the compact resume copy (0: never)")
     parser.add_argument("--export", default=None,
-                        help="G_ema export path (default pti/assets/demo_generator.safetensors)")
+                        help="G_ema export path (default OUT/demo_generator.safetensors); the shipped demo "
+                             "generator is replaced only when given its path, pti/assets/demo_generator.safetensors")
     parser.add_argument("--resume-copy", default=None,
-                        help="compact resume state path (default pti/assets/train_state/demo_resume.pt)")
+                        help="compact resume state path (default OUT/demo_resume.pt)")
     parser.add_argument("--no-assets", action="store_true",
-                        help="write neither the export nor the compact resume copy (and do not resume from it)")
+                        help="write neither the export nor the compact resume copy (and do not resume from them)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for checks)")
 
 
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pti.train_demo import DEFAULT_EXPORT, DEFAULT_RESUME_COPY, ScheduleConfig, TrainDemoConfig, train
+    from pti.train.demo import (COMMITTED_RESUME, EXPORT_NAME, RESUME_COPY_NAME, ScheduleConfig, TrainDemoConfig,
+                                train)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,10 +58,15 @@ def run(args: argparse.Namespace) -> int:
     if args.z_dim is not None:
         overrides.update(z_dim=args.z_dim, w_dim=args.z_dim)
     cfg = dataclasses.replace(TrainDemoConfig(), **overrides)
+
+    def written(given: str | None, default_name: str) -> Path | None:
+        # a path given here is relative to the working directory; the default one to the run folder
+        return None if args.no_assets else Path(given).resolve() if given else Path(default_name)
+
     schedule = ScheduleConfig(
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
-        export_path=None if args.no_assets else Path(args.export or DEFAULT_EXPORT),
-        resume_copy_path=None if args.no_assets else Path(args.resume_copy or DEFAULT_RESUME_COPY))
+        export_path=written(args.export, EXPORT_NAME), resume_copy_path=written(args.resume_copy, RESUME_COPY_NAME),
+        committed_resume=None if args.no_assets else COMMITTED_RESUME)
     resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr") if getattr(args, k) is not None}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
                     max_steps=args.max_steps, resume_overrides=resume_overrides)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from pti.progress import progress_bar
 
 
 class DirectionMismatchError(ValueError):
@@ -177,7 +177,7 @@ def render_edits(G: torch.nn.Module, w: torch.Tensor, directions: Direction | Se
     if noise is not None and len(noise) > 0:
         kwargs["noise"] = list(noise)
     images = []
-    for i in tqdm(range(0, codes.shape[0], batch_size), desc="rendering edits", disable=not progress):
+    for i in progress_bar(range(0, codes.shape[0], batch_size), desc="rendering edits", disable=not progress):
         images.append(G.synthesis(codes[i:i + batch_size], **kwargs).float())
     out = torch.cat(images)
     return out.reshape(n, n_dirs, n_str, *out.shape[1:])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from pti.progress import progress_bar
 
 from pti.editing.cache import cached, weights_fingerprint
 from pti.editing.direction import Direction
@@ -64,8 +64,8 @@ def _compute_basis(G: torch.nn.Module, num_components: int, num_samples: int, se
     gen = torch.Generator().manual_seed(int(seed))
     total = torch.zeros(w_dim, dtype=torch.float64)
     outer = torch.zeros(w_dim, w_dim, dtype=torch.float64)
-    for start in tqdm(range(0, num_samples, batch_size), desc="GANSpace: sampling W", leave=False,
-                      disable=num_samples <= 4 * batch_size):
+    for start in progress_bar(range(0, num_samples, batch_size), desc="GANSpace: sampling W", leave=False,
+                              disable=num_samples <= 4 * batch_size):
         n = min(batch_size, num_samples - start)
         z = torch.randn([n, G.z_dim], generator=gen).to(device)
         ws = G.mapping(z, None)

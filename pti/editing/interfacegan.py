@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from pti.progress import progress_bar
 
 from pti.editing.direction import Direction
 from pti.editing.sampling import sample_w, stdev_along
@@ -130,7 +130,7 @@ def sample_and_score(G: torch.nn.Module, scorer: Callable[[torch.Tensor], dict[s
     w = sample_w(G, num_samples, seed=seed, truncation_psi=truncation_psi)
     num_ws = int(G.num_ws)
     parts: dict[str, list[torch.Tensor]] = {}
-    for i in tqdm(range(0, num_samples, batch_size), desc="rendering and scoring", disable=not progress):
+    for i in progress_bar(range(0, num_samples, batch_size), desc="rendering and scoring", disable=not progress):
         ws = w[i:i + batch_size][:, None, :].expand(-1, num_ws, -1)
         images = G.synthesis(ws, noise_mode=noise_mode).float()
         for key, value in scorer(images).items():

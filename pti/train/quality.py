@@ -57,10 +57,10 @@ def count_faces(mtcnn, images: torch.Tensor, detect_size: int = DETECT_SIZE) -> 
 def detection_rate(sample: Callable[[int], torch.Tensor], n: int, mtcnn, name: str, batch: int = 50,
                    detect_size: int = DETECT_SIZE, progress: bool = True) -> DetectionResult:
     """Draw ``n`` images with ``sample(k) -> [k, 3, H, W]`` in batches and count MTCNN detections."""
-    from tqdm import tqdm
+    from pti.progress import progress_bar
 
     found = 0
-    with tqdm(total=n, desc=f"MTCNN {name}", unit="img", disable=not progress) as bar:
+    with progress_bar(total=n, desc=f"MTCNN {name}", unit="img", disable=not progress) as bar:
         done = 0
         while done < n:
             k = min(batch, n - done)
@@ -85,7 +85,7 @@ def generator_sampler(G: Generator, truncation_psi: float, seed: int) -> Callabl
 
 def dcgan_sampler(seed: int) -> Callable[[int], torch.Tensor]:
     """``sample(k)``: the next ``k`` faces of the training-data DCGAN."""
-    from pti.train_dcgan_source import DCGANFaceSource
+    from pti.train.dcgan_source import DCGANFaceSource
 
     source = DCGANFaceSource(seed=seed)
     return source.next_batch
@@ -96,7 +96,7 @@ def load_demo_generator(path: str | Path) -> Generator:
     ``train-demo`` state file (``state.pt`` / ``demo_resume.pt``), its ``G_ema``."""
     path = Path(path)
     if path.suffix == ".pt":
-        from pti.train_demo import TrainDemoConfig, build_generator, load_state
+        from pti.train.demo import TrainDemoConfig, build_generator, load_state
 
         state = load_state(path)
         G = build_generator(TrainDemoConfig.from_dict(state["config"]))

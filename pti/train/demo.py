@@ -2,16 +2,17 @@
 
 Generator: this project's :class:`pti.stylegan2.Generator` (64x64, 'skip' architecture).
 Training data: faces sampled on the fly from the DigiFace-1M DCGAN of ``gan-face-generate``
-(:mod:`pti.train_dcgan_source`). Objective (StyleGAN2): non-saturating logistic loss, lazy
+(:mod:`pti.train.dcgan_source`). Objective (StyleGAN2): non-saturating logistic loss, lazy
 R1 penalty on real images (gradient of the discriminator's score with respect to the real
 image before augmentation), generator EMA with ramp-up, style mixing, mapping network at
 lr x 0.01 and ``w_avg`` tracking. Discriminator: a Projected GAN discriminator on frozen
-EfficientNet-Lite0 features (:mod:`pti.train_projected_d`) with DiffAugment
-(:mod:`pti.train_augment`) on both real and fake images.
+EfficientNet-Lite0 features (:mod:`pti.train.projected_d`) with DiffAugment
+(:mod:`pti.train.augment`) on both real and fake images.
 
 A run directory holds ``state.pt`` (everything needed to resume, loadable with
-``torch.load(weights_only=True)``), ``log.txt``, ``samples/*.png`` grids; the exported
-generator and a compact resume copy are written on their own schedules.
+``torch.load(weights_only=True)``), ``log.txt``, ``samples/*.png`` grids, and, on their own
+schedules, the exported generator (``demo_generator.safetensors``) and a compact resume copy
+(``demo_resume.pt``). Nothing is written into the installed package unless asked for by path.
 
 Entry point: :func:`train` (also ``pti train-demo``).
 """
@@ -30,15 +31,19 @@ import torch.nn.functional as F
 
 from pti.io_utils import atomic_torch_save
 from pti.stylegan2 import Generator
-from pti.train_augment import diff_augment
-from pti.train_dcgan_source import DCGANFaceSource
-from pti.train_projected_d import ProjectedDConfig, ProjectedDiscriminator
+from pti.train.augment import diff_augment
+from pti.train.dcgan_source import DCGANFaceSource
+from pti.train.projected_d import ProjectedDConfig, ProjectedDiscriminator
 
 STATE_VERSION = 2  # 2: D heads with minibatch stddev
-DEFAULT_EXPORT = Path(__file__).resolve().parent / "assets" / "demo_generator.safetensors"
 #: hyperparameters that may change when a run is resumed (the architecture may not)
 RESUME_OVERRIDABLE = ("r1_gamma", "r1_interval", "g_lr", "d_lr", "style_mixing_prob", "ema_kimg")
-DEFAULT_RESUME_COPY = Path(__file__).resolve().parent / "assets" / "train_state" / "demo_resume.pt"
+#: file names, inside the run folder, of the exported G_ema and of the compact resume copy
+EXPORT_NAME = "demo_generator.safetensors"
+RESUME_COPY_NAME = "demo_resume.pt"
+#: the committed compact resume state of the shipped demo generator, in a source checkout
+#: (``tools/train_state/``, outside the installed package; absent from an installed wheel)
+COMMITTED_RESUME = Path(__file__).resolve().parents[2] / "tools" / "train_state" / RESUME_COPY_NAME
 
 
 @dataclass
@@ -91,13 +96,21 @@ class TrainDemoConfig:
 
 @dataclass
 class ScheduleConfig:
-    """When to write things, in seconds of wall time (0 disables)."""
+    """When and where a run writes things, and what ``resume='auto'`` looks at.
+
+    Intervals are seconds of wall time (0 disables). ``export_path`` (G_ema as a pti
+    ``.safetensors``) and ``resume_copy_path`` (the compact resume state): a relative path is
+    inside the run folder, None writes nothing. ``committed_resume``: a state that
+    ``resume='auto'`` also considers (default: the committed one, when this is a source
+    checkout); None: only the run folder's own states.
+    """
 
     state_interval_s: float = 600.0
     grid_interval_s: float = 600.0
     export_interval_s: float = 900.0
-    export_path: Path | None = DEFAULT_EXPORT
-    resume_copy_path: Path | None = DEFAULT_RESUME_COPY
+    export_path: Path | None = Path(EXPORT_NAME)
+    resume_copy_path: Path | None = Path(RESUME_COPY_NAME)
+    committed_resume: Path | None = COMMITTED_RESUME
     log_interval_steps: int = 20
 
 
@@ -107,6 +120,16 @@ def build_generator(cfg: TrainDemoConfig) -> Generator:
                      mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier": 0.01},
                      synthesis_kwargs={"channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
                                        "architecture": "skip"})
+
+
+@torch.no_grad()
+def ema_update(G_ema: Generator, G: Generator, batch: int, ema_nimg: float) -> None:
+    """StyleGAN2's generator EMA: half-life ``ema_nimg`` images, ``batch`` images per step; buffers copied."""
+    beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
 
 
 def _seeded(seed: int, device: torch.device) -> torch.Generator:
@@ -222,11 +245,7 @@ class DemoTrainer:
         ema_nimg = self.cfg.ema_kimg * 1000
         if self.cfg.ema_rampup is not None:
             ema_nimg = min(ema_nimg, self.nimg * self.cfg.ema_rampup)
-        beta = 0.5 ** (self.cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        ema_update(self.G_ema, self.G, self.cfg.batch, ema_nimg)
 
     # ---------------------------------------------------------------- samples
     @torch.no_grad()
@@ -319,13 +338,13 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def find_resume_state(out_dir: Path, resume: str, fallback: Path | None) -> Path | None:
-    """``resume``: 'none', 'auto' (the newer of ``out_dir/state.pt`` and ``fallback`` by images seen) or a path."""
+def find_resume_state(out_dir: Path, resume: str, *fallbacks: Path | None) -> Path | None:
+    """``resume``: 'none', 'auto' (the newest of ``out_dir/state.pt`` and ``fallbacks`` by images seen) or a path."""
     if resume == "none":
         return None
     if resume != "auto":
         return Path(resume)
-    candidates = [p for p in (out_dir / "state.pt", fallback) if p is not None and p.is_file()]
+    candidates = [p for p in (out_dir / "state.pt", *fallbacks) if p is not None and p.is_file()]
     if not candidates:
         return None
     return max(candidates, key=lambda p: int(load_state(p)["nimg"]))
@@ -364,7 +383,7 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
     ``out_dir/state.pt``, ``log.txt`` and ``samples/`` on the ``schedule``; the state is also
     written when the run ends or is interrupted.
     """
-    from tqdm import tqdm
+    from pti.progress import progress_bar
 
     schedule = schedule or ScheduleConfig()
     out = Path(out_dir)
@@ -372,7 +391,9 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
     log = _Log(out / "log.txt")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    resume_path = find_resume_state(out, resume, schedule.resume_copy_path)
+    export_path = None if schedule.export_path is None else out / schedule.export_path
+    resume_copy_path = None if schedule.resume_copy_path is None else out / schedule.resume_copy_path
+    resume_path = find_resume_state(out, resume, resume_copy_path, schedule.committed_resume)
     state = None
     changed: dict[str, Any] = {}
     if resume_path is not None:
@@ -406,19 +427,18 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
         log(f"saved state at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h of training)")
 
     def save_assets() -> None:
-        if schedule.export_path is not None:
-            log(export_generator(trainer.G_ema, Path(schedule.export_path)))
-        if schedule.resume_copy_path is not None:
-            atomic_torch_save(compact_state(trainer.state_dict()), schedule.resume_copy_path)
-            log(f"wrote resume copy {schedule.resume_copy_path} "
-                f"({Path(schedule.resume_copy_path).stat().st_size / 1e6:.1f} MB)")
+        if export_path is not None:
+            log(export_generator(trainer.G_ema, export_path))
+        if resume_copy_path is not None:
+            atomic_torch_save(compact_state(trainer.state_dict()), resume_copy_path)
+            log(f"wrote resume copy {resume_copy_path} ({resume_copy_path.stat().st_size / 1e6:.1f} MB)")
 
     def save_grid() -> None:
         trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:06d}kimg.png")
 
     target = int(kimg * 1000)
-    bar = tqdm(total=target, initial=min(trainer.nimg, target), unit="img", unit_scale=True,
-               desc="train-demo", disable=not progress, mininterval=10.0)
+    bar = progress_bar(total=target, initial=min(trainer.nimg, target), unit="img", unit_scale=True,
+                       desc="train-demo", disable=not progress, mininterval=10.0)
     t_state = t_grid = t_export = time.time()
     t_log, n_log = time.time(), trainer.nimg
     acc: dict[str, list[float]] = {}
