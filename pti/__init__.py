@@ -15,6 +15,10 @@ _LAZY = {
     "Generator": "pti.stylegan2",
     "load_generator": "pti.stylegan2",
     "save_generator": "pti.stylegan2",
+    "Pivot": "pti.pivot",
+    "project": "pti.projector",
+    "pivotal_tune": "pti.tuning",
+    "ExecutionConfig": "pti.fast",
 }
 
 

@@ -9,11 +9,9 @@ notebook parameters (see :func:`config_from_dict`, :func:`config_to_dict`). Each
 attribute docstring (the string under it): what it is, its unit and choices. ``pti`` shows it as the
 option's help text (:mod:`pti.commands._config_args`), so it is written only here.
 
-The execution fields at the end of :class:`InversionConfig` and :class:`TuningConfig`
-(``precision``, ``channels_last``, ``adam``, ``compile``, ``compile_mode``, ``sync_every``,
-``force_fp32``) choose how the same optimisation is computed, never what is optimised. Their
-defaults do what the official implementation does (fp32, one host sync per step, no
-compilation); every faster setting is opt-in and measured by ``pti bench``.
+These configs hold only the paper's knobs: what is optimised, never how fast. How the steps are
+computed (autocast, channels_last, Adam implementation, torch.compile, host syncs) is
+:class:`pti.fast.ExecutionConfig`, accepted only by the fast entry points of :mod:`pti.fast`.
 """
 from __future__ import annotations
 
@@ -26,13 +24,6 @@ Space = Literal["w", "w+"]
 NoiseMode = Literal["const", "random", "none"]
 LocalityNorm = Literal["paper", "official"]
 PerceptualNet = Literal["alex", "vgg", "squeeze", "effnet-lite0", "random-alex", "random-vgg", "random-squeeze"]
-Precision = Literal["fp32", "bf16", "fp16"]
-AdamImpl = Literal["auto", "loop", "foreach", "fused"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-
-PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-ADAM_IMPLS: tuple[str, ...] = typing.get_args(AdamImpl)
-COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
 
 
 @dataclass
@@ -72,22 +63,6 @@ class InversionConfig:
     """weight of an extra pixel MSE term on [-1, 1] images (0: the projector's pure perceptual loss)"""
     seed: int = 0
     """seed of the mapping samples, the initial noise maps and the per-step w noise"""
-    # execution (see the module doc): how the steps are computed, not what they compute
-    force_fp32: bool = True
-    """run every synthesis layer in fp32; false: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)"""
-    precision: Precision = "fp32"
-    """autocast of synthesis and perceptual network: 'fp32' (off, the official code), 'bf16' or 'fp16'
-    (fp16 with loss scaling)"""
-    channels_last: bool = False
-    """NHWC memory layout for the perceptual network (and the fp16 synthesis blocks)"""
-    adam: AdamImpl = "auto"
-    """torch.optim.Adam implementation: 'auto' (torch's pick), 'loop' (the official code's), 'foreach', 'fused'"""
-    compile: bool = False
-    """torch.compile the fixed-shape forward (and the masked Adam step)"""
-    compile_mode: CompileMode = "default"
-    """torch.compile mode; 'reduce-overhead' adds CUDA graphs"""
-    sync_every: int = 1
-    """read losses back to the host (history, NaN check, progress bar) only every N steps (1: every step)"""
 
 
 @dataclass
@@ -149,42 +124,13 @@ class TuningConfig:
     """render with the pivot's optimised noise maps instead of the generator's constant ones"""
     batch_size: int | None = None
     """multi-image tuning: pivots per step (none: all of them)"""
-    force_fp32: bool = True
-    """run every synthesis layer in fp32; false: the network's own fp16 layers (num_fp16_res, conv_clamp; CUDA)"""
     seed: int = 0
     """seed of the multi-image batch order and of the locality samples"""
     locality: LocalityConfig = field(default_factory=LocalityConfig)
     """the locality regulariser (options --locality-*)"""
-    # execution (see the module doc and InversionConfig): how the steps are computed, not what they compute
-    precision: Precision = "fp32"
-    """autocast of synthesis and perceptual network: 'fp32' (off, the official code), 'bf16' or 'fp16'
-    (fp16 with loss scaling)"""
-    channels_last: bool = False
-    """NHWC memory layout for the perceptual network (and the fp16 synthesis blocks)"""
-    adam: AdamImpl = "auto"
-    """torch.optim.Adam implementation: 'auto' (torch's pick), 'loop' (the official code's), 'foreach',
-    'fused'; ignored (pti.optim.FlatAdam is used) when updates are masked on the device"""
-    compile: bool = False
-    """torch.compile the fixed-shape forward (and the masked Adam step)"""
-    compile_mode: CompileMode = "default"
-    """torch.compile mode; 'reduce-overhead' adds CUDA graphs"""
-    sync_every: int = 1
-    """read losses back to the host only every N steps (1: every step); >1: the early stop is decided on the
-    device and the weights are frozen there"""
 
 
 C = TypeVar("C")
-
-
-def check_execution(cfg: InversionConfig | TuningConfig) -> None:
-    """Raise ``ValueError`` naming the option when an execution field has an unknown value."""
-    name = type(cfg).__name__
-    for option, value, valid in (("precision", cfg.precision, PRECISIONS), ("adam", cfg.adam, ADAM_IMPLS),
-                                 ("compile_mode", cfg.compile_mode, COMPILE_MODES)):
-        if value not in valid:
-            raise ValueError(f"{name}.{option} must be one of {valid}, got {value!r}")
-    if not isinstance(cfg.sync_every, int) or cfg.sync_every < 1:
-        raise ValueError(f"{name}.sync_every must be an integer >= 1, got {cfg.sync_every!r}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

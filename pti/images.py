@@ -275,3 +275,22 @@ def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
     return canvas
+
+
+def prepare_target(target: torch.Tensor, resolution: int, device: torch.device | str,
+                   channels: int = 3) -> torch.Tensor:
+    """``[C, H, W]`` or ``[1, C, H, W]`` in [-1, 1], C = 3 (RGB) or 1 (gray) -> ``[1, channels, R, R]`` on
+    ``device`` (area/bicubic resize; RGB -> gray by BT.601 luma, gray -> RGB by repetition, see
+    :func:`pti.images.to_channels`). ``channels``: the generator's ``img_channels``."""
+    if target.ndim == 3:
+        target = target.unsqueeze(0)
+    if target.ndim != 4 or target.shape[0] != 1 or target.shape[1] not in (1, 3):
+        raise ValueError(f"target must be [3, H, W] or [1, 3, H, W] (RGB) or [1, H, W] or [1, 1, H, W] (gray), "
+                         f"got {tuple(target.shape)}")
+    target = to_channels(target.to(device=device, dtype=torch.float32), channels)
+    if target.shape[-2:] != (resolution, resolution):
+        if target.shape[-2] != target.shape[-1]:
+            raise ValueError(f"target must be square (align it first), got {tuple(target.shape[-2:])}")
+        mode = "area" if target.shape[-1] > resolution else "bicubic"
+        target = F.interpolate(target, size=(resolution, resolution), mode=mode).clamp(-1, 1)
+    return target

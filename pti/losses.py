@@ -81,13 +81,9 @@ class PerceptualLoss(nn.Module):
         self.distance = load_perceptual(net=net, device=device)
         self.resolution = resolution
         self.name: str = self.distance.name
-        self.channels_last = False  # NHWC inputs (set by pti.execution.channels_last together with NHWC weights)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = downsample_to(x, self.resolution), downsample_to(y, self.resolution)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = y.contiguous(memory_format=torch.channels_last)
         return self.distance(x, y)
 
 
@@ -147,26 +143,6 @@ class LocalityRegularizer:
         with torch.no_grad():
             w_z = G.mapping(z, c, truncation_psi=self.cfg.truncation_psi)
         return step_towards(w_pivots[idx], w_z, self.cfg.alpha, self.cfg.norm)
-
-    def sample_w_per_photo(self, w_pivots: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """For each photo k (pivot ``w_pivots[k]``, stream ``generators[k]``): its ``w_r``; ``[K, num_samples, num_ws, w_dim]``.
-
-        Photo k draws exactly what :meth:`sample_w` draws for a single-pivot run with ``generators[k]``;
-        the K mapping evaluations are batched into one.
-        """
-        G = self.original
-        device = w_pivots.device
-        k, s = w_pivots.shape[0], self.cfg.num_samples
-        z = []
-        for gen in generators:
-            z.append(torch.randn([s, G.z_dim], generator=gen, device="cpu"))
-            torch.randint(0, 1, [s], generator=gen)  # the pivot index a single-pivot run draws (always 0)
-        z_all = torch.cat(z).to(device, non_blocking=True)
-        c = None if self.labels is None else self.labels.to(device).repeat_interleave(s, dim=0)
-        with torch.no_grad():
-            w_z = G.mapping(z_all, c, truncation_psi=self.cfg.truncation_psi)
-        w_r = step_towards(w_pivots.repeat_interleave(s, dim=0), w_z, self.cfg.alpha, self.cfg.norm)
-        return w_r.reshape(k, s, *w_r.shape[1:])
 
     @torch.no_grad()
     def reference(self, w_r: torch.Tensor, force_fp32: bool = True) -> torch.Tensor:

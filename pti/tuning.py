@@ -1,18 +1,22 @@
-"""Pivotal tuning: fine-tune the generator so that ``G(w_p; θ*)`` reproduces each photo.
+"""Pivotal tuning (PTI Sec. 3.2-3.3): fine-tune the generator so that ``G(w_p; θ*)`` reproduces each photo.
 
-Loss per step (PTI Sec. 3.2-3.3), over the images of the step's batch:
-``λ_L2 · MSE(G(w_p; θ), x) + λ_LPIPS · LPIPS(G(w_p; θ), x)`` plus, when enabled, the
-locality regulariser of :class:`~pti.losses.LocalityRegularizer`. Adam, lr 3e-4; tuning
-stops early once every image of the batch is within ``lpips_threshold``. The original
-generator is never modified and is copied exactly once (into the tuned copy).
+With the pivots ``w_p`` frozen, the generator's weights θ minimise (Eq. 2-4)::
 
-The execution fields of :class:`~pti.config.TuningConfig` change only how a step is
-computed: ``precision`` (autocast), ``force_fp32=False`` (the network's own fp16 layers),
-``channels_last``, ``adam`` (torch's loop/foreach/fused Adam), ``compile`` and
-``sync_every``. With ``sync_every > 1`` (or fp16 loss scaling) the early stop is decided on
-the device and the weights are frozen there from that step on (:class:`pti.optim.FlatAdam`),
-so the result is the one-sync-per-step result while the host reads values back only every N
-steps. :mod:`pti.batched` tunes K photos at once, each with its own copy of the weights.
+    L_pt = λ_L2 · L_L2(x, G(w_p; θ)) + λ_LPIPS · L_LPIPS(x, G(w_p; θ))
+
+over the photos of each step's batch (all of them by default: multi-image PTI, Sec. 3.4), with Adam
+at lr 3e-4, stopping early once every photo's LPIPS is at most ``lpips_threshold`` (0.06). The
+locality regulariser (Sec. 3.3, Eq. 5-7) draws ``w_z = mapping(z)``, steps from a pivot towards it
+by α, ``w_r = w_p + α (w_z - w_p) / ||w_z - w_p||``, and adds::
+
+    L_R = λ_R^L2 · L_L2(G(w_r; θ*), G(w_r; θ)) + λ_R^LPIPS · L_LPIPS(G(w_r; θ*), G(w_r; θ))
+
+where θ are the original (frozen) weights and θ* the ones being tuned.
+
+:func:`pivotal_tune` is that loop, fp32, ``torch.optim.Adam``, one host sync per step (as the
+official code). :mod:`pti.fast` runs the same loop with autocast, compilation, deferred syncs or
+K photos with K weight copies at once, and is tested equal to it. The original generator is
+never modified and is copied exactly once (into the tuned copy).
 """
 from __future__ import annotations
 
@@ -20,19 +24,17 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from pti.conditioning import Label, class_label
-from pti.config import TuningConfig, check_execution
+from pti.config import TuningConfig
 from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
-from pti.execution import (DeferredHistory, autocast, channels_last, first_non_finite, maybe_compile,
-                           needs_loss_scaling, traceable_ops)
-from pti.inversion import NonFiniteLossError, Pivot, prepare_target
+from pti.images import prepare_target
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
-from pti.optim import DeviceLossScaler, FlatAdam, bind_module_parameters, make_adam
+from pti.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
 
 
@@ -41,8 +43,9 @@ class TuningResult:
     """The tuned generator and what happened while tuning.
 
     ``loss_history``/``perceptual_history``: per step, the total loss and the batch's mean
-    perceptual distance (before that step's update); ``stopped_early``: the threshold was
-    reached before ``steps``; ``steps``: updates applied.
+    perceptual distance (before that step's update); ``locality_history``: ``L_R`` at the regularised
+    steps; ``stopped_early``: the threshold was reached before ``steps``; ``steps``: updates applied;
+    ``seconds``: wall time.
     """
 
     generator: nn.Module
@@ -110,166 +113,83 @@ def batch_noise(noises: list[list[torch.Tensor]], idx: list[int]) -> list[torch.
     return [torch.cat([n[layer] for n in chosen]) for layer in range(len(chosen[0]))]
 
 
-def tune(
-    G: nn.Module,
-    targets: torch.Tensor | Sequence[torch.Tensor],
-    pivots: Sequence[Pivot] | Pivot | torch.Tensor,
-    cfg: TuningConfig | None = None,
-    *,
-    c: Label = None,
-    perceptual: PerceptualLoss | None = None,
-    progress: bool = True,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
-) -> TuningResult:
-    """Pivotal tuning for one or several images (one generator for all of them).
+def batch_indices(n: int, batch: int, order: list[int], gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """The next multi-image batch: all ``n`` photos, or ``batch`` of them from a shuffled ``order`` (refilled
+    with ``torch.randperm(n, generator=gen)`` when it runs short). Returns ``(indices, rest of order)``."""
+    if batch == n:
+        return list(range(n)), order
+    if len(order) < batch:
+        order = order + torch.randperm(n, generator=gen).tolist()
+    return order[:batch], order[batch:]
+
+
+def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
+                 pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None = None, *,
+                 c: Label = None, perceptual: PerceptualLoss | None = None, progress: bool = True,
+                 callback: Callable[[int, dict[str, float]], None] | None = None) -> TuningResult:
+    """Pivotal tuning of one generator for one or several photos (PTI Eq. 2-7).
 
     Args:
         G: the original generator (left unchanged).
         targets: ``[N, C, H, W]`` or a list of ``[C, H, W]``/``[1, C, H, W]`` in [-1, 1] (C = 3 or 1); resized to
             G's resolution and converted to its ``img_channels``.
-        pivots: ``N`` :class:`~pti.inversion.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
+        pivots: ``N`` :class:`~pti.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
         cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
-        c: conditional generators only: the class that the locality regulariser's codes ``w_z`` are mapped
-            with (an index ``K``, a label ``[c_dim]``, or ``[N, c_dim]``, one per pivot); default: the pivots'
-            own ``Pivot.c``. With locality on, a conditional generator needs one or the other
-            (:class:`~pti.conditioning.ConditioningError`); it is refused for an unconditional generator.
-        callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update
-            (with ``sync_every > 1``: for each step, in order, at every sync).
-    Returns: :class:`TuningResult`. Raises :class:`~pti.inversion.NonFiniteLossError` on NaN/inf and
-    :class:`~pti.divergence.DivergenceError` when the rendered images leave any sane range (:mod:`pti.divergence`).
+        c: conditional generators only: the class the locality codes ``w_z`` are mapped with (an index, a label
+            ``[c_dim]`` or ``[N, c_dim]``); default: the pivots' ``Pivot.c``. With locality on, a conditional
+            generator needs one or the other (:class:`~pti.conditioning.ConditioningError`).
+        callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update.
+    Returns: :class:`TuningResult`. Raises ``ValueError`` for mismatched inputs,
+    :class:`~pti.pivot.NonFiniteLossError` on NaN/inf and :class:`~pti.divergence.DivergenceError` when the
+    rendered images leave any sane range (:mod:`pti.divergence`).
     """
     cfg = cfg or TuningConfig()
-    check_execution(cfg)
     device = next(G.parameters()).device
     t0 = time.perf_counter()
     x, ws, noises = prepare_inputs(G, targets, pivots, device)
     n = x.shape[0]
     labels = pivot_labels(G, pivots, c, n, device) if cfg.locality.enabled or c is not None else None
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
-    early_stop = cfg.lpips_threshold is not None and batch == n
-
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
-    tuned = copy.deepcopy(G).train(G.training)
-    tuned.requires_grad_(True)
-    params = list(tuned.parameters())
-    scaler = DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
-    flat: FlatAdam | None = None
-    optimizer = None
-    if cfg.sync_every > 1 or scaler is not None:  # updates are masked on the device
-        flat = bind_module_parameters(tuned, compile_update=cfg.compile, lr=cfg.lr)
-    else:
-        optimizer = make_adam(params, lr=cfg.lr, impl=cfg.adam)
+    tuned = copy.deepcopy(G).train(G.training).requires_grad_(True)  # θ*, starting at θ
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order and locality samples
+    result, order = TuningResult(generator=tuned, perceptual_name=perceptual.name), []
 
-    def forward(ws_b: torch.Tensor, x_b: torch.Tensor,
-                noise_b: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The reconstruction loss (scalar), the per-image perceptual distances ``[B]`` and image RMS values
-        ``[B]`` (divergence, see :mod:`pti.divergence`)."""
-        with autocast(device, cfg.precision):
-            image = tuned.synthesis(ws_b, noise_mode=cfg.noise_mode, force_fp32=cfg.force_fp32, noise=noise_b)
-            dist = perceptual(image, x_b).float()
-        return cfg.l2_weight * l2_loss(image.float(), x_b) + cfg.lpips_weight * dist.mean(), dist, output_rms(image)
-
-    def locality(w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        with autocast(device, cfg.precision):
-            rendered = tuned.synthesis(w_r, noise_mode=cfg.locality.noise_mode, force_fp32=cfg.force_fp32)
-            return regularizer.penalty_per_group(rendered, reference)[0]
-
-    step_loss = maybe_compile(forward, cfg.compile, cfg.compile_mode)
-    step_locality = maybe_compile(locality, cfg.compile, cfg.compile_mode)
-
-    result = TuningResult(generator=tuned, perceptual_name=perceptual.name)
-    history = DeferredHistory(cfg.sync_every)
-    active = torch.ones([], dtype=torch.bool, device=device)
-    order: list[int] = []
     bar = progress_bar(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress,
                        leave=False)
-    with traceable_ops(device, cfg.compile), channels_last([perceptual], [tuned], enabled=cfg.channels_last):
-        for step in bar:
-            if batch == n:
-                idx = list(range(n))
-            else:
-                if len(order) < batch:
-                    order += torch.randperm(n, generator=gen).tolist()
-                idx, order = order[:batch], order[batch:]
-            noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
-            loss, dist, rms = step_loss(ws[idx], x[idx], noise)
-            if flat is None:  # the official control flow: read the values back every step
-                dist_max = float(dist.detach().max())
-                result.perceptual_history.append(float(dist.detach().mean()))
-                if early_stop and dist_max <= cfg.lpips_threshold:
-                    result.stopped_early = True
-                    result.loss_history.append(float(loss.detach()))
-                    break
-            elif early_stop:
-                active = active & (dist.detach().max() > cfg.lpips_threshold)
-            reg = None
-            if regularizer is not None and step % cfg.locality.interval == 0:
-                w_r = regularizer.sample_w(ws, gen)
-                with autocast(device, cfg.precision):
-                    reference = regularizer.reference(w_r, cfg.force_fp32)
-                reg = step_locality(w_r, reference)
-                loss = loss + reg
-            if flat is None:
-                if reg is not None:
-                    result.locality_history.append(float(reg.detach()))
-                loss_value = float(loss.detach())
-                result.loss_history.append(loss_value)
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
-                rms_max = float(rms.max())
-                if is_diverged(rms_max):
-                    raise DivergenceError(diverged_message("tuning", step, rms_max))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                result.steps = step + 1
-                bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
-                if callback is not None:
-                    callback(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
-                                    "perceptual_max": dist_max, "output_rms": rms_max})
-                continue
-            values = dict(loss=loss, perceptual=dist.mean(), perceptual_max=dist.max(), active=active,
-                          output_rms=rms.max())
-            history.record(step, **values, **({"locality": reg} if reg is not None else {}))
-            flat.zero_grad(params)
-            (scaler.scale_loss(loss) if scaler is not None else loss).backward()
-            flat.step(active=active, scaler=scaler, grad_sources=params)
-            if (history.due(step) or step == cfg.steps - 1) and _consume(history.flush(), result, bar, callback):
-                break
+    for step in bar:
+        idx, order = batch_indices(n, batch, order, gen)
+        noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
+        image = tuned.synthesis(ws[idx], noise_mode=cfg.noise_mode, force_fp32=True, noise=noise)
+        dist = perceptual(image, x[idx]).float()  # L_LPIPS per photo
+        loss = cfg.l2_weight * l2_loss(image.float(), x[idx]) + cfg.lpips_weight * dist.mean()  # Eq. 4
+        dist_max = float(dist.detach().max())
+        result.perceptual_history.append(float(dist.detach().mean()))
+        if cfg.lpips_threshold is not None and batch == n and dist_max <= cfg.lpips_threshold:  # early stop
+            result.stopped_early = True
+            result.loss_history.append(float(loss.detach()))
+            break
+        if regularizer is not None and step % cfg.locality.interval == 0:  # L_R, Eq. 5-7
+            reg = regularizer(tuned, ws, gen)
+            result.locality_history.append(float(reg.detach()))
+            loss = loss + reg
+        loss_value, rms = float(loss.detach()), float(output_rms(image).max())
+        result.loss_history.append(loss_value)
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
+        if is_diverged(rms):
+            raise DivergenceError(diverged_message("tuning", step, rms))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        result.steps = step + 1
+        bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
+        if callback is not None:
+            callback(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
+                            "perceptual_max": dist_max, "output_rms": rms})
 
     tuned.requires_grad_(False)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: Any,
-             callback: Callable[[int, dict[str, float]], None] | None) -> bool:
-    """Append flushed steps to ``result`` (device-decided early stop); True when tuning has stopped."""
-    bad = first_non_finite(rows, "loss")
-    for step, row in rows:
-        result.perceptual_history.append(row["perceptual"])
-        result.loss_history.append(row["loss"])
-        if not row["active"]:  # the threshold was reached at this step: no update was applied
-            result.stopped_early = True
-            return True
-        if bad is not None and bad[0] == step:
-            raise NonFiniteLossError(f"tuning loss became {bad[1]} at step {step}")
-        if is_diverged(row["output_rms"]):
-            raise DivergenceError(diverged_message("tuning", step, row["output_rms"]))
-        if "locality" in row:
-            result.locality_history.append(row["locality"])
-        result.steps = step + 1
-        bar.set_postfix(loss=f"{row['loss']:.4f}", dist=f"{row['perceptual_max']:.4f}")
-        if callback is not None:
-            callback(step, {"loss": row["loss"], "perceptual": row["perceptual"],
-                            "perceptual_max": row["perceptual_max"], "output_rms": row["output_rms"]})
-    return False
-
-
-def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
-                 pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None = None,
-                 **kwargs) -> nn.Module:
-    """Like :func:`tune` but returns only the tuned generator."""
-    return tune(G, targets, pivots, cfg, **kwargs).generator

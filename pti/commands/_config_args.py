@@ -22,7 +22,7 @@ import textwrap
 import typing
 from typing import Any, Callable
 
-PREFIXES = {"InversionConfig": "inv", "TuningConfig": "tune", "LocalityConfig": "locality"}
+PREFIXES = {"InversionConfig": "inv", "TuningConfig": "tune", "LocalityConfig": "locality", "ExecutionConfig": "exec"}
 
 
 def _parse_bool(text: str) -> bool:
@@ -95,7 +95,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type)
     for cls in config_classes:
         prefix = PREFIXES[cls.__name__]
         summary = (cls.__doc__ or "").strip().splitlines()[0]
-        group = parser.add_argument_group(f"{cls.__name__} (--{prefix}-*; defaults: the paper's)", summary)
+        origin = "the official code's" if prefix == "exec" else "the paper's"
+        group = parser.add_argument_group(f"{cls.__name__} (--{prefix}-*; defaults: {origin})", summary)
         hints = typing.get_type_hints(cls)
         docs = field_docs(cls)
         for f in dataclasses.fields(cls):
@@ -128,3 +129,24 @@ def build_configs(args: argparse.Namespace, inversion=None, tuning=None):
     tune_values["locality"] = {**tune_values.get("locality", {}), **config_overrides(args, "locality")}
     tune = config_from_dict(TuningConfig, tune_values)
     return inv, tune
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--fast`` and the ``--exec-*`` options of :class:`pti.fast.ExecutionConfig`."""
+    from pti.fast.config import ExecutionConfig
+
+    parser.add_argument("--fast", action="store_true",
+                        help="use pti.fast's preset execution (CUDA: bf16, channels_last, fused Adam, syncs every 25 "
+                             "steps; CPU: foreach Adam, syncs every 25 steps); --exec-* options override it")
+    add_config_arguments(parser, ExecutionConfig)
+
+
+def build_execution(args: argparse.Namespace, device_type: str):
+    """The :class:`pti.fast.ExecutionConfig` given by ``--fast`` (preset for ``device_type``) and ``--exec-*``."""
+    from pti.config import config_from_dict, config_to_dict
+    from pti.fast.config import ExecutionConfig, check_execution, fast_preset
+
+    base = config_to_dict(fast_preset(device_type)) if getattr(args, "fast", False) else {}
+    execution = config_from_dict(ExecutionConfig, {**base, **config_overrides(args, "exec")})
+    check_execution(execution)
+    return execution

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from pti.config import ADAM_IMPLS
+from pti.fast.config import ADAM_IMPLS
 
 
 def make_adam(params: Iterable[torch.Tensor], lr: float, impl: str = "auto",

@@ -7,9 +7,9 @@ already a grouped convolution over per-sample weights, so per-photo weights cost
 extra there: vmap turns each layer into one grouped convolution over the K photos. The
 perceptual network runs on the K images as one batch.
 
-Photo k's result equals ``tune(G, targets[k], pivots[k], cfg)`` up to float rounding: its own
+Photo k's result equals ``pti.tuning.pivotal_tune(G, targets[k], pivots[k], cfg)`` up to float rounding: its own
 loss (the sum over photos has independent gradients), its own Adam moments and step count
-(:class:`~pti.optim.FlatAdam`, one slot per photo), its own random stream for locality
+(:class:`~pti.fast.optim.FlatAdam`, one slot per photo), its own random stream for locality
 samples, and its own early stop: once its perceptual distance reaches the threshold its
 weights stop changing (decided on the device; the host looks only every ``sync_every``
 steps and the loop ends when every photo has stopped). ``cfg.batch_size`` (several photos
@@ -27,12 +27,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from pti.config import TuningConfig, check_execution
+from pti.config import TuningConfig
 from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
-from pti.execution import DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling, traceable_ops
-from pti.inversion import NonFiniteLossError, Pivot
-from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image
-from pti.optim import DeviceLossScaler, FlatAdam
+from pti.fast.config import ExecutionConfig, check_execution
+from pti.fast.execution import (DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling,
+                                to_channels_last, traceable_ops)
+from pti.fast.optim import DeviceLossScaler, FlatAdam
+from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image, step_towards
+from pti.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
 from pti.tuning import batch_noise, pivot_labels, prepare_inputs
 
@@ -86,6 +88,29 @@ def stack_synthesis_parameters(G: nn.Module, k: int) -> tuple[list[str], list[to
     return names, tensors
 
 
+def sample_w_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor,
+                       generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """For each photo k (pivot ``w_pivots[k]``, stream ``generators[k]``): its locality codes ``w_r``,
+    ``[K, num_samples, num_ws, w_dim]``.
+
+    Photo k draws exactly what :meth:`~pti.losses.LocalityRegularizer.sample_w` draws in a single-pivot run
+    with ``generators[k]`` (z, then the pivot index, always 0), so batched runs equal sequential ones; the K
+    mapping evaluations are batched into one.
+    """
+    G, cfg = regularizer.original, regularizer.cfg
+    k, s = w_pivots.shape[0], cfg.num_samples
+    z = []
+    for gen in generators:
+        z.append(torch.randn([s, G.z_dim], generator=gen, device="cpu"))
+        torch.randint(0, 1, [s], generator=gen)  # the pivot index of a single-pivot run: drawn to keep the streams equal
+    z_all = torch.cat(z).to(w_pivots.device, non_blocking=True)
+    c = None if regularizer.labels is None else regularizer.labels.to(w_pivots.device).repeat_interleave(s, dim=0)
+    with torch.no_grad():
+        w_z = G.mapping(z_all, c, truncation_psi=cfg.truncation_psi)
+    w_r = step_towards(w_pivots.repeat_interleave(s, dim=0), w_z, cfg.alpha, cfg.norm)
+    return w_r.reshape(k, s, *w_r.shape[1:])
+
+
 def tune_batched(
     G: nn.Module,
     targets: torch.Tensor | Sequence[torch.Tensor],
@@ -96,21 +121,24 @@ def tune_batched(
     perceptual: PerceptualLoss | None = None,
     progress: bool = True,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    execution: ExecutionConfig | None = None,
 ) -> BatchedTuningResult:
     """Pivotal tuning of K photos at once, photo k with its own weights (see the module doc).
 
     Args:
         G: the original generator (left unchanged).
         targets: ``[K, C, H, W]`` or K images ``[C, H, W]`` in [-1, 1] (C = 3 or 1).
-        pivots: K :class:`~pti.inversion.Pivot` (or ws ``[K, num_ws, w_dim]``), in the order of ``targets``.
-        cfg: :class:`~pti.config.TuningConfig` (paper defaults when None); all execution fields apply.
-        c: conditional generators: the class(es) of the locality codes, as :func:`pti.tuning.tune`'s ``c``.
+        pivots: K :class:`~pti.pivot.Pivot` (or ws ``[K, num_ws, w_dim]``), in the order of ``targets``.
+        cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
+        c: conditional generators: the class(es) of the locality codes, as :func:`pti.tuning.pivotal_tune`'s ``c``.
+        execution: :class:`~pti.fast.ExecutionConfig` (every field applies; default: the core's).
         callback: ``callback(step, {'loss': [K], 'perceptual': [K], 'active': [K]})`` per step, at syncs.
     Returns: :class:`BatchedTuningResult`; a photo whose loss becomes non-finite or whose image diverges
     (:mod:`pti.divergence`) is frozen and named in ``errors`` (the others go on).
     """
     cfg = cfg or TuningConfig()
-    check_execution(cfg)
+    ex = execution or ExecutionConfig()
+    check_execution(ex)
     device = next(G.parameters()).device
     t0 = time.perf_counter()
     x, ws, noises = prepare_inputs(G, targets, pivots, device)
@@ -119,20 +147,20 @@ def tune_batched(
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
 
     names, stacked = stack_synthesis_parameters(G, k_photos)
-    flat = FlatAdam(stacked, lr=cfg.lr, compile_update=cfg.compile)
+    flat = FlatAdam(stacked, lr=cfg.lr, compile_update=ex.compile)
     params = dict(zip(names, flat.params))
     buffers = dict(G.synthesis.named_buffers())
     noise = None
     if cfg.use_pivot_noise:  # per layer [K, 1, 1, R, R]: each photo renders its one image with its own maps
         noise = [n.unsqueeze(1) for n in batch_noise(noises, list(range(k_photos)))]
-    scaler = DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
+    scaler = DeviceLossScaler(device) if needs_loss_scaling(ex, device) else None
     regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     generators = [torch.Generator().manual_seed(cfg.seed) for _ in range(k_photos)]
 
     def render(noise_mode: str) -> Callable[..., torch.Tensor]:
         def one_photo(p: dict[str, torch.Tensor], w: torch.Tensor, maps: list[torch.Tensor] | None) -> torch.Tensor:
             return functional_call(G.synthesis, (p, buffers), (w,),
-                                   {"noise_mode": noise_mode, "force_fp32": cfg.force_fp32, "noise": maps})
+                                   {"noise_mode": noise_mode, "force_fp32": ex.force_fp32, "noise": maps})
         return one_photo
 
     render_pivots = vmap(render(cfg.noise_mode), in_dims=(0, 0, 0 if noise is not None else None))
@@ -141,19 +169,19 @@ def tune_batched(
     def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor,
                 maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-photo reconstruction losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]``."""
-        with autocast(device, cfg.precision):
+        with autocast(device, ex.precision):
             image = render_pivots(p, ws.unsqueeze(1), maps)[:, 0]
-            dist = perceptual(image, x).float()
+            dist = perceptual(to_channels_last(image, ex.channels_last), to_channels_last(x, ex.channels_last)).float()
         return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist, output_rms(image)
 
     def locality(p: dict[str, torch.Tensor], w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Per-photo locality penalties ``[K]`` for ``w_r [K, S, num_ws, w_dim]``."""
-        with autocast(device, cfg.precision):
+        with autocast(device, ex.precision):
             rendered = render_locality(p, w_r, None).flatten(0, 1)
             return regularizer.penalty_per_group(rendered, reference, groups=k_photos)
 
-    step_loss = maybe_compile(forward, cfg.compile, cfg.compile_mode)
-    step_locality = maybe_compile(locality, cfg.compile, cfg.compile_mode)
+    step_loss = maybe_compile(forward, ex.compile, ex.compile_mode)
+    step_locality = maybe_compile(locality, ex.compile, ex.compile_mode)
 
     result = BatchedTuningResult(original=G, weights={}, steps=[0] * k_photos, stopped_early=[False] * k_photos,
                                  loss_history=[[] for _ in range(k_photos)],
@@ -162,19 +190,19 @@ def tune_batched(
                                  perceptual_name=perceptual.name)
     running = [True] * k_photos  # the host's view: photos not yet stopped or abandoned
     active = torch.ones([k_photos], dtype=torch.bool, device=device)
-    history = DeferredHistory(cfg.sync_every)
+    history = DeferredHistory(ex.sync_every)
     bar = progress_bar(range(cfg.steps), desc=f"tune (batched x{k_photos})", disable=not progress, leave=False)
     # vmap and torch.compile need the pure-PyTorch ops (the CUDA kernels' autograd functions have no vmap rule)
-    with traceable_ops(device, True), channels_last([perceptual], [G], enabled=cfg.channels_last):
+    with traceable_ops(device, True), channels_last([perceptual], [G], enabled=ex.channels_last):
         for step in bar:
             loss, dist, rms = step_loss(params, ws, x, noise)
             if cfg.lpips_threshold is not None:
                 active = active & (dist.detach() > cfg.lpips_threshold)
             reg = None
             if regularizer is not None and step % cfg.locality.interval == 0:
-                w_r = regularizer.sample_w_per_photo(ws, generators)
-                with autocast(device, cfg.precision):
-                    reference = regularizer.reference(w_r.flatten(0, 1), cfg.force_fp32)
+                w_r = sample_w_per_photo(regularizer, ws, generators)
+                with autocast(device, ex.precision):
+                    reference = regularizer.reference(w_r.flatten(0, 1), ex.force_fp32)
                 reg = step_locality(params, w_r, reference)
                 loss = loss + reg
             history.record(step, loss=loss, perceptual=dist, active=active, output_rms=rms,
@@ -234,7 +262,7 @@ def pivotal_tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Te
                          pivots: Sequence[Pivot] | torch.Tensor, cfg: TuningConfig | None = None,
                          **kwargs: Any) -> list[nn.Module]:
     """Like :func:`tune_batched` but returns the K tuned generators; raises
-    :class:`~pti.inversion.NonFiniteLossError` naming every photo whose loss became non-finite
+    :class:`~pti.pivot.NonFiniteLossError` naming every photo whose loss became non-finite
     (:class:`~pti.divergence.DivergenceError`, its base class, when some images diverged instead)."""
     result = tune_batched(G, targets, pivots, cfg, **kwargs)
     failed = [f"photo {k}: {err}" for k, err in enumerate(result.errors) if err is not None]

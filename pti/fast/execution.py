@@ -1,8 +1,8 @@
 """How PTI's steps run: autocast, memory format, op implementation, compilation, host syncs.
 
-These helpers turn the execution fields of :class:`~pti.config.InversionConfig` and
-:class:`~pti.config.TuningConfig` into context managers and wrappers; none of them changes
-what a step computes beyond float rounding.
+These helpers turn the fields of :class:`~pti.fast.ExecutionConfig` into context managers and
+wrappers; none of them changes what a step computes beyond float rounding. :class:`DeferredHistory`
+keeps per-step values on the device and reads them back in one sync every N steps.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from pti.config import InversionConfig, TuningConfig
+from pti.fast.config import ExecutionConfig
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,7 +27,7 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
 
 
-def needs_loss_scaling(cfg: InversionConfig | TuningConfig, device: torch.device | str) -> bool:
+def needs_loss_scaling(cfg: ExecutionConfig, device: torch.device | str) -> bool:
     """fp16 gradients underflow without loss scaling: autocast fp16, or the network's own fp16 layers on CUDA."""
     return cfg.precision == "fp16" or (not cfg.force_fp32 and torch.device(device).type == "cuda")
 
@@ -55,9 +55,9 @@ def traceable_ops(device: torch.device | str, needed: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def channels_last(modules: Sequence[nn.Module], generators: Sequence[nn.Module] = (),
                   enabled: bool = True) -> Iterator[None]:
-    """Within the block, ``modules`` (perceptual networks) hold NHWC weights (and take NHWC inputs when they
-    have a ``channels_last`` flag) and ``generators``' synthesis blocks keep NHWC activations; all is
-    restored afterwards.
+    """Within the block, ``modules`` (perceptual networks) hold NHWC weights (their callers pass NHWC inputs,
+    :func:`to_channels_last`) and ``generators``' synthesis blocks keep NHWC activations (the blocks'
+    ``channels_last`` attribute, as NVIDIA's); all is restored afterwards.
 
     Generators only honour it in their fp16 blocks on CUDA (``force_fp32=False``): the network
     converts fp32 blocks' activations to NCHW (see pti/stylegan2/networks.py).
@@ -65,7 +65,7 @@ def channels_last(modules: Sequence[nn.Module], generators: Sequence[nn.Module] 
     if not enabled:
         yield
         return
-    flagged = [b for G in generators for b in G.synthesis.blocks()] + [m for m in modules if hasattr(m, "channels_last")]
+    flagged = [b for G in generators for b in G.synthesis.blocks()]
     saved = [b.channels_last for b in flagged]
     for m in modules:
         m.to(memory_format=torch.channels_last)

@@ -1,0 +1,34 @@
+"""Opt-in speed paths over the core (:mod:`pti.projector`, :mod:`pti.tuning`): the same losses, computed faster.
+
+- :func:`project` / :func:`project_batch`: the projector for one or K photos at once (one batched
+  synthesis per step; each photo keeps its own random stream and Adam state);
+- :func:`pivotal_tune`: pivotal tuning with autocast, loss scaling, channels_last, compile and
+  deferred host syncs (the early stop then decided on the device);
+- :func:`tune_batched` / :func:`pivotal_tune_batched`: K photos tuned at once, each with its own
+  weights (``torch.func.vmap`` over stacked parameters, masked Adam);
+- :class:`ExecutionConfig` says how (precision, channels_last, Adam implementation, compile, sync
+  interval); :func:`fast_preset` is what ``pti run --fast`` uses.
+
+Each path is tested equal to the core within measured tolerances (tests/test_speed_paths.py) and
+timed against it by ``pti bench``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pti.fast.config import ExecutionConfig, check_execution, fast_preset
+
+__all__ = ["ExecutionConfig", "check_execution", "fast_preset", "project", "project_batch", "pivotal_tune",
+           "tune_batched", "pivotal_tune_batched", "BatchedTuningResult"]
+
+_LAZY = {"project": "pti.fast.projector", "project_batch": "pti.fast.projector", "pivotal_tune": "pti.fast.tuning",
+         "tune_batched": "pti.fast.batched", "pivotal_tune_batched": "pti.fast.batched",
+         "BatchedTuningResult": "pti.fast.batched"}
+
+
+def __getattr__(name: str) -> Any:  # torch-free import of the package (the CLI reads ExecutionConfig)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pti.fast' has no attribute {name!r}")

@@ -1,0 +1,88 @@
+"""The pivot: the result of inversion (or of an encoder), its file format, and the error of a run gone bad.
+
+A :class:`Pivot` holds ``w_p`` (``[1, num_ws, w_dim]``), the optimised noise maps, the loss
+histories and where it came from. ``Pivot.save``/``Pivot.load`` write and read it as a
+``weights_only``-loadable torch file (format ``pti-pivot-v1``: a dict of the fields below plus
+``"format"``), so loading a pivot never runs code from the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pti.divergence import DivergenceError
+
+
+class NonFiniteLossError(DivergenceError):
+    """A loss became NaN or infinite; the image is abandoned and nothing is written for it."""
+
+
+@dataclass
+class Pivot:
+    """The result of inversion.
+
+    Attributes:
+        w: ``[1, num_ws, w_dim]`` float32 (all rows equal for ``space='w'``).
+        noise: optimised noise maps, one ``[1, 1, R, R]`` per ``G.synthesis.noise_layers()`` entry
+            (empty when noise was not optimised).
+        space: 'w' or 'w+'.
+        loss_history: per-step total loss.
+        perceptual_history: per-step perceptual distance.
+        steps: steps run; seconds: wall time (of a batch from :func:`pti.fast.project_batch`: its wall time
+            divided by the number of photos, see :mod:`pti.fast`); config: the InversionConfig as a dict.
+        c: the class label ``[1, c_dim]`` it was inverted with (conditional generators), else None.
+        origin: where ``w`` came from: 'projector' (optimised from the mean w, :func:`pti.projector.project`)
+            or 'e4e' (an encoder's W+ code, then ``steps`` refinement steps of the projector).
+    """
+
+    w: torch.Tensor
+    noise: list[torch.Tensor] = field(default_factory=list)
+    space: str = "w"
+    loss_history: list[float] = field(default_factory=list)
+    perceptual_history: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    perceptual_name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    generator: str = ""  # weights_fingerprint of the generator it was inverted with ("" in older files)
+    c: torch.Tensor | None = None
+    origin: str = "projector"
+
+    def check_fits(self, G: torch.nn.Module, what: str = "the generator") -> None:
+        """Raise ValueError unless ``w`` is ``[1, G.num_ws, G.w_dim]`` and the noise maps match G's noise layers."""
+        if tuple(self.w.shape) != (1, int(G.num_ws), int(G.w_dim)):
+            raise ValueError(f"the pivot's w has shape {tuple(self.w.shape)} but {what} needs "
+                             f"[1, {int(G.num_ws)}, {int(G.w_dim)}] (num_ws, w_dim): it was made with another generator")
+        if self.noise:
+            wanted = [(int(layer.resolution),) * 2 for layer in G.synthesis.noise_layers()]
+            have = [tuple(n.shape[-2:]) for n in self.noise]
+            if have != wanted:
+                raise ValueError(f"the pivot's {len(have)} noise maps do not match the {len(wanted)} noise layers "
+                                 f"of {what}: it was made with another generator")
+
+    def to(self, device: torch.device | str) -> "Pivot":
+        return Pivot(**{**self.__dict__, "w": self.w.to(device), "noise": [n.to(device) for n in self.noise],
+                        "c": None if self.c is None else self.c.to(device)})
+
+    def save(self, path: str | Path) -> None:
+        """Write a ``weights_only``-loadable torch file atomically."""
+        from pti.io_utils import atomic_torch_save
+
+        atomic_torch_save({**self.__dict__, "w": self.w.detach().cpu(),
+                           "noise": [n.detach().cpu() for n in self.noise],
+                           "c": None if self.c is None else self.c.detach().cpu(), "format": "pti-pivot-v1"}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Pivot":
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable pti pivot file (expected a torch file written by "
+                             f"Pivot.save): {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != "pti-pivot-v1" or "w" not in data:
+            raise ValueError(f"{path}: not a pti pivot file (expected format 'pti-pivot-v1')")
+        data.pop("format")
+        return cls(**data)
