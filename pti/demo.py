@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pti.config import InversionConfig, TuningConfig
+from pti.fast.config import ExecutionConfig
 
 
 @dataclass
@@ -26,10 +27,12 @@ class DemoConfig:
     images: str | None = None                 # a folder/file of photos; None: the photos shipped in dependencies
     device: str = "auto"
     out_dir: str = "figures"
-    # the paper's settings; NHWC perceptual network (measured 1.2x faster on a CPU at equal quality,
-    # figures/benchmarks.md)
-    inversion: InversionConfig = field(default_factory=lambda: InversionConfig(channels_last=True))
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(channels_last=True))
+    # the paper's settings; NHWC perceptual network through pti.fast (measured 1.2x faster on a CPU at equal
+    # quality, figures/benchmarks.md)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    execution: ExecutionConfig = field(default_factory=lambda: ExecutionConfig(channels_last=True))
+    """how the steps run (pti.fast): NHWC perceptual network by default, the rest as the core"""
     edits: tuple[str, ...] | None = None      # direction specs (see pti.editing.resolve_direction); None: defaults
     strengths: tuple[float, ...] = (-3.0, 0.0, 3.0)
     identity: bool = True                     # compute dlib identity similarity (slow-ish)
@@ -74,15 +77,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns ``{'images': {name: {method: metrics}}, 'seconds': {...}, 'files': [...]}``."""
     from pti.alignment import align_face
     from pti.conditioning import class_label
-    from pti.editing import render_edits, resolve_direction
+    from pti.editing import resolve_direction
+    from pti.editing.run_edits import render_w_and_pti
     from pti.images import pil_to_tensor, save_grid
-    from pti.inversion import project
+    from pti.fast import pipeline
     from pti.losses import PerceptualLoss
-    from pti.metrics import identity_similarity, ms_ssim, mse, psnr
+    from pti.metrics import evaluate, identity_similarity
     from pti.runner import list_images
     from pti.stylegan2.checkpoints import load
-    from pti.tuning import tune
 
+    project, pivotal_tune = pipeline(cfg.execution)
     t_start = time.perf_counter()
     device = _device(cfg.device)
     # bad input fails here, before minutes of loading and before anything is written
@@ -123,29 +127,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             timed(f"invert {space.upper()}", t0)
 
         t0 = time.perf_counter()
-        tuned = tune(G, target, pivots["w"], cfg.tuning, c=label, perceptual=perceptual,
-                     progress=cfg.progress).generator
+        tuned = pivotal_tune(G, target, pivots["w"], cfg.tuning, c=label, perceptual=perceptual,
+                             progress=cfg.progress).generator
         with torch.no_grad():
-            recon["PTI"] = tuned.synthesis(pivots["w"].w, noise_mode=cfg.tuning.noise_mode)
+            recon["PTI"] = tuned.synthesis(pivots["w"].w, noise_mode=cfg.tuning.noise_mode,
+                                           noise=pivots["w"].noise if cfg.tuning.use_pivot_noise else None)
         timed("pivotal tuning", t0)
 
         t0 = time.perf_counter()
         results[name] = {}
         for method, image in recon.items():
-            row = {"mse": float(mse(image, target)[0]), "psnr": float(psnr(image, target)[0]),
-                   "ms_ssim": float(ms_ssim(image, target)[0]),
-                   "perceptual": float(perceptual(image, target)[0])}
-            row["identity"] = float(identity_similarity(image, target)[0]) if cfg.identity else math.nan
-            results[name][method] = row
+            row = evaluate(image, target, perceptual=perceptual, identity=identity_similarity if cfg.identity else None)
+            results[name][method] = {**row, "identity": row.get("identity", math.nan)}
         timed("metrics", t0)
 
         t0 = time.perf_counter()
         rows = [torch.cat([target, recon["W"], recon["W+"], recon["PTI"]])]
         row_labels = ["reconstruction"]
         for direction in directions:
-            # the W inversion is rendered with its own noise maps, PTI with the tuned generator
-            w_edit = render_edits(G, pivots["w"].w, direction, list(cfg.strengths), noise=pivots["w"].noise)[0, 0]
-            pti_edit = render_edits(tuned, pivots["w"].w, direction, list(cfg.strengths))[0, 0]
+            # the same rendering as `pti run --edit`: W with its own noise maps, PTI as its reconstruction
+            w_edit, pti_edit = render_w_and_pti(G, tuned, pivots["w"], direction, cfg.strengths,
+                                                cfg.tuning.noise_mode, cfg.tuning.use_pivot_noise)
             rows += [w_edit, pti_edit]
             row_labels += [f"W: {direction.name}", f"PTI: {direction.name}"]
         col_labels = column_labels(cfg.strengths)

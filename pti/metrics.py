@@ -5,6 +5,8 @@ grayscale generators; any H, W; same shape) and returns a ``[N]`` float tensor, 
 pair. MSE, PSNR and MS-SSIM average over the channels there are; the perceptual distance and the
 identity similarity repeat a gray channel to RGB first (their networks take RGB):
 
+- :func:`evaluate`: the metrics row, a dict of floats (batch means of the metrics below), that every report uses:
+  ``pti run``'s metrics.json, ``pti demo``'s table, the notebooks and ``pti bench``.
 - :func:`mse`: mean squared error on the ``[0, 1]`` range (images clamped to ``[-1, 1]``, as an
   image file shows them, and mapped by ``(x + 1) / 2``, i.e. 1/4 of the MSE in the library's
   ``[-1, 1]`` units); lower is better. Generator outputs are not bounded: without the clamp a
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -239,20 +241,69 @@ def identity_similarity(x: torch.Tensor, y: torch.Tensor,
     return torch.tensor(out, dtype=torch.float32)
 
 
+#: an identity model: ``(x, y) -> [N]`` similarity of the faces in two ``[N, C, H, W]`` batches in ``[-1, 1]``
+IdentityModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _metric_tensors(x: torch.Tensor, y: torch.Tensor, perceptual: Callable | None, identity: IdentityModel | None,
+                    net: str) -> dict[str, torch.Tensor]:
+    """Every metric per image pair, ``[N]`` each (the keys of :func:`evaluate`)."""
+    _check_pair(x, y, "evaluate")
+    x, y = x.detach().float(), y.detach().float()
+    values = {"mse": mse(x, y), "psnr": psnr(x, y), "ms_ssim": ms_ssim(x, y),
+              "perceptual": perceptual_distance(x, y, perceptual, net).float()}
+    if identity is not None:
+        with torch.no_grad():
+            values["identity"] = identity(x, y).float()
+    return values
+
+
+def evaluate(image: torch.Tensor, target: torch.Tensor, *, perceptual: Callable | None = None,
+             identity: IdentityModel | None = None, net: str = "alex") -> dict[str, float]:
+    """The reconstruction metrics row of ``image`` against ``target``: what ``pti run`` (metrics.json),
+    ``pti demo`` (its table), the notebooks and ``pti bench`` report, built here only.
+
+    Args:
+        image, target: ``[N, C, H, W]`` float batches in ``[-1, 1]``, same shape (C = 3 RGB, or 1 gray).
+            Generator outputs may leave ``[-1, 1]``: MSE, PSNR and MS-SSIM clamp them to it first (as the
+            saved PNG shows them) and work on ``(x + 1) / 2`` in ``[0, 1]``; the perceptual distance and
+            the identity model get the images unclamped, as they are.
+        perceptual: ``(x, y) -> [N]`` distance, e.g. :class:`pti.perceptual.PerceptualDistance` or
+            :class:`pti.losses.PerceptualLoss`; None: ``load_perceptual(net)``, once per process and device.
+            Report its ``.name`` with the values.
+        identity: ``(x, y) -> [N]`` identity similarity, e.g. :func:`identity_similarity` (dlib ResNet
+            cosine); None leaves the ``identity`` key out.
+
+    Returns:
+        Batch means as floats (an ``N = 1`` batch gives the image's own values):
+        ``mse`` on ``[0, 1]`` (1/4 of the MSE in ``[-1, 1]`` units; lower is better), ``psnr`` in dB with
+        peak 1 (``10 log10(1 / mse)``, >= 0, ``inf`` for identical images), ``ms_ssim`` in ``[0, 1]``
+        (Wang et al. 2003; :func:`ms_ssim_scales` scales), ``perceptual`` in the distance's own units
+        (LPIPS, Zhang et al. 2018, or the named fallback), and ``identity`` in ``[-1, 1]`` when
+        ``identity`` is given. No gradients are kept.
+
+    Raises:
+        ValueError: the batches differ in shape or are not ``[N, 1 | 3, H, W]``.
+    """
+    values = _metric_tensors(image, target, perceptual, identity, net)
+    return {key: float(value.mean()) for key, value in values.items()}
+
+
 def reconstruction_metrics(x: torch.Tensor, y: torch.Tensor, perceptual: PerceptualDistance | None = None,
                            identity: bool = True) -> dict[str, object]:
-    """All metrics for a batch, JSON-ready: lists of per-image floats plus the names that
+    """:func:`evaluate`'s metrics per image, JSON-ready: lists of per-image floats plus the names that
     qualify them (``ms_ssim_scales``, ``perceptual_name``, ``identity_model``)."""
     p = perceptual if perceptual is not None else _default_perceptual("alex", str(x.device))
+    values = _metric_tensors(x, y, p, identity_similarity if identity else None, "alex")
     result: dict[str, object] = {
-        "mse": mse(x, y).tolist(),
-        "psnr_db": psnr(x, y).tolist(),
-        "ms_ssim": ms_ssim(x, y).tolist(),
+        "mse": values["mse"].tolist(),
+        "psnr_db": values["psnr"].tolist(),
+        "ms_ssim": values["ms_ssim"].tolist(),
         "ms_ssim_scales": ms_ssim_scales(*x.shape[-2:]),
-        "perceptual": perceptual_distance(x, y, p).tolist(),
+        "perceptual": values["perceptual"].tolist(),
         "perceptual_name": p.name,
     }
     if identity:
-        result["identity_similarity"] = identity_similarity(x, y).tolist()
+        result["identity_similarity"] = values["identity"].tolist()
         result["identity_model"] = "dlib_face_recognition_resnet_model_v1 (cosine)"
     return result

@@ -159,20 +159,16 @@ def render(G: torch.nn.Module, w: torch.Tensor, noise: Sequence[torch.Tensor] | 
 
 def metric_row(image: torch.Tensor, target: torch.Tensor, perceptual: torch.nn.Module,
                identity: bool = True) -> dict[str, float]:
-    """Reconstruction metrics of one ``[1, 3, H, W]`` image against its target.
+    """:func:`pti.metrics.evaluate`'s row of one ``[1, 3, H, W]`` image in ``[-1, 1]`` against its target.
 
     Keys: ``mse`` and ``psnr`` (on [0, 1]), ``ms_ssim``, ``perceptual`` (the distance named
     ``perceptual.name``: report that name with it), ``identity`` (cosine of dlib face
     descriptors; NaN when ``identity`` is False).
     """
-    from pti.metrics import identity_similarity, ms_ssim, mse, psnr
+    from pti.metrics import evaluate, identity_similarity
 
-    image, target = image.detach().float(), target.detach().float()
-    with torch.no_grad():
-        row = {"mse": float(mse(image, target)[0]), "psnr": float(psnr(image, target)[0]),
-               "ms_ssim": float(ms_ssim(image, target)[0]), "perceptual": float(perceptual(image, target)[0])}
-    row["identity"] = float(identity_similarity(image.cpu(), target.cpu())[0]) if identity else math.nan
-    return row
+    row = evaluate(image, target, perceptual=perceptual, identity=identity_similarity if identity else None)
+    return {**row, "identity": row.get("identity", math.nan)}
 
 
 @torch.no_grad()

@@ -34,8 +34,9 @@ class Pivot:
         steps: steps run; seconds: wall time (of a batch from :func:`pti.fast.project_batch`: its wall time
             divided by the number of photos, see :mod:`pti.fast`); config: the InversionConfig as a dict.
         c: the class label ``[1, c_dim]`` it was inverted with (conditional generators), else None.
-        origin: where ``w`` came from: 'projector' (optimised from the mean w, :func:`pti.projector.project`)
-            or 'e4e' (an encoder's W+ code, then ``steps`` refinement steps of the projector).
+        origin: where ``w`` came from: 'projector' (optimised from the mean w, :func:`pti.projector.project`),
+            'e4e' (an encoder's W+ code, then ``steps`` refinement steps of the projector) or 'w_init' (a given
+            start, then ``steps`` steps).
     """
 
     w: torch.Tensor

@@ -1,12 +1,16 @@
 """Progress bars that stay readable outside a terminal: every progress bar of pti is made here.
 
-In a terminal, and in Jupyter (tqdm's notebook widget, chosen by ``tqdm.auto``),
-:func:`progress_bar` is an ordinary tqdm bar. When its stream is not a terminal (``make demo >
-log 2>&1``, a CI log, a pipe), tqdm would redraw the bar with a carriage return up to ten times
-a second, and every redraw becomes a line of the log (about 3,600 for ``make demo``). There the
-bar prints instead one whole line when it starts, at most one every :data:`PLAIN_INTERVAL_S`
-seconds while it runs (including its postfix, e.g. the current loss), and its final state
-when it ends, so each stage leaves a one-line summary (count, elapsed time, rate).
+In a terminal, :func:`progress_bar` is an ordinary tqdm bar. When its stream is not a terminal
+(``make demo > log 2>&1``, a CI log, a pipe, a Jupyter kernel), tqdm would redraw the bar with a
+carriage return up to ten times a second, and every redraw becomes a line of the log (about
+3,600 for ``make demo``). There the bar prints instead one whole line when it starts, at most one
+every :data:`PLAIN_INTERVAL_S` seconds while it runs (including its postfix, e.g. the current
+loss), and its final state when it ends, so each stage leaves a one-line summary (count, elapsed
+time, rate).
+
+Jupyter gets these text lines too, never tqdm's notebook widget (``tqdm.auto``'s choice there): a
+widget bar with ``leave=False`` closes its widget model but leaves its output in the cell, so a
+saved notebook reopened showed "Error displaying widget: model not found" once per bar (issue 17).
 """
 from __future__ import annotations
 
@@ -25,13 +29,6 @@ def _is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
-
-
-def _notebook_tqdm() -> type | None:
-    """tqdm's notebook class when running in a Jupyter kernel (as ``tqdm.auto`` decides), else None."""
-    from tqdm.auto import tqdm as auto_tqdm
-
-    return auto_tqdm if any(c.__module__ == "tqdm.notebook" for c in auto_tqdm.__mro__) else None
 
 
 class LineStream:
@@ -82,12 +79,7 @@ def progress_bar(iterable: Iterable | None = None, *, disable: bool = False, fil
     stream = file if file is not None else sys.stderr
     disable = bool(disable)
     if disable or _is_terminal(stream):
-        from tqdm.auto import tqdm as auto_tqdm
-
-        return auto_tqdm(iterable, disable=disable, file=file, **kwargs)
-    notebook = _notebook_tqdm()
-    if notebook is not None:
-        return notebook(iterable, file=file, **kwargs)
+        return std_tqdm(iterable, disable=disable, file=file, **kwargs)
     kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0.0)), PLAIN_INTERVAL_S)
     kwargs["leave"] = True
     kwargs.setdefault("ascii", True)

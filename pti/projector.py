@@ -92,8 +92,9 @@ def initial_w(G: torch.nn.Module, w_init: torch.Tensor | None, w_avg: torch.Tens
 
 
 def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | None = None, *,
-            w_init: torch.Tensor | None = None, c: Label = None, perceptual: PerceptualLoss | None = None,
-            progress: bool = True, callback: Callable[[int, dict[str, float]], None] | None = None) -> Pivot:
+            init: torch.nn.Module | None = None, w_init: torch.Tensor | None = None, c: Label = None,
+            perceptual: PerceptualLoss | None = None, progress: bool = True,
+            callback: Callable[[int, dict[str, float]], None] | None = None) -> Pivot:
     """Invert one photo into ``G``'s W (or W+) space: the pivot (PTI Eq. 1).
 
     Args:
@@ -101,7 +102,10 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
         target: ``[C, H, W]`` or ``[1, C, H, W]`` in [-1, 1] (C = 3 or 1), square; resized to
             ``G.img_resolution`` and converted to ``G.img_channels`` (:func:`pti.images.prepare_target`).
         cfg: the :class:`~pti.config.InversionConfig` (paper defaults when None).
-        w_init: optional start (see :func:`initial_w`; e.g. an encoder's W+ code); default: the mean w.
+        init: an encoder with ``encode(images) -> [1, num_ws, w_dim]`` (e.g. :func:`pti.encoders.load_e4e`): the
+            start is its W+ code for the photo (e4e pivots, as the official PTI's ``w+`` option), refined by
+            ``cfg.steps`` projector steps (0 allowed: the code itself); ``Pivot.origin`` is 'e4e'.
+        w_init: or a given start (see :func:`initial_w`); default: the mean w. 0 steps are allowed with either.
         c: the photo's class for a conditional generator (an index or a label ``[c_dim]``): the w statistics
             are mapped with it; required when ``c_dim > 0``, refused otherwise
             (:class:`~pti.conditioning.ConditioningError`); kept in ``Pivot.c``.
@@ -111,8 +115,8 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
     NaN/inf and :class:`~pti.divergence.DivergenceError` if the image leaves any sane range.
     """
     cfg = cfg or InversionConfig()
-    if cfg.steps < 1:
-        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    if cfg.steps < (0 if init is not None or w_init is not None else 1):
+        raise ValueError(f"steps must be >= 1 (>= 0 from an encoder or w_init), got {cfg.steps}")
     if target.ndim == 4 and target.shape[0] != 1:
         raise ValueError(f"target must be [C, H, W] or [1, C, H, W], got {tuple(target.shape)}; "
                          "use pti.fast.project_batch for several photos")
@@ -121,6 +125,9 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
     t0 = time.perf_counter()
     x = prepare_target(target, G.img_resolution, device, G.img_channels)
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
+    if init is not None:  # an encoder's code for the photo is the start
+        with torch.no_grad():
+            w_init = init.encode(x)
     w_avg, w_std = w_statistics(G, cfg.w_avg_samples, cfg.seed, device, c=label)
     w_opt = initial_w(G, w_init, w_avg, cfg, device).clone().requires_grad_(True)
     gen = torch.Generator().manual_seed(cfg.seed)  # the noise maps' start, then each step's w noise
@@ -129,7 +136,8 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
     optimizer = torch.optim.Adam([w_opt] + noise, lr=cfg.lr, betas=(0.9, 0.999))
     from pti.stylegan2.checkpoints import weights_fingerprint
     pivot = Pivot(w=w_opt, space=cfg.space, perceptual_name=perceptual.name, config=config_to_dict(cfg),
-                  generator=weights_fingerprint(G), c=label, origin="projector" if w_init is None else "w_init")
+                  generator=weights_fingerprint(G), c=label,
+                  origin="e4e" if init is not None else "projector" if w_init is None else "w_init")
 
     bar = progress_bar(range(cfg.steps), desc=f"invert ({cfg.space})", disable=not progress, leave=False)
     for step in bar:
@@ -164,6 +172,6 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
             callback(step, {"loss": loss_value, "perceptual": pivot.perceptual_history[-1], "lr": lr})
 
     pivot.w = w_opt.detach().expand(1, G.num_ws, G.w_dim).clone()
-    pivot.noise = [n.detach().clone() for n in noise]
+    pivot.noise = [n.detach().clone() for n in noise] if cfg.steps else []  # 0 steps: none optimised
     pivot.steps, pivot.seconds = cfg.steps, time.perf_counter() - t0
     return pivot

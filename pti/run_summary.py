@@ -1,10 +1,11 @@
-"""The summary of a run folder: ``summary.json`` and ``summary.md`` (per-image metrics, failures, throughput).
+"""The summary of a run folder: ``summary.json``, ``summary.md`` (per-image metrics, failures, throughput,
+thumbnails) and the paged visual ``summary.html`` (:mod:`pti.run_html`).
 
 :func:`build_summary` reads the state of every image of the job from the run folder itself
 (``<image>/metrics.json`` for finished images, ``.failures/<image>.json`` for failed ones), so the
 summary of a restarted job also covers images finished by earlier runs. What happened in *this*
 run (which rank did what, how long it took) comes from the per-rank session records that the
-ranks send to rank 0 (:func:`session_record`). Both files are written atomically.
+ranks send to rank 0 (:func:`session_record`). Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pti.runner import ImageOutcome, Stage, is_finished, output_name, read_failure, read_metrics
+from pti.run_folder import ImageOutcome, Stage, is_finished, output_name, read_failure, read_metrics
+from pti.run_html import PAGE_SIZE, make_thumbnails, markdown_pictures, write_html_pages
 
 SUMMARY_FORMAT = "pti-run-summary-v1"
 SHARDING = "strided: rank r of W takes images r, r+W, r+2W, ... of the input sorted by file name"
@@ -124,8 +126,9 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """A human-readable ``summary.md`` of :func:`build_summary`'s result."""
+def summary_markdown(summary: dict[str, Any], thumbs: dict[str, dict[str, str]] | None = None) -> str:
+    """A human-readable ``summary.md`` of :func:`build_summary`'s result; with ``thumbs``
+    (:func:`pti.run_html.make_thumbnails`) each photo's row ends with its linked thumbnails."""
     c, t = summary["counts"], summary["this_run"]
     lines = [f"# PTI run summary: `{summary['run_dir']}`", "",
              f"Stage: {summary['stage']}. Written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(summary['written']))}"
@@ -156,20 +159,27 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             lines += ["  ```", *("  " + r for r in rest.rstrip().splitlines()), "  ```"]
     if not summary["failures"]:
         lines.append("None.")
-    lines += ["", "## Images", "", "| image | status | rank | inversion PSNR | PTI PSNR | PTI perceptual | seconds |",
-              "|---|---|---|---|---|---|---|"]
+    pictures = "" if thumbs is None else " original | W inversion | PTI | edits |"
+    lines += ["", "## Images", "", "| image | status | rank | inversion PSNR | PTI PSNR | PTI perceptual | seconds |"
+              + pictures, "|---|---|---|---|---|---|---|" + ("---|" * 4 if thumbs is not None else "")]
     for e in summary["images"]:
         inv, tun = e.get("inversion", {}), e.get("tuning", {})
         lines.append(f"| {_cell(e['name'])} | {e['status']} | {e.get('rank', '-')} | {_num(inv.get('psnr'))} | "
-                     f"{_num(tun.get('psnr'))} | {_num(tun.get('perceptual'), 4)} | {_num(e.get('seconds'), 1)} |")
+                     f"{_num(tun.get('psnr'))} | {_num(tun.get('perceptual'), 4)} | {_num(e.get('seconds'), 1)} |"
+                     + ("" if thumbs is None else f" {markdown_pictures(e['name'], thumbs)} |"))
     return "\n".join(lines) + "\n"
 
 
-def write_summary(summary: dict[str, Any], run_dir: Path) -> tuple[Path, Path]:
-    """Write ``summary.json`` and ``summary.md`` into ``run_dir`` atomically; returns their paths."""
+def write_summary(summary: dict[str, Any], run_dir: Path, page_size: int = PAGE_SIZE,
+                  progress: bool = False) -> tuple[Path, Path]:
+    """Write ``summary.json``, ``summary.md`` and the ``summary.html`` pages (``page_size`` photos each)
+    into ``run_dir`` atomically, after making the missing thumbnails (:mod:`pti.run_html`); returns the
+    paths of the first two."""
     from pti.io_utils import atomic_write_json, atomic_write_text
 
     run_dir = Path(run_dir)
+    thumbs = make_thumbnails(run_dir, [e["name"] for e in summary["images"]], progress=progress)
     atomic_write_json(summary, run_dir / "summary.json")
-    atomic_write_text(summary_markdown(summary), run_dir / "summary.md")
+    atomic_write_text(summary_markdown(summary, thumbs), run_dir / "summary.md")
+    write_html_pages(summary, run_dir, thumbs, page_size)
     return run_dir / "summary.json", run_dir / "summary.md"

@@ -6,9 +6,16 @@ For each image: (align) -> invert (or reuse ``pivot.pt``) -> tune -> outputs::
     pivot.pt             Pivot (w, noise, loss history)         -- Pivot.load
     inversion.png        G(w_p; θ) before tuning
     reconstruction.png   G(w_p; θ*) after tuning                 (tune stage only)
-    tuned.safetensors    θ* (only with save_generator)
+    edits/<dir>_<s>.png  G(w_p + s·d; θ*): each requested edit (RunOptions.edits, `pti run --edit`)
+    edits/grid.png       labelled grid: per direction, the W edit on θ above the PTI edit on θ*
+                         (see pti.editing.run_edits)
+    tuned.safetensors    θ* in float16 (only with save_generator; loads back as float32)
     metrics.json         written last: "status": "done", the worker that made it, and a manifest
-                         ("files": name -> size in bytes) of the files above
+                         ("files": relative path -> size in bytes) of the files above
+
+Rank 0 then writes the run's ``summary.json``, ``summary.md`` and ``summary.html`` (with thumbnails
+in ``.thumbs/``; see :mod:`pti.run_summary`, :mod:`pti.run_html`). The folder layout and the
+finished test live in :mod:`pti.run_folder`.
 
 An image's output folder is named after its file's stem (``photo.jpg`` -> ``runs/<run>/photo/``).
 
@@ -31,23 +38,24 @@ removes that record. Failed images are tried again by the next run of the same c
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
 from pti.config import InversionConfig, TuningConfig, config_to_dict
-from pti.images import IMAGE_EXTENSIONS
+from pti.fast.config import ExecutionConfig
+from pti.run_folder import (FAILURES_DIR, ImageOutcome, Stage, check_unique_names, failure_path,  # noqa: F401
+                            is_finished, list_images, manifest, output_name, read_failure, read_metrics,
+                            record_failure, staging_dir)
 
-Stage = Literal["invert", "tune"]
-#: per-image failure records live here inside the run folder
-FAILURES_DIR = ".failures"
+if TYPE_CHECKING:
+    from pti.editing.run_edits import RunEdit
 
 
 @dataclass
@@ -63,109 +71,9 @@ class RunOptions:
     class_index: int | None = None   # the photos' class for a conditional generator (see pti.conditioning)
     face_index: int = 0              # with align: which detected face, by descending detector score (0: the surest)
     progress: bool = True
-
-
-@dataclass
-class ImageOutcome:
-    """What happened to one image in this run. ``name`` is its output folder name (the file stem)."""
-
-    name: str
-    status: Literal["done", "skipped", "failed"]
-    seconds: float = 0.0
-    error: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    file: str = ""
-
-    def brief(self) -> dict[str, Any]:
-        """The outcome without its metrics (small enough to send between ranks)."""
-        return {"name": self.name, "status": self.status, "seconds": self.seconds, "error": self.error,
-                "file": self.file}
-
-
-def list_images(source: str | Path) -> list[Path]:
-    """One image file, or the image files of a folder sorted by name (raises if none).
-
-    Hidden files (names starting with '.', e.g. macOS ``._photo.jpg``) are left out.
-    """
-    source = Path(source)
-    if source.is_file():
-        return [source]
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source}: no such file or folder")
-    files = sorted((p for p in source.iterdir()
-                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
-                   key=lambda p: p.name)
-    if not files:
-        raise FileNotFoundError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    return files
-
-
-def output_name(path: Path) -> str:
-    """The name of an image's output folder: its file stem."""
-    return path.stem
-
-
-def check_unique_names(paths: Sequence[Path]) -> None:
-    """Raise ``ValueError`` when two images would share an output folder (``a.png`` and ``a.jpg``)."""
-    seen: dict[str, Path] = {}
-    clashes = []
-    for p in paths:
-        other = seen.setdefault(output_name(p), p)
-        if other is not p:
-            clashes.append(f"{other.name} and {p.name}")
-    if clashes:
-        raise ValueError(f"{paths[0].parent}: these images would share an output folder (same name without "
-                         f"extension): {'; '.join(clashes)}; rename one of each pair")
-
-
-def read_metrics(out_dir: Path) -> dict[str, Any] | None:
-    """The image's metrics.json if it is complete and finished, else None (corrupt counts as absent)."""
-    try:
-        data = json.loads((out_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("status") == "done" else None
-
-
-def _manifest_ok(out_dir: Path, files: Any) -> bool:
-    if not isinstance(files, dict):
-        return False
-    for name, size in files.items():
-        try:
-            if (out_dir / name).stat().st_size != size:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def is_finished(out_dir: Path, stage: Stage) -> bool:
-    """True when ``out_dir`` holds a complete result for ``stage`` (a 'tune' result also finishes 'invert')."""
-    data = read_metrics(out_dir)
-    if data is None or not (data.get("stage") == stage or (stage == "invert" and data.get("stage") == "tune")):
-        return False
-    return _manifest_ok(out_dir, data.get("files"))
-
-
-def failure_path(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / FAILURES_DIR / f"{name}.json"
-
-
-def record_failure(run_dir: Path, outcome: ImageOutcome, stage: Stage, worker: dict[str, Any] | None) -> None:
-    """Write ``<run>/.failures/<name>.json`` with the error text (atomically)."""
-    from pti.io_utils import atomic_write_json
-
-    atomic_write_json({"name": outcome.name, "file": outcome.file, "stage": stage, "error": outcome.error,
-                       "seconds": outcome.seconds, "worker": worker or {}, "time": time.time()},
-                      failure_path(run_dir, outcome.name))
-
-
-def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(failure_path(run_dir, name).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    edits: Sequence["RunEdit"] = ()  # edits rendered after tuning into edits/ (see pti.editing.run_edits)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)  # how the steps run (pti.fast; default: core)
+    encoder: Any = None              # pivots start at this encoder's code (e4e, `--init e4e`); None: the mean w
 
 
 def load_target(path: Path, resolution: int, align: bool, face_index: int = 0) -> torch.Tensor:
@@ -192,21 +100,11 @@ def _summary(history: Sequence[float]) -> dict[str, float]:
     return {"first": history[0], "last": history[-1], "min": min(history), "steps": len(history)}
 
 
-def reconstruction_metrics(image: torch.Tensor, target: torch.Tensor, perceptual) -> dict[str, float]:
-    """MSE / PSNR (:mod:`pti.metrics`: on [0, 1], the image clamped to [-1, 1] as its PNG shows it) /
-    perceptual distance of one image pair ``[1, 3, R, R]``."""
-    from pti.metrics import mse, psnr
-
-    with torch.no_grad():
-        dist = float(perceptual(image, target).mean())
-    return {"mse": float(mse(image, target)[0]), "psnr": float(psnr(image, target)[0]), "perceptual": dist}
-
-
 def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: InversionConfig, any_config: bool,
-                         label: torch.Tensor | None = None):
-    """A pivot.pt that fits ``G``, ``inv_cfg`` (any config when ``any_config``) and the class ``label``
-    ``[1, c_dim]`` of a conditional ``G``, or None."""
-    from pti.inversion import Pivot
+                         label: torch.Tensor | None = None, origin: str | None = None):
+    """A pivot.pt that fits ``G``, ``inv_cfg`` (any config when ``any_config``), the class ``label``
+    ``[1, c_dim]`` of a conditional ``G`` and ``origin`` ('projector' or 'e4e'; any when None), or None."""
+    from pti.pivot import Pivot
 
     if not pivot_path.exists():
         return None
@@ -218,7 +116,7 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
         pivot.check_fits(G)
     except ValueError:
         return None  # shapes of another generator
-    if pivot.space != inv_cfg.space:
+    if pivot.space != inv_cfg.space or (origin is not None and pivot.origin != origin):
         return None
     if pivot.generator:
         from pti.stylegan2.checkpoints import weights_fingerprint
@@ -244,13 +142,14 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     """
     from pti.conditioning import class_label
     from pti.divergence import check_images
-    from pti.images import write_image
-    from pti.inversion import prepare_target, project
+    from pti.fast import pipeline
+    from pti.images import prepare_target, write_image
     from pti.io_utils import atomic_write_json
     from pti.losses import PerceptualLoss
-    from pti.tuning import tune
+    from pti.metrics import evaluate
 
     t0 = time.perf_counter()
+    project, pivotal_tune = pipeline(options.execution)  # the core, or pti.fast with the execution options
     device = next(G.parameters()).device
     out_dir.mkdir(parents=True, exist_ok=True)
     label = class_label(G, options.class_index, 1, device)
@@ -262,15 +161,17 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     perceptual_tune = perceptual_tune or PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
 
     pivot_path = out_dir / "pivot.pt"
-    pivot = _load_reusable_pivot(G, pivot_path, inv_cfg, any_config=options.require_pivot, label=label) \
-        if options.reuse_pivot else None
+    origin = None if options.require_pivot else "e4e" if options.encoder is not None else "projector"
+    pivot = _load_reusable_pivot(G, pivot_path, inv_cfg, any_config=options.require_pivot, label=label,
+                                 origin=origin) if options.reuse_pivot else None
     reused = pivot is not None
     if pivot is None and options.require_pivot:
         raise FileNotFoundError(f"{path}: no valid pivot.pt for this generator, space"
                                 f"{' and class' if label is not None else ''} in the run folder; "
                                 f"run `pti invert` (or `pti run`) first")
     if pivot is None:
-        pivot = project(G, target, inv_cfg, c=label, perceptual=perceptual_inv, progress=options.progress)
+        pivot = project(G, target, inv_cfg, init=options.encoder, c=label, perceptual=perceptual_inv,
+                        progress=options.progress)
         pivot.save(pivot_path)
     noise = pivot.noise if pivot.noise else None
     with torch.no_grad():
@@ -284,40 +185,39 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     metrics: dict[str, Any] = {
         "image": str(path), "stage": options.stage, "space": pivot.space, "class_index": options.class_index,
         "perceptual_name": perceptual_tune.name,
-        "inversion": {"steps": pivot.steps, "seconds": pivot.seconds, "reused_pivot": reused,
+        "inversion": {"steps": pivot.steps, "seconds": pivot.seconds, "reused_pivot": reused, "origin": pivot.origin,
                       "loss": _summary(pivot.loss_history),
-                      **reconstruction_metrics(inverted, target, perceptual_tune)},
-        "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)},
+                      **evaluate(inverted, target, perceptual=perceptual_tune)},
+        "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg),
+                   "execution": config_to_dict(options.execution)},
         "worker": dict(worker or {}),
     }
     if options.stage == "tune":
-        result = tune(G, target, pivot, tune_cfg, c=label, perceptual=perceptual_tune, progress=options.progress)
+        result = pivotal_tune(G, target, pivot, tune_cfg, c=label, perceptual=perceptual_tune, progress=options.progress)
         tuned = result.generator
         with torch.no_grad():
             noise_list = [n.to(device) for n in pivot.noise] if tune_cfg.use_pivot_noise else None
             reconstruction = tuned.synthesis(pivot.w.to(device), noise_mode=tune_cfg.noise_mode, noise=noise_list)
         check_images(reconstruction, "tuning")
         write_image(reconstruction[0], out_dir / "reconstruction.png")
+        if options.edits:
+            from pti.editing.run_edits import write_run_edits
+
+            write_run_edits(G, tuned, pivot, options.edits, out_dir, tune_cfg)
         if options.save_generator:
             from pti.stylegan2.checkpoints import save
 
-            save(tuned, out_dir / "tuned.safetensors")
+            save(tuned, out_dir / "tuned.safetensors", dtype=torch.float16)  # half the size; loads as float32
         metrics["tuning"] = {"steps": result.steps, "seconds": result.seconds, "stopped_early": result.stopped_early,
                              "loss": _summary(result.loss_history),
                              "perceptual_during_tuning": _summary(result.perceptual_history),
                              "locality": _summary(result.locality_history),
-                             **reconstruction_metrics(reconstruction, target, perceptual_tune)}
-    metrics["files"] = {f.name: f.stat().st_size for f in sorted(out_dir.iterdir())
-                        if f.is_file() and not f.name.startswith(".") and f.name != "metrics.json"}
+                             **evaluate(reconstruction, target, perceptual=perceptual_tune)}
+    metrics["files"] = manifest(out_dir)
     metrics["seconds"] = time.perf_counter() - t0
     metrics["status"] = "done"
     atomic_write_json(metrics, out_dir / "metrics.json")
     return metrics
-
-
-def staging_dir(final: Path) -> Path:
-    """Where an image is processed before it becomes ``final``: ``<run>/.<name>.partial``."""
-    return final.parent / f".{final.name}.partial"
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -390,6 +290,7 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
     perceptual_inv = perceptual_tune = None
     outcomes: list[ImageOutcome] = []
     other_config = 0
+    lacking_edits: list[str] = []  # finished images without (some of) the requested edits
     rank = (worker or {}).get("rank", 0)
     desc = "images" if (worker or {}).get("world_size", 1) == 1 else f"images (rank {rank})"
     bar_off = not options.progress or len(paths) < 2 or rank != 0
@@ -398,10 +299,13 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
         out_dir = run_dir / name
         if options.skip_finished and (is_finished(out_dir, options.stage) or recover_staged(out_dir, options.stage)):
             metrics = read_metrics(out_dir) or {}
-            other_config += (metrics.get("config") != current_config
+            done_config = {k: (metrics.get("config") or {}).get(k) for k in current_config}  # execution aside
+            other_config += (done_config != current_config
                              or metrics.get("class_index") != options.class_index)
             failure_path(run_dir, name).unlink(missing_ok=True)
             outcomes.append(ImageOutcome(name, "skipped", metrics=metrics, file=str(path)))
+            if options.edits and not _has_edits(metrics, options.edits):
+                lacking_edits.append(name)
             continue
         if perceptual_inv is None:
             perceptual_inv = PerceptualLoss(inv_cfg.perceptual_net, inv_cfg.perceptual_resolution, device)
@@ -422,4 +326,14 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
         warnings.warn(f"{run_dir}: {other_config} finished image(s) were skipped although they were made with "
                       f"other inversion/tuning settings or class; pass --redo (RunOptions.skip_finished=False) to redo them",
                       RuntimeWarning, stacklevel=2)
+    if lacking_edits:
+        from pti.editing.run_edits import missing_edits_message
+
+        warnings.warn(missing_edits_message(run_dir, lacking_edits, options.edits), RuntimeWarning, stacklevel=2)
     return outcomes
+
+
+def _has_edits(metrics: dict[str, Any], edits: Sequence["RunEdit"]) -> bool:
+    from pti.editing.run_edits import edit_files
+
+    return set(edit_files(edits)) <= set(metrics.get("files") or {})

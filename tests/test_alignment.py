@@ -1,4 +1,10 @@
-"""FFHQ alignment on real photos that ship with dependencies (astronaut, Grace Hopper)."""
+"""FFHQ alignment on real photos that ship with dependencies (astronaut, Grace Hopper).
+
+Every number here comes from dlib (detection, landmarks) and PIL (the warp), not from torch: the
+values were identical with the default kernels, ATEN_CPU_CAPABILITY=default and
+ONEDNN_MAX_CPU_ISA=SSE41 (issue 14), so no test here is marked ``numerics``. The bounds are the FFHQ
+layout with a band for landmark jitter; the measured values are written next to each.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -42,6 +48,9 @@ def ffhq_geometry(aligned: Image.Image) -> dict[str, float]:
 def assert_ffhq_placement(aligned: Image.Image, tilt_tol: float = 3.0) -> None:
     """Eyes centred at ~47.5% height, ~1/4 of the side apart, level; mouth centred below at ~72%."""
     assert aligned.size == (SIZE, SIZE) and aligned.mode == "RGB"
+    # measured over the 13 alignments of this file: |eye_x - 0.5| <= 0.0052, |eye_y - 0.475| <= 0.0063,
+    # iod 0.247-0.255, |mouth_x - 0.5| <= 0.023 (five-point, Grace), mouth_y 0.688-0.734, |tilt| <= 0.90 deg
+    # (68-point) and 3.3 deg (five-point, Grace: hence its tilt_tol 4)
     g = ffhq_geometry(aligned)
     assert abs(g["eye_x"] - 0.5) < 0.03, g
     assert abs(g["eye_y"] - 0.475) < 0.02, g
@@ -87,13 +96,14 @@ def test_exif_orientation(astronaut, tmp_path):
     aligned = align_face(tmp_path / "phone.jpg", SIZE)
     assert_ffhq_placement(aligned)
     reference = np.asarray(align_face(astronaut, SIZE), dtype=float)
-    assert np.abs(np.asarray(aligned, dtype=float) - reference).mean() < 6  # JPEG and landmark jitter only
+    assert np.abs(np.asarray(aligned, dtype=float) - reference).mean() < 6  # JPEG and landmark jitter: measured 3.45
 
 
 def test_large_photo_is_detected_downscaled_and_cropped_from_original(astronaut):
     big = astronaut.resize((2048, 2048), Image.BICUBIC)
     result = align_face_details(big, SIZE, detect_max_side=512)
     small = align_face_details(astronaut, SIZE)
+    # measured: boxes equal (max |diff| 0 px of 12), quads 3.9 px apart (0.005 of the 732 px quad, bound 0.03)
     assert np.allclose(result.face.box, np.array(small.face.box) * 4, atol=12)
     assert np.abs(result.quad - small.quad * 4).max() < 0.03 * np.ptp(result.quad[:, 0])
     assert_ffhq_placement(result.image)
@@ -117,7 +127,7 @@ def test_several_faces_best_score_first_or_by_index(astronaut, grace):
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
     centres = [align_face_details(photo, 64, face_index=i).quad.mean(axis=0)[0] for i in (0, 1)]
     expected = [(f.box[0] + f.box[2]) / 2 for f in faces[:2]]
-    assert np.allclose(centres, expected, atol=40)
+    assert np.allclose(centres, expected, atol=40)  # measured 5.0 px; the two faces are 513 px apart
     assert {c < 512 for c in centres} == {True, False}  # one face from each photo
     with pytest.raises(NoFaceFound, match=r"face index 9 requested but \d face\(s\) detected"):
         align_face(photo, 64, face_index=9, name="pair.png")
@@ -129,7 +139,7 @@ def test_five_point_variant_is_close_to_68_point(photo, request):
     q68 = align_face_details(img, SIZE, landmarks="68").quad
     five = align_face_details(img, SIZE, landmarks="5")
     side = np.hypot(*(q68[3] - q68[0]))
-    assert np.abs(five.quad - q68).max() < 0.08 * side
+    assert np.abs(five.quad - q68).max() < 0.08 * side  # measured 0.011 (astronaut), 0.057 (Grace) of the side
     assert_ffhq_placement(five.image, tilt_tol=4.0)
 
 

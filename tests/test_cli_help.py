@@ -11,8 +11,9 @@ import pytest
 from pti.cli import build_parser, main
 from pti.commands._config_args import PREFIXES, field_docs
 from pti.config import InversionConfig, LocalityConfig, TuningConfig, config_from_dict, literal_choices
+from pti.fast.config import ExecutionConfig
 
-CONFIGS = (InversionConfig, TuningConfig, LocalityConfig)
+CONFIGS = (InversionConfig, TuningConfig, LocalityConfig, ExecutionConfig)
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -65,7 +66,7 @@ def test_config_option_help_is_the_field_docstring_with_its_default():
             assert helps[option].startswith(docs[f.name].replace("%", "%%")), option
             assert "(default: " in helps[option], option
     # the option the issue quotes: what it is and its unit, not only "default: 1"
-    assert "every N steps" in helps["--tune-sync-every"] and "(default: 1)" in helps["--tune-sync-every"]
+    assert "every N steps" in helps["--exec-sync-every"] and "(default: 1)" in helps["--exec-sync-every"]
     assert "pixels" in helps["--inv-perceptual-resolution"]
 
 
@@ -81,15 +82,16 @@ def test_a_value_outside_a_literal_field_exits_2_listing_the_choices(option, fie
 
 
 def test_typed_options_parse_and_reach_the_configs():
-    from pti.commands._config_args import build_configs
+    from pti.commands._config_args import build_configs, build_execution
 
     args = _subcommands()["run"].parse_args(
         ["x.png", "--inv-space", "w+", "--inv-steps", "7", "--inv-perceptual-resolution", "none",
          "--tune-lpips-threshold", "None", "--tune-batch-size", "2", "--locality-enabled", "true",
-         "--locality-norm", "official", "--tune-precision", "bf16", "--inv-optimize-noise", "off"])
+         "--locality-norm", "official", "--exec-precision", "bf16", "--inv-optimize-noise", "off"])
     inv, tune = build_configs(args)
     assert (inv.space, inv.steps, inv.perceptual_resolution, inv.optimize_noise) == ("w+", 7, None, False)
-    assert (tune.lpips_threshold, tune.batch_size, tune.precision) == (None, 2, "bf16")
+    assert (tune.lpips_threshold, tune.batch_size) == (None, 2)
+    assert build_execution(args, "cpu").precision == "bf16"
     assert (tune.locality.enabled, tune.locality.norm) == (True, "official")
     for bad in (["--inv-steps", "1.5"], ["--locality-enabled", "maybe"], ["--tune-lr", "fast"]):
         with pytest.raises(SystemExit) as exc:

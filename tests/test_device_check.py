@@ -36,11 +36,10 @@ def _result(name: str, ipm: float, mse: float, perceptual: float, batch: int = 1
 
 def test_path_flags_map_bench_tokens_to_pti_run_options() -> None:
     flags, env = dc.path_flags("fast+lpips256")  # fast = batched:auto+bf16+nosync; batching is dropped
-    assert flags == ["--inv-precision", "bf16", "--tune-precision", "bf16", "--inv-sync-every", "25",
-                     "--tune-sync-every", "25", "--tune-perceptual-resolution", "256"] and env == {}
+    assert flags == ["--exec-precision", "bf16", "--exec-sync-every", "25",
+                     "--tune-perceptual-resolution", "256"] and env == {}
     flags, env = dc.path_flags("fp16-layers+channels-last+fused")
-    assert flags == ["--inv-force-fp32", "false", "--tune-force-fp32", "false", "--inv-channels-last", "true",
-                     "--tune-channels-last", "true", "--inv-adam", "fused", "--tune-adam", "fused"]
+    assert flags == ["--exec-force-fp32", "false", "--exec-channels-last", "true", "--exec-adam", "fused"]
     assert dc.path_flags("ref-ops") == ([], {"PTI_OPS": "ref"})
     assert dc.path_flags("baseline") == ([], {})
 
@@ -104,6 +103,48 @@ def test_finish_keeps_out_within_the_limits(tmp_path: Path, monkeypatch: pytest.
     assert "H200" in summary and "| 2-bench | timed out (rc 124) | 180 | 180 |" in summary
 
 
+def test_train_stage_runs_the_distillation_within_its_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PTI_DEVICE_TRAIN_CMD", raising=False)
+    monkeypatch.delenv("DEVICE_CHECK_TRAIN_INIT", raising=False)
+    monkeypatch.setenv("DEVICE_CHECK_STAGE_CAP", "200")
+    monkeypatch.setenv("DEVICE_CHECK_TRAIN_ARGS", "--batch 64")
+    cmd, env = dc.train_command(tmp_path, dry=False)
+    assert cmd[1:3] == ["-m", "pti.train.distill"] and env["TRAIN_DIR"] == str(tmp_path / "train")
+    opts = dict(zip(cmd[3::2], cmd[4::2]))  # every option of the default command takes a value
+    assert opts["--max-seconds"] == str(200 - dc.TRAIN_MARGIN_S) and opts["--device"] == "cuda"
+    assert opts["--init"] == str(dc.TRAIN_INIT) and dc.TRAIN_INIT.is_file()
+    assert opts["--export"] == str(tmp_path / "train" / "G.safetensors") and opts["--batch"] == "64"
+    help_text = subprocess.run([sys.executable, "-m", "pti.train.distill", "--help"], capture_output=True,
+                               text=True, cwd=ROOT, check=True).stdout
+    assert set(opts) <= set(re.findall(r"--[a-z][a-z-]*", help_text)), "pti.train.distill no longer takes them"
+    assert dc.train_seconds(20, dry=False) == 5 and dc.train_seconds(500, dry=True) == 10
+    # a distillation state.pt is resumed exactly: copied into the run folder, no warm start
+    (tmp_path / "s.pt").write_bytes(b"state")
+    monkeypatch.setenv("DEVICE_CHECK_TRAIN_INIT", str(tmp_path / "s.pt"))
+    cmd, _ = dc.train_command(tmp_path, dry=True)
+    assert "--init" not in cmd and (tmp_path / "train" / "state.pt").read_bytes() == b"state"
+    # the figures read back from the trainer's log (the format of pti.train.distill's log lines)
+    log = ("2026-11-30 00:15:08 kimg 52.80 l1 0.2249 loss 3.9404 perceptual 3.7156 sec/kimg 129.6\n"
+           "2026-11-30 00:16:00 stopped at the time budget (155 s) after 3 steps, 48 images in 160.0 s\n"
+           "2026-11-30 00:16:01 saved at 52.85 kimg (1.20 h)\n")
+    assert dc._train_log_figures(log) == {"last_kimg": 52.85, "l1": 0.2249, "perceptual": 3.7156, "img_per_s": 7.7,
+                                          "img_per_s_overall": 0.3, "stopped_at_budget": True}
+
+
+def test_finish_brings_back_the_trained_generator_its_log_and_samples(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "train" / "samples").mkdir(parents=True)
+    out.mkdir()
+    (work / "train" / "G.safetensors").write_bytes(b"g" * 1000)
+    (work / "train" / "state.pt").write_bytes(b"s" * 1000)  # stays behind (33 MB in a real run)
+    (work / "train" / "log.txt").write_text("kimg 1.00 l1 0.3 loss 1 perceptual 0.7 sec/kimg 2.0\n")
+    (work / "train" / "samples" / "grid_00001kimg.png").write_bytes(b"png")
+    results = dc.step_finish(work, out, dry=True)
+    assert {"distill_G_ema.safetensors", "train_log.txt", "train_samples.png"} <= set(results["files"])
+    assert (out / "distill_G_ema.safetensors").read_bytes() == b"g" * 1000 and not (out / "state.pt").exists()
+    assert set(results["files"]) <= set(dc.OUT_ORDER) and len(dc.OUT_ORDER) == dc.MAX_FILES
+
+
 @pytest.mark.slow
 def test_dry_run_end_to_end(tmp_path: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
@@ -127,5 +168,8 @@ def test_dry_run_end_to_end(tmp_path: Path) -> None:
     run = results["pti-run"]
     assert run["rc"] == 0 and run["end_to_end_seconds"] > 0 and run["summary"]["counts"]["done"] == 1
     assert run["path"] in ("baseline", "nosync")
-    assert results["train"]["checkpoints"] and "demo_generator.safetensors" in files
-    assert (out / "demo_generator.safetensors").stat().st_size > 1_000_000
+    train = results["train"]
+    assert train["checkpoints"] == ["G.safetensors"] and train["stopped_at_budget"] and train["last_kimg"] > 0
+    assert train["img_per_s_overall"] > 0
+    assert {"distill_G_ema.safetensors", "train_log.txt", "train_samples.png"} <= set(files)
+    assert (out / "distill_G_ema.safetensors").stat().st_size > 1_000_000  # the 64 px generator: 8.3 MB

@@ -19,7 +19,7 @@ import torch
 from conftest import make_tiny_generator
 from pti.distributed import launch_env, pick_device, shard
 from pti.images import write_image
-from pti.inversion import Pivot
+from pti.pivot import Pivot
 
 STEPS = ["--inv-steps", "2", "--tune-steps", "2", "--inv-w-avg-samples", "100",
          "--inv-perceptual-net", "effnet-lite0", "--tune-perceptual-net", "effnet-lite0", "--tune-lpips-threshold",

@@ -31,6 +31,7 @@ def test_round_trip_png_is_exact(rgb, tmp_path):
 def test_values_map_to_range():
     img = Image.fromarray(np.array([[[0, 255, 128]]], dtype=np.uint8))
     x = pil_to_tensor(img)
+    # float32 of 128 / 127.5 - 1: measured |diff| 5.9e-8 (its rounding) under every kernel setting
     assert x.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
     assert to_uint8_array(torch.tensor([[[-3.0]], [[3.0]], [[0.0]]])).tolist() == [[[0, 255, 128]]]
 

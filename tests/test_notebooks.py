@@ -161,6 +161,15 @@ def test_edit_explorer_callback_rerenders():
     explorer.controls["strength"].value = 0.0             # back to the unedited codes
     assert explorer.image_widget.value == start
 
+    # the notebook's self-check drives a private copy: the user's controls and picture stay as they are
+    explorer.controls["strength"].value = 1.0
+    shown, renders = explorer.image_widget.value, explorer.renders
+    assert explorer.check(3.0) == {"renders": 2, "image_changed": True, "png_bytes": len(moved)}
+    assert explorer.controls["strength"].value == 1.0 and explorer.controls["direction"].value == "d1"
+    assert explorer.image_widget.value == shown and explorer.renders == renders
+    with pytest.raises(ValueError, match="nonzero"):
+        explorer.check(0.0)
+
     strip = explorer.render("d0", 3.0, (0, G.num_ws))     # photo | W | W again
     assert strip.shape == (3, 3, 16, 16) and torch.equal(strip[1], strip[2])
     assert explorer.layer_range(5, 2) == (5, 6) and explorer.layer_range(-3, 99) == (0, G.num_ws)
@@ -235,7 +244,13 @@ def test_01_inversion_metrics(executed):
         assert data["w_plus_layer_spread"][name] > 0                 # W+ codes differ across layers
 
 
+# The orderings below (PTI, multi-ID PTI and both locality settings beat W) compare results of 15 inversion and
+# 15 tuning steps. Measured only with the default kernels (one run of every notebook, tiny settings, issue 14):
+# MSE PTI 0.180 / 0.191 vs W 0.206 / 0.196 (astronaut / Grace: the smallest margin, 2.4%); locality off 0.1915
+# and alpha=30 0.1916 vs W 0.1961; multi-ID 0.142 / 0.159. Both sides start from the same pivot, so rounding
+# moves them together; marked ``numerics`` all the same (``slow``, so not in .ci/run's second run).
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_02_pti_beats_w(executed):
     data = _metrics(executed, "02_pivotal_tuning")
     for name, methods in data["images"].items():
@@ -246,10 +261,11 @@ def test_02_pti_beats_w(executed):
         tuning = data["tuning"][name]
         assert 1 <= tuning["steps"] <= 15 and len(tuning["loss_history"]) >= tuning["steps"]
         assert all(_finite(v) for v in tuning["loss_history"] + tuning["perceptual_history"])
-        assert 0 < tuning["relative_weight_change"] < 0.5
+        assert 0 < tuning["relative_weight_change"] < 0.5  # a range check: measured 2.0e-4
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_03_locality_ablation(executed):
     data = _metrics(executed, "03_locality_regularization")
     assert set(data["settings"]) == {"off", "alpha=30"}
@@ -263,7 +279,7 @@ def test_03_locality_ablation(executed):
         drift = data["drift"][label]
         assert len(drift["drift"]) == len(drift["distance"]) == 6 * 6   # samples x fractions
         at_pivot = [d for d, f in zip(drift["distance"], drift["fraction"]) if f == 0.0]
-        assert at_pivot and all(abs(d) < 1e-4 for d in at_pivot)
+        assert at_pivot and all(abs(d) < 1e-4 for d in at_pivot)  # the pivot itself: measured exactly 0
     assert data["settings"]["off"]["locality_loss_last"] is None
     assert _finite(data["settings"]["alpha=30"]["locality_loss_last"])
 
@@ -280,11 +296,21 @@ def test_04_editing_static_figure_and_widget(executed):
             for method, m in per_method.items():
                 change = m["change_from_unedited"]
                 assert len(change) == 3 and all(_finite(v) for v in change + m["identity_to_photo"])
-                assert abs(change[1]) < 1e-5 and change[0] > 1e-4 and change[2] > 1e-4   # s=0 unedited, s=±2 edited
+                # s=0 unedited, s=±2 edited: measured |change| <= 3.5e-13 at s=0 (the same render), >= 0.048 at ±2
+                assert abs(change[1]) < 1e-5 and change[0] > 1e-4 and change[2] > 1e-4
     assert data["widget"]["image_changed"] is True and data["widget"]["renders"] >= 2
+    # the only widget output is the explorer's: progress bars are text, not widgets whose closed models
+    # would show "Error displaying widget: model not found" when the saved notebook is reopened
+    nb = nbformat.read(str(executed["runs"]["04_editing"].ipynb), as_version=4)
+    views = [cell.source for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1 and "explorer.widgets()" in views[0], views
+    text = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "tune (1 image): 100%" in text and "\r" not in text   # progress as whole text lines
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_05_multi_id(executed):
     data = _metrics(executed, "05_multi_id")
     assert set(data["images"]) == {"grace_hopper", "astronaut"}

@@ -77,6 +77,8 @@ def _noise_ladder(p, x, levels=(0.0, 0.03, 0.1, 0.3)):
 
 def test_fallback_metric_properties(fallback, photo):
     d = _noise_ladder(fallback, photo)
+    # d(x, x): the same ops on the same inputs, measured exactly 0 here and in the two tests below with the default
+    # kernels, ATEN_CPU_CAPABILITY=default + ONEDNN_MAX_CPU_ISA=SSE41 and ONEDNN_MAX_CPU_ISA=AVX2 (issue 14)
     assert d[0] == pytest.approx(0.0, abs=1e-6)
     assert all(a < b for a, b in zip(d, d[1:])), d
 
@@ -118,6 +120,8 @@ def test_real_lpips(net, photo):
         p = load_perceptual(net, allow_fallback=False)
     assert p.name == f"lpips-{net}" and p.is_lpips
     d = _noise_ladder(p, photo)
+    # not measured in issue 14 (needs the network; its sessions were offline). d(x, x) is exactly 0 for the
+    # fallback above (the same ops on the same inputs); 1.5 is a range check, not a rounding tolerance
     assert d[0] == pytest.approx(0.0, abs=1e-6)
     assert all(a < b for a, b in zip(d, d[1:])), d
     assert d[-1] < 1.5  # LPIPS scale

@@ -17,7 +17,7 @@ import torch
 from conftest import make_tiny_generator
 from pti.config import InversionConfig, TuningConfig, config_to_dict
 from pti.images import write_image
-from pti.inversion import Pivot
+from pti.pivot import Pivot
 from pti.stylegan2.checkpoints import weights_fingerprint
 from pti.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
                         run_one, staging_dir)

@@ -13,13 +13,17 @@ files worth bringing back into ``$OUT`` and enforces the limits on what comes ba
     bench      pti bench --config f1024 --device cuda, few steps per path
     pti-run    one full PTI run (450 + 350 steps) of a bundled photo on random config-f weights,
                with the fastest path whose quality matched the baseline in the bench; timed end to end
-    train      the demo generator for the time left (or $PTI_DEVICE_TRAIN_CMD)
+    train      the demo generator's distillation (python -m pti.train.distill) for the time left,
+               warm-started from tools/train_state/distill_28kimg.safetensors (or $PTI_DEVICE_TRAIN_CMD)
     finish     results.json + summary.md + files into $OUT, within the limits
     preflight  (here, before the call) what would travel, its size against 64 MiB, and the call to make
 
 Environment: OUT (required except for preflight), DEVICE_CHECK_WORK (scratch, default
 /tmp/pti_device_check), DEVICE_CHECK_DRY_RUN=1 (CPU, tiny configs, seconds per stage),
-PYTHON (the interpreter for the subprocesses, default this one).
+PYTHON (the interpreter for the subprocesses, default this one), DEVICE_CHECK_STAGE_CAP (set by
+device_check.sh: the running stage's cap in seconds), DEVICE_CHECK_TRAIN_INIT (a distillation
+``.safetensors`` to warm-start from, or a distillation ``state.pt`` to resume exactly),
+DEVICE_CHECK_TRAIN_ARGS (more ``pti.train.distill`` options, e.g. ``--batch 64``).
 """
 from __future__ import annotations
 
@@ -45,8 +49,13 @@ CHECKED = {"lpips": "lpips", "pytorch-msssim": "pytorch_msssim",
 MAX_FILES, MAX_BYTES, TRAVEL_LIMIT = 8, 16 * 2**20, 64 * 2**20
 NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 # Files of $OUT, most important first (finish drops from the end when over MAX_FILES)
-OUT_ORDER = ["summary.md", "results.json", "log.txt", "bench.json", "bench.md", "demo_generator.safetensors",
-             "train_state.part0", "train_state.part1"]
+OUT_ORDER = ["summary.md", "results.json", "log.txt", "bench.json", "bench.md", "distill_G_ema.safetensors",
+             "train_log.txt", "train_samples.png"]
+#: the training stage's warm start: the distilled generator at 28.4 kimg (pti/assets/README.md)
+TRAIN_INIT = ROOT / "tools" / "train_state" / "distill_28kimg.safetensors"
+#: seconds of the training stage's cap kept for start-up (torch, CUDA, the DCGAN and EfficientNet-Lite0)
+#: and for the final save, export and sample grid; the rest is --max-seconds of training
+TRAIN_MARGIN_S = 45
 # The bench's paths on a GPU (compile is left out: its warm-up would take most of the stage)
 GPU_BENCH_PATHS = ("baseline,fp16-layers,bf16,nosync,fp16-layers+channels-last,fused,lpips256,ref-ops,"
                    "batched:auto,fast,fast+lpips256")
@@ -256,7 +265,7 @@ def path_flags(name: str) -> tuple[list[str], dict[str, str]]:
     env: dict[str, str] = {}
     for token in tokens:
         head, _, arg = token.partition(":")
-        both = lambda option, value: [f"--inv-{option}", value, f"--tune-{option}", value]  # noqa: E731
+        both = lambda option, value: [f"--exec-{option}", value]  # noqa: E731  (one ExecutionConfig, both stages)
         if token in ("bf16", "fp16"):
             flags += both("precision", token)
         elif token == "fp16-layers":
@@ -372,33 +381,63 @@ def step_pti_run(work: Path, dry: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
+def train_seconds(cap_s: float | None, dry: bool) -> float:
+    """``--max-seconds`` for a stage capped at ``cap_s``: the cap less :data:`TRAIN_MARGIN_S` (at least 5 s;
+    10 s at most in a dry run)."""
+    seconds = max(5.0, (cap_s or 0) - TRAIN_MARGIN_S)
+    return min(seconds, 10.0) if dry else seconds
+
+
 def train_command(work: Path, dry: bool) -> tuple[list[str], dict[str, str]]:
+    """The distillation trainer for the stage's cap (``$DEVICE_CHECK_STAGE_CAP``): it stops itself at
+    ``--max-seconds``, saves ``state.pt`` and exports G_ema to ``$TRAIN_DIR/G.safetensors``; the stage's
+    SIGINT at the cap is only the backstop (on it the trainer saves and exports too)."""
     train_dir = work / "train"
     env = {"TRAIN_DIR": str(train_dir)}
     custom = os.environ.get("PTI_DEVICE_TRAIN_CMD")
-    if custom:  # e.g. the distillation trainer; it must write its checkpoint (*.safetensors) under $TRAIN_DIR
+    if custom:  # it must write its checkpoint (*.safetensors) under $TRAIN_DIR
         return ["bash", "-c", custom], env
-    committed = ROOT / "tools" / "train_state" / "demo_resume.pt"
-    cmd = [python(), "-m", "pti", "train-demo", "--out", str(train_dir), "--kimg", "100000",
-           "--resume", str(committed) if committed.is_file() else "none",
-           "--export", str(train_dir / "demo_generator.safetensors"),
-           "--resume-copy", str(train_dir / "demo_resume.pt"),
-           "--state-every", "100000", "--grid-every", "100000", "--export-every", "0"]
-    cmd += ["--device", "cpu", "--threads", "1", "--max-steps", "2", "--batch", "2"] if dry else ["--device", "cuda"]
+    cap = os.environ.get("DEVICE_CHECK_STAGE_CAP")
+    cmd = [python(), "-m", "pti.train.distill", "--out", str(train_dir), "--kimg", "100000",
+           "--export", str(train_dir / "G.safetensors"), "--state-interval", "100000",
+           "--max-seconds", f"{train_seconds(float(cap) if cap else None, dry):g}"]
+    init = Path(os.environ.get("DEVICE_CHECK_TRAIN_INIT") or TRAIN_INIT)
+    if init.suffix == ".pt":  # a distillation state: resumed exactly (its own config wins)
+        train_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(init, train_dir / "state.pt")
+    elif init.is_file():
+        cmd += ["--init", str(init)]
+    cmd += ["--device", "cpu", "--threads", "1", "--batch", "2"] if dry else ["--device", "cuda"]
+    cmd += shlex.split(os.environ.get("DEVICE_CHECK_TRAIN_ARGS", ""))
     return cmd, env
 
 
+def _train_log_figures(log: str) -> dict[str, Any]:
+    """The last logged kimg, losses and speed of a ``pti.train.distill`` log (None where absent)."""
+    rows = re.findall(r"kimg ([\d.]+) l1 ([\d.]+) loss [\d.]+ perceptual ([\d.]+) sec/kimg ([\d.]+)", log)
+    saved = re.findall(r"saved at ([\d.]+) kimg", log)
+    stopped = re.findall(r"stopped at the time budget .* (\d+) images in ([\d.]+) s", log)
+    last = rows[-1] if rows else None
+    return {"last_kimg": float(saved[-1]) if saved else float(last[0]) if last else None,
+            "l1": float(last[1]) if last else None, "perceptual": float(last[2]) if last else None,
+            # the last 25-step window (steady state) and the whole call's loop (warm-up included)
+            "img_per_s": round(1000 / float(last[3]), 1) if last and float(last[3]) > 0 else None,
+            "img_per_s_overall": round(int(stopped[-1][0]) / float(stopped[-1][1]), 1)
+            if stopped and float(stopped[-1][1]) > 0 else None,
+            "stopped_at_budget": "stopped at the time budget" in log}
+
+
 def step_train(work: Path, dry: bool) -> dict[str, Any]:
-    """Runs until stopped: device_check.sh's timeout sends SIGINT, on which train-demo saves and exports."""
+    """Distils for the stage's cap less a margin; the trainer stops itself, saves and exports."""
     cmd, env = train_command(work, dry)
-    (work / "train").mkdir(parents=True, exist_ok=True)
-    rc, seconds, tail = run(cmd, env=env, log_tail=3000)
     train_dir = work / "train"
-    log = (train_dir / "log.txt").read_text()[-3000:] if (train_dir / "log.txt").is_file() else ""
-    kimg = re.findall(r"([\d.]+) kimg", log)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    rc, seconds, tail = run(cmd, env=env, log_tail=3000)
+    log = (train_dir / "log.txt").read_text() if (train_dir / "log.txt").is_file() else ""
     return {"rc": rc, "seconds": round(seconds, 1), "command": " ".join(shlex.quote(c) for c in cmd),
             "checkpoints": sorted(str(p.relative_to(train_dir)) for p in train_dir.rglob("*.safetensors")),
-            "last_kimg": float(kimg[-1]) if kimg else None, "log_tail": log.splitlines()[-12:]}
+            **_train_log_figures(log), "log_tail": log[-3000:].splitlines()[-12:],
+            **({} if log else {"error_tail": tail[-1500:]})}
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +486,10 @@ def _summary_md(results: dict[str, Any]) -> str:
                       f"({run_.get('why')}); rc {run_.get('rc')}; images/min {this.get('images_per_minute')}"]
     train = results.get("train") or {}
     if train:
-        lines += ["", f"Training: {train.get('seconds')} s, last {train.get('last_kimg')} kimg, "
+        lines += ["", f"Training (distillation): {train.get('seconds')} s, rc {train.get('rc')}, last "
+                      f"{train.get('last_kimg')} kimg, {train.get('img_per_s')} img/s (whole loop "
+                      f"{train.get('img_per_s_overall')}), L1 {train.get('l1')}, "
+                      f"perceptual {train.get('perceptual')}, stopped at its budget: {train.get('stopped_at_budget')}, "
                       f"checkpoints {train.get('checkpoints')}"]
     lines += ["", "Files: " + ", ".join(results.get("files", []))]
     return "\n".join(lines) + "\n"
@@ -468,16 +510,17 @@ def step_finish(work: Path, out: Path, dry: bool) -> dict[str, Any]:
     _place(work / "bench.json", out / "bench.json")
     _place(work / "bench.md", out / "bench.md")
     train_dir = work / "train"
-    checkpoints = sorted(train_dir.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime) if train_dir.is_dir() else []
-    if checkpoints:
-        _place(checkpoints[-1], out / "demo_generator.safetensors")
-    state = train_dir / "demo_resume.pt"
-    if state.is_file():  # in two parts: `cat train_state.part0 train_state.part1 > demo_resume.pt`
-        data = state.read_bytes()
-        half = (len(data) + 1) // 2
-        if half <= MAX_BYTES:
-            (out / "train_state.part0").write_bytes(data[:half])
-            (out / "train_state.part1").write_bytes(data[half:])
+
+    def newest(pattern: str) -> Path | None:
+        found = sorted(train_dir.rglob(pattern), key=lambda p: p.stat().st_mtime) if train_dir.is_dir() else []
+        return found[-1] if found else None
+
+    # the distilled G_ema (8.3 MB; its 33 MB state.pt stays behind: the export warm-starts a next run)
+    for pattern, name in (("*.safetensors", "distill_G_ema.safetensors"), ("log.txt", "train_log.txt"),
+                          ("samples/*.png", "train_samples.png")):
+        found = newest(pattern)
+        if found is not None:
+            _place(found, out / name)
     # Limits: at most MAX_FILES files of at most MAX_BYTES, plain names, no deeper than two folders.
     for name in ("summary.md", "results.json"):  # placeholders: they count against MAX_FILES too
         (out / name).touch()

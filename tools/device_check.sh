@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared call on a lent GPU machine (H100/H200, Python 3.12, torch 2.11): build the ops and
 # run the GPU tests, `pti bench` at 1024, one full PTI run at 1024, then train the demo generator
-# for the minutes left. Everything it measures goes to $OUT (at most 8 files of 16 MiB). Each
+# (distillation from the DCGAN, python -m pti.train.distill) for the minutes left. Everything it measures goes to $OUT (at most 8 files of 16 MiB). Each
 # stage has its own time cap; a stage that fails or runs out of time is recorded and the next
 # one runs. See tools/README.md (how to prepare the wheels, how to call it, the dry run).
 #
@@ -10,8 +10,10 @@
 #
 # Knobs: DEVICE_CHECK_BUDGET_S (whole script, default 525 s; dry run 900, caps doubled), DEVICE_CHECK_WORK
 # (scratch, default /tmp/pti_device_check), PYTHON (default python3), DEVICE_CHECK_BENCH_ARGS,
-# DEVICE_CHECK_RUN_ARGS (replace the bench / PTI-run options), PTI_DEVICE_TRAIN_CMD (replaces
-# the training command; it must write its *.safetensors checkpoint under $TRAIN_DIR).
+# DEVICE_CHECK_RUN_ARGS (replace the bench / PTI-run options), DEVICE_CHECK_TRAIN_INIT (a distillation
+# .safetensors to warm-start from or state.pt to resume; default tools/train_state/distill_28kimg.safetensors),
+# DEVICE_CHECK_TRAIN_ARGS (more pti.train.distill options), PTI_DEVICE_TRAIN_CMD (replaces the training
+# command; it must write its *.safetensors checkpoint under $TRAIN_DIR).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 REPO=$(pwd)
@@ -38,6 +40,7 @@ remaining() { echo $((BUDGET - ($(date +%s) - START))); }
 
 # stage NAME NOMINAL_CAP RESERVE STEP: run `device_check.py STEP` for at most min(NOMINAL_CAP,
 # time left - RESERVE) seconds (RESERVE: what the later stages need at least), then refresh $OUT.
+# The step sees its cap as DEVICE_CHECK_STAGE_CAP (the training step stops itself before it).
 stage() {
   local name=$1 nominal=$(($2 * SCALE)) reserve=$3 step=$4 cap rc t0
   cap=$(($(remaining) - reserve))
@@ -47,7 +50,8 @@ stage() {
   else
     echo "===== $name: $step, cap ${cap}s, $(remaining)s left of ${BUDGET}s =====" >>"$LOG"
     t0=$(date +%s)
-    timeout --signal=INT --kill-after=30 "$cap" "$PY" tools/device_check.py "$step" >>"$LOG" 2>&1
+    DEVICE_CHECK_STAGE_CAP=$cap timeout --signal=INT --kill-after=30 "$cap" "$PY" tools/device_check.py "$step" \
+      >>"$LOG" 2>&1
     rc=$?
     printf '%s\t%s\t%s\t%s\t\n' "$name" "$rc" "$(($(date +%s) - t0))" "$cap" >>"$WORK/stages.tsv"
     echo "===== $name: rc $rc after $(($(date +%s) - t0))s =====" >>"$LOG"

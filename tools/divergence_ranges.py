@@ -26,10 +26,10 @@ from pti.alignment import align_face  # noqa: E402
 from pti.config import InversionConfig, LocalityConfig, TuningConfig  # noqa: E402
 from pti.demo import bundled_photos  # noqa: E402
 from pti.images import pil_to_tensor  # noqa: E402
-from pti.inversion import project_batch  # noqa: E402
+from pti.fast.projector import project_batch  # noqa: E402
 from pti.losses import PerceptualLoss  # noqa: E402
 from pti.stylegan2.checkpoints import load  # noqa: E402
-from pti.tuning import tune  # noqa: E402
+from pti.tuning import pivotal_tune  # noqa: E402
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def optimisation_rms(G, target, inv: InversionConfig, tun: TuningConfig, percept
         seen["tuning"] = max(seen["tuning"], values["output_rms"])
 
     pivot = project_batch(G, [target], inv, perceptual=perceptual, progress=False, callback=on_inversion)[0]
-    tune(G, target, pivot, tun, perceptual=perceptual, progress=False, callback=on_tuning)
+    pivotal_tune(G, target, pivot, tun, perceptual=perceptual, progress=False, callback=on_tuning)
     return seen["inversion"], seen["tuning"]
 
 

@@ -141,12 +141,23 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, ExecutionConfig)
 
 
-def build_execution(args: argparse.Namespace, device_type: str):
-    """The :class:`pti.fast.ExecutionConfig` given by ``--fast`` (preset for ``device_type``) and ``--exec-*``."""
+def build_execution(args: argparse.Namespace, device_type: str, base=None):
+    """The :class:`pti.fast.ExecutionConfig` given by ``--exec-*`` on top of ``--fast``'s preset for
+    ``device_type`` ('cuda' or 'cpu'), or else on top of ``base`` (default: the core's execution)."""
     from pti.config import config_from_dict, config_to_dict
     from pti.fast.config import ExecutionConfig, check_execution, fast_preset
 
-    base = config_to_dict(fast_preset(device_type)) if getattr(args, "fast", False) else {}
-    execution = config_from_dict(ExecutionConfig, {**base, **config_overrides(args, "exec")})
+    start = fast_preset(device_type) if getattr(args, "fast", False) else base
+    values = config_to_dict(start) if start is not None else {}
+    execution = config_from_dict(ExecutionConfig, {**values, **config_overrides(args, "exec")})
     check_execution(execution)
     return execution
+
+
+def device_type(device: str) -> str:
+    """'cuda' or 'cpu' for a ``--device`` value ('auto': cuda when available)."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"

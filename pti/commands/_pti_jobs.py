@@ -1,17 +1,17 @@
 """Shared implementation of ``pti invert``, ``pti tune`` and ``pti run``.
 
 The same command runs on one process, or on many under ``torchrun`` (see :mod:`pti.distributed`):
-each rank processes its share of the sorted images, then rank 0 writes ``summary.json`` and
-``summary.md`` into the run folder after a barrier. Exit status (rank 0's; the
-other ranks exit 0 unless their own setup fails): 0 when every image is finished, 1 when some
-failed (or are missing), 2 for usage errors.
+each rank processes its share of the sorted images, then rank 0 writes ``summary.json``,
+``summary.md`` and ``summary.html`` (with thumbnails) into the run folder after a barrier.
+Exit status (rank 0's; the other ranks exit 0 unless their own setup fails): 0 when every image
+is finished, 1 when some failed (or are missing), 2 for usage errors.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pti.commands._config_args import add_config_arguments, build_configs
+from pti.commands._config_args import add_config_arguments, add_execution_arguments, build_configs, build_execution
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,12 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                              "(cuda:LOCAL_RANK), 'cuda:1', ...")
     parser.add_argument("--seed", type=int, default=None, help="seed for inversion and tuning (default: 0)")
     parser.add_argument("--space", choices=["w", "w+"], default=None, help="pivot space (default: w, the paper's)")
+    parser.add_argument("--init", choices=["mean", "e4e"], default="mean",
+                        help="start of the pivot: 'mean' (the mean w, optimised by --inv-steps, the paper's) or 'e4e' "
+                             "(an e4e encoder's W+ code, refined by --inv-steps N steps, 0 allowed; implies --space w+)")
+    parser.add_argument("--encoder", default=None,
+                        help="with --init e4e: encoder checkpoint (official e4e .pt or pti .safetensors) or zoo name "
+                             "(default: 'e4e', the official FFHQ encoder; `pti download e4e`)")
     add_class_index_argument(parser)
     parser.add_argument("--no-align", action="store_true", help="images are already aligned crops")
     add_face_index_argument(parser)
@@ -40,6 +46,17 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="under torchrun: how long the end-of-job barrier waits for the slowest rank "
                              "(default: 1440 minutes)")
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
+    add_execution_arguments(parser)
+
+
+def add_edit_argument(parser: argparse.ArgumentParser) -> None:
+    """``--edit DIRECTION[:STRENGTHS]`` (repeatable): edits rendered after tuning (:mod:`pti.editing.run_edits`)."""
+    parser.add_argument("--edit", action="append", default=[], metavar="DIRECTION[:STRENGTHS]",
+                        help="render this edit of each photo after tuning into PHOTO/edits/ (DIRECTION_S.png per "
+                             "strength, and grid.png: W edits on the original generator beside PTI edits); "
+                             "DIRECTION as in `pti edit --direction` (smile, yaw, ganspace:K, sefa:K, FILE.pt, "
+                             "...), STRENGTHS comma-separated (default -3,0,3): --edit smile --edit yaw:-3,0,3 "
+                             "--edit sefa:2:-2,2. Repeatable")
 
 
 def add_class_index_argument(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +75,7 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     from pti import distributed
     from pti.conditioning import ConditioningError, class_label
     from pti.config import config_to_dict
+    from pti.editing.run_edits import resolve_run_edits
     from pti.run_summary import build_summary, session_record, write_summary
     from pti.runner import RunOptions, check_unique_names, list_images, process_images
     from pti.stylegan2.checkpoints import CheckpointError, load
@@ -71,6 +89,11 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         inv_cfg.seed = tune_cfg.seed = args.seed
     if args.space:
         inv_cfg.space = args.space
+    if args.init == "e4e":
+        if args.space == "w":
+            print("pti: --init e4e gives W+ pivots (the encoder's codes); drop --space w", file=sys.stderr)
+            return 2
+        inv_cfg.space = "w+"
     if args.locality:
         tune_cfg.locality.enabled = True
     try:
@@ -81,6 +104,7 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         return 2
     try:
         ctx = distributed.setup(args.device, timeout=timedelta(minutes=args.dist_timeout_min))
+        execution = build_execution(args, ctx.device.type)  # --fast / --exec-*: how the steps run (pti.fast)
     except ValueError as exc:
         print(f"pti: {exc}", file=sys.stderr)
         return 2
@@ -94,11 +118,22 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         except (CheckpointError, ConditioningError) as exc:
             print(f"{tag}: {exc}", file=sys.stderr)
             return 2  # non-zero: torchrun stops the other ranks
+        try:
+            encoder = load_encoder_for(G, args.encoder or "e4e", ctx.device) if args.init == "e4e" else None
+        except (CheckpointError, ValueError, FileNotFoundError) as exc:
+            print(f"{tag}: --init e4e: {exc}", file=sys.stderr)
+            return 2
+        try:  # directions of the original generator, before any image
+            edits = resolve_run_edits(getattr(args, "edit", None) or [], G)
+        except (ValueError, KeyError, IndexError, FileNotFoundError) as exc:
+            print(f"{tag}: --edit: {exc}", file=sys.stderr)
+            return 2
         setup_seconds = time.perf_counter() - t0
         options = RunOptions(stage="invert" if stage == "invert" else "tune", align=not args.no_align,
                              reuse_pivot=not args.no_reuse_pivot, save_generator=args.save_generator,
                              skip_finished=not args.redo, require_pivot=(stage == "tune"), progress=not args.quiet,
-                             class_index=args.class_index, face_index=args.face_index)
+                             class_index=args.class_index, face_index=args.face_index, edits=edits,
+                             execution=execution, encoder=encoder)
         share = distributed.shard(paths, ctx.rank, ctx.world_size)
         worker = ctx.describe()
         t0 = time.perf_counter()
@@ -117,13 +152,14 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         status = None
         if ctx.is_main:
             info = {"input": str(source), "generator": str(args.generator), "class_index": args.class_index,
-                    "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)}}
+                    "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg),
+                               "execution": config_to_dict(options.execution)}}
             summary = build_summary(paths, run_dir, options.stage, sessions, info)
-            json_path, md_path = write_summary(summary, run_dir)
+            json_path, md_path = write_summary(summary, run_dir, progress=not args.quiet)
             c = summary["counts"]
             print(f"pti {stage}: {c['done']} of {c['images']} image(s) finished, {c['failed']} failed, "
                   f"{c['missing']} missing; {summary['this_run']['images_per_minute']:.2f} images/min over "
-                  f"{ctx.world_size} process(es); summary: {md_path}")
+                  f"{ctx.world_size} process(es); summary: {md_path}, {run_dir / 'summary.html'}")
             if ctx.distributed:
                 for f in summary["failures"]:
                     print(f"  FAILED {f['name']} (rank {f['rank']}): {f['error']}", file=sys.stderr)
@@ -134,3 +170,20 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         return int(status) if ctx.is_main else 0
     finally:
         distributed.teardown(ctx)
+
+
+def load_encoder_for(G, name: str, device):
+    """The e4e encoder ``name`` (path or zoo name) on ``device``, checked to give codes of ``G``'s shape.
+
+    Raises ``ValueError`` when its codes are not ``[num_ws, w_dim]`` of ``G`` (another generator's encoder),
+    :class:`~pti.stylegan2.CheckpointError` for an unreadable or unsafe file.
+    """
+    from pti.encoders import load_e4e
+
+    encoder = load_e4e(name, device=device).eval()
+    cfg = encoder.config
+    if (cfg.num_ws, cfg.w_dim) != (int(G.num_ws), int(G.w_dim)):
+        raise ValueError(f"encoder {name!r} gives [{cfg.num_ws}, {cfg.w_dim}] codes but the generator needs "
+                         f"[{int(G.num_ws)}, {int(G.w_dim)}] (num_ws, w_dim): pass --encoder with an encoder "
+                         "trained for this generator")
+    return encoder

@@ -7,7 +7,7 @@ HELP = "align, invert (W, W+), pivotal-tune and edit real photos; writes figures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pti.commands._config_args import add_config_arguments
+    from pti.commands._config_args import add_config_arguments, add_execution_arguments
     from pti.commands._pti_jobs import add_class_index_argument
     from pti.commands.align import add_face_index_argument
     from pti.config import InversionConfig, LocalityConfig, TuningConfig
@@ -23,18 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_face_index_argument(parser)
     add_class_index_argument(parser)
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
+    add_execution_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from pti.commands._config_args import build_configs
+    from pti.commands._config_args import build_configs, build_execution, device_type
     from pti.demo import DemoConfig, run_demo
 
     defaults = DemoConfig()  # the demo's settings (the paper's, plus channels_last) under the given options
     inv, tune = build_configs(args, defaults.inversion, defaults.tuning)
+    execution = build_execution(args, device_type(args.device), defaults.execution)
     cfg = DemoConfig(generator=args.generator, images=args.images, device=args.device, out_dir=args.out,
-                     inversion=inv, tuning=tune,
+                     inversion=inv, tuning=tune, execution=execution,
                      edits=tuple(s for s in args.edits.split(",") if s) if args.edits else None,
                      strengths=tuple(float(s) for s in args.strengths.split(",")),
                      identity=not args.no_identity, progress=not args.quiet, class_index=args.class_index,

@@ -1,9 +1,15 @@
-"""``pti edit``: render W-space edits of a pivot as a labelled grid."""
+"""``pti edit``: render W-space edits of a pivot as a labelled grid.
+
+``pti edit RUN/PHOTO --direction smile`` takes a photo folder of ``pti run``: its ``pivot.pt`` and
+``tuned.safetensors`` (kept by ``pti run --save-generator``); directions are resolved on the run's
+original generator (``RUN/summary.json``). ``--generator G --pivot FILE`` names both explicitly.
+"""
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 HELP = "apply W-space edit directions (InterFaceGAN, GANSpace, SeFa) to a pivot and write a labelled grid"
@@ -14,40 +20,102 @@ _NUMBER_LIST = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*(,\s*-?[\d.]+)+$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pti.editing.run_edits import DEFAULT_STRENGTHS
+
     parser._negative_number_matcher = _NUMBER_LIST  # noqa: SLF001 (see _NUMBER_LIST)
-    parser.add_argument("--generator", required=True,
-                        help="checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors)")
-    parser.add_argument("--pivot", required=True, help="pivot file written by inversion (pivot.pt)")
+    parser.add_argument("photo", nargs="?", default=None,
+                        help="a photo folder of a `pti run` (RUN/PHOTO): its pivot.pt and tuned.safetensors "
+                             "(kept by `pti run --save-generator`) are used")
+    parser.add_argument("--generator", default=None,
+                        help="checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors; "
+                             "default with a photo folder: its tuned.safetensors)")
+    parser.add_argument("--pivot", default=None,
+                        help="pivot file written by inversion (pivot.pt), or a run's photo folder")
     parser.add_argument("--direction", required=True, action="append",
                         help="ganspace:K, sefa:K, FILE.pt (InterFaceGAN [1, w_dim]), FILE.npz#K (GANSpace), "
                              "FILE.pt#NAME (pti collection) or a shipped name (yaw, smile, mouth_open for the demo "
                              "generator); repeat for several rows")
-    parser.add_argument("--strengths", default="-3,0,3",
+    parser.add_argument("--strengths", default=DEFAULT_STRENGTHS,
                         help="comma-separated strengths, in sigmas of W for computed/fitted directions and in the "
                              "file's units for official InterFaceGAN files (default -3,0,3)")
     parser.add_argument("--layers", default=None,
                         help="restrict the edit to style inputs START:STOP (half-open, e.g. 0:4); default: the "
                              "direction's own range, usually all")
     parser.add_argument("--direction-generator", default=None,
-                        help="generator that ganspace:/sefa: directions are computed from (default --generator; "
-                             "give the original checkpoint when --generator is a tuned one)")
+                        help="generator that directions are resolved on (ganspace:/sefa: are computed from it; "
+                             "default: the run's original generator for a photo folder, else --generator; give "
+                             "the original checkpoint when --generator is a tuned one)")
     parser.add_argument("--out", default=None,
                         help="output PNG (default: PIVOT_DIR/edits/<direction>.png)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
-def parse_strengths(text: str) -> list[float]:
-    try:
-        values = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--strengths must be comma-separated numbers (e.g. -3,0,3), got {text!r}") from None
-    if not values:
-        raise ValueError("--strengths needs at least one number")
-    return values
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if "/" in text else text).strip("_") or "edit"
+
+
+class _UsageError(ValueError):
+    """Bad or missing inputs: the command exits with status 2 and this message."""
+
+
+@dataclass
+class EditInputs:
+    """What to edit: the generator, the pivot file, the generator directions are resolved on (None: the
+    same), and how to render (``noise_mode``; ``pivot_noise``: use the pivot's noise maps)."""
+
+    generator: str
+    pivot: Path
+    direction_generator: str | None = None
+    noise_mode: str = "const"
+    pivot_noise: bool = True
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_inputs(args: argparse.Namespace) -> EditInputs:
+    """The :class:`EditInputs` of the arguments; raises :class:`_UsageError`.
+
+    A photo folder (positional or ``--pivot``) gives its ``pivot.pt`` and, unless ``--generator`` is
+    given, its ``tuned.safetensors``, rendered as the run rendered its reconstruction (the tuning
+    config's ``noise_mode`` and ``use_pivot_noise`` in ``metrics.json``), so strength 0 reproduces
+    ``reconstruction.png``; directions default to the run's original generator (``RUN/summary.json``).
+    """
+    if args.photo and args.pivot:
+        raise _UsageError("give a run's photo folder (RUN/PHOTO) or --pivot, not both")
+    target = args.photo or args.pivot
+    if not target:
+        raise _UsageError("give a run's photo folder (pti edit RUN/PHOTO ...) or --generator and --pivot")
+    source = Path(target)
+    if not source.is_dir():
+        if not args.generator:
+            raise _UsageError(f"{source}: with a pivot file, --generator is needed (or give a run's photo folder)")
+        return EditInputs(args.generator, source, args.direction_generator)
+    pivot = source / "pivot.pt"
+    if not pivot.is_file():
+        raise _UsageError(f"{source}: no pivot.pt here; give a photo folder of a `pti run` (RUN/PHOTO)")
+    original = _read_json(source.parent / "summary.json").get("generator")
+    inputs = EditInputs(args.generator, pivot, args.direction_generator or (original if isinstance(original, str)
+                                                                            and original else None))
+    if args.generator is None:
+        tuned = source / "tuned.safetensors"
+        if not tuned.is_file():
+            raise _UsageError(
+                f"{source}: no tuned.safetensors: this run did not keep the tuned weights (it was made without "
+                f"--save-generator). Run `pti run INPUT --output {source.parent} --redo --save-generator` (it reuses "
+                f"pivot.pt and tunes again), or pass --generator ORIGINAL to edit the W pivot without PTI")
+        tuning = _read_json(source / "metrics.json").get("config", {}).get("tuning", {})
+        inputs.generator = str(tuned)
+        inputs.noise_mode = str(tuning.get("noise_mode", "const"))
+        inputs.pivot_noise = bool(tuning.get("use_pivot_noise", False))
+    return inputs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,36 +123,40 @@ def run(args: argparse.Namespace) -> int:
 
     from pti.editing.direction import DirectionMismatchError, render_edits
     from pti.editing.loaders import parse_layers, resolve_direction
+    from pti.editing.run_edits import parse_strengths
     from pti.images import save_grid
-    from pti.inversion import Pivot
-    from pti.stylegan2.checkpoints import load
+    from pti.pivot import Pivot
+    from pti.stylegan2.checkpoints import CheckpointError, load
 
     try:
         strengths = parse_strengths(args.strengths)
         layers = parse_layers(args.layers)
-    except ValueError as exc:
+        inputs = resolve_inputs(args)
+        generator, pivot_path = inputs.generator, inputs.pivot
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        G = load(generator).eval().requires_grad_(False).to(device)
+        G_dir = G if inputs.direction_generator is None else \
+            load(inputs.direction_generator).eval().requires_grad_(False)
+        pivot = Pivot.load(pivot_path, map_location=device)
+    except (ValueError, CheckpointError, FileNotFoundError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    G = load(args.generator).eval().requires_grad_(False).to(device)
-    G_dir = G if args.direction_generator is None else load(args.direction_generator).eval().requires_grad_(False)
-    pivot = Pivot.load(args.pivot, map_location=device)
     try:
-        pivot.check_fits(G, what=f"generator {args.generator}")
+        pivot.check_fits(G, what=f"generator {generator}")
         directions = [resolve_direction(spec, G_dir.to(device), layers=layers) for spec in args.direction]
         for d in directions:
-            d.check(int(G.w_dim), int(G.num_ws), what=f"generator {args.generator}")
+            d.check(int(G.w_dim), int(G.num_ws), what=f"generator {generator}")
     except (DirectionMismatchError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 1
-    noise = [n.to(device) for n in pivot.noise] if pivot.noise else None
-    images = render_edits(G, pivot.w.to(device), directions, strengths, noise=noise, noise_mode="const")[0]
-    out = Path(args.out) if args.out else Path(args.pivot).parent / "edits" / (
+    noise = [n.to(device) for n in pivot.noise] if pivot.noise and inputs.pivot_noise else None
+    images = render_edits(G, pivot.w.to(device), directions, strengths, noise=noise, noise_mode=inputs.noise_mode)[0]
+    out = Path(args.out) if args.out else pivot_path.parent / "edits" / (
         "+".join(_safe_name(s) for s in args.direction) + ".png")
     col_labels = [f"{s:+g}" if s else "0" for s in strengths]
     row_labels = [d.name + (f" [{d.layers[0]}:{d.layers[1]}]" if d.layers else "") for d in directions]
     save_grid([row for row in images], out, row_labels=row_labels, col_labels=col_labels,
-              title=f"{Path(args.pivot).name} on {Path(str(args.generator)).name}")
+              title=f"{pivot_path.parent.name}/{pivot_path.name} on {Path(str(generator)).name}")
     for d in directions:
         print(f"{d.name}: {d.source} (one unit of strength = {d.scale:.4g} in W)")
     print(f"wrote {out}")

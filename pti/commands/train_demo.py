@@ -11,8 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (state.pt, log.txt, samples/, the export and the resume copy)")
     parser.add_argument("--kimg", type=float, default=1000.0, help="train until this many thousand images are seen")
     parser.add_argument("--resume", default="auto",
-                        help="'auto' (the newest of OUT/state.pt, OUT/demo_resume.pt and the committed "
-                             "tools/train_state/demo_resume.pt), 'none', or a state file")
+                        help="'auto' (the newer of OUT/state.pt and OUT/demo_resume.pt; a new run when "
+                             "neither exists), 'none', or a state file")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a new run")
@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pti.train.demo import (COMMITTED_RESUME, EXPORT_NAME, RESUME_COPY_NAME, ScheduleConfig, TrainDemoConfig,
-                                train)
+    from pti.train.demo import EXPORT_NAME, RESUME_COPY_NAME, ScheduleConfig, TrainDemoConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     schedule = ScheduleConfig(
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
-        export_path=written(args.export, EXPORT_NAME), resume_copy_path=written(args.resume_copy, RESUME_COPY_NAME),
-        committed_resume=None if args.no_assets else COMMITTED_RESUME)
+        export_path=written(args.export, EXPORT_NAME), resume_copy_path=written(args.resume_copy, RESUME_COPY_NAME))
     resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr") if getattr(args, k) is not None}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
                     max_steps=args.max_steps, resume_overrides=resume_overrides)

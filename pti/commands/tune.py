@@ -7,9 +7,10 @@ HELP = "pivotal tuning from existing pivots in the run folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pti.commands._pti_jobs import add_job_arguments
+    from pti.commands._pti_jobs import add_edit_argument, add_job_arguments
 
     add_job_arguments(parser)
+    add_edit_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@
   :func:`sefa_directions` (deterministic, cached per checkpoint in ``cache``)
 - InterFaceGAN boundaries from scored samples: :func:`fit_boundary`, :func:`sample_and_score`,
   with dlib-landmark scorers in ``scorers`` (imported on use: it needs dlib)
+- edits during ``pti run --edit`` and the W-vs-PTI rendering shared with ``pti demo`` (``run_edits``,
+  imported on use)
 """
 from pti.editing.direction import Direction, DirectionMismatchError, apply, render_edits
 from pti.editing.ganspace import PCABasis, ganspace_basis, ganspace_directions

@@ -2,7 +2,7 @@
 
 Files live under ``$PTI_CACHE_DIR/directions`` (default ``~/.cache/pti/directions``) and
 are named ``<fingerprint[:16]>/<method>-<params hash>.pt``. The fingerprint is the sha256
-of the weights the method reads (see :func:`weights_fingerprint`), not of a file: the same
+of the weights the method reads (:func:`pti.stylegan2.checkpoints.weights_fingerprint`), not of a file: the same
 generator saved as ``.pkl`` or ``.safetensors`` shares its cache, and a PTI-tuned copy
 (whose mapping network is unchanged) reuses the GANSpace basis of its original.
 Entries are written atomically and read with ``torch.load(weights_only=True)``; an
@@ -15,7 +15,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
@@ -29,21 +29,6 @@ def cache_root() -> Path:
     base = os.environ.get(CACHE_ENV)
     root = Path(base).expanduser() if base else Path.home() / ".cache" / "pti"
     return root / "directions"
-
-
-def weights_fingerprint(module: torch.nn.Module, prefixes: Iterable[str] = ("",)) -> str:
-    """sha256 (hex) over the names, dtypes, shapes and bytes of the state-dict entries whose
-    name starts with one of ``prefixes`` (``""``: all of them), in sorted name order."""
-    prefixes = tuple(prefixes)
-    digest = hashlib.sha256()
-    state = module.state_dict()
-    for name in sorted(state):
-        if not name.startswith(prefixes):
-            continue
-        t = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def cache_path(fingerprint: str, method: str, params: dict[str, Any]) -> Path:

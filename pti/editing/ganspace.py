@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from pti.progress import progress_bar
 
-from pti.editing.cache import cached, weights_fingerprint
+from pti.editing.cache import cached
 from pti.editing.direction import Direction
+from pti.stylegan2.checkpoints import weights_fingerprint
 
 
 @dataclass(frozen=True)

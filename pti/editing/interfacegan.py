@@ -149,7 +149,7 @@ def fit_generator_boundaries(G: torch.nn.Module, attributes: tuple[str, ...] | l
         its mapping weights (to recognise the generator the boundaries belong to), the
         sampling settings and each fit's :meth:`BoundaryFit.summary`.
     """
-    from pti.editing.cache import weights_fingerprint
+    from pti.stylegan2.checkpoints import weights_fingerprint
 
     if scorer is None:
         from pti.editing.scorers import LandmarkScorer

@@ -240,7 +240,7 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
         d = found[spec]
         expected = meta.get("mapping_sha256")
         if expected:
-            from pti.editing.cache import weights_fingerprint
+            from pti.stylegan2.checkpoints import weights_fingerprint
 
             if int(meta.get("w_dim", w_dim)) == w_dim and weights_fingerprint(G, ("mapping.",)) != expected:
                 warnings.warn(f"{DEMO_BOUNDARIES}: boundary {spec!r} was fitted on another demo generator "

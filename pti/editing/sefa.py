@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from pti.editing.cache import cached, weights_fingerprint
+from pti.editing.cache import cached
 from pti.editing.direction import Direction
 from pti.editing.ganspace import fix_signs
 from pti.editing.sampling import sample_w, stdev_along
+from pti.stylegan2.checkpoints import weights_fingerprint
 
 
 def affines_by_style_input(G: torch.nn.Module) -> list[tuple[int, str, torch.nn.Module]]:

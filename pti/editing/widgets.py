@@ -119,6 +119,35 @@ class EditExplorer:
         self.renders += 1
         return png
 
+    def check(self, strength: float) -> dict[str, Any]:
+        """Drive a private, never displayed copy of the controls: does moving the slider re-render?
+
+        The copy shares sources and directions but has its own ipywidgets (closed afterwards),
+        so the user's sliders keep their values when a notebook's self-check cell runs again.
+        It starts like :meth:`widgets` (first direction, strength 0, all layers) and then moves
+        its strength slider to ``strength`` (nonzero). Without ipywidgets it compares
+        :meth:`render_png` at 0 and ``strength``. Returns ``{'renders': how many times the copy
+        rendered, 'image_changed': bool, 'png_bytes': size of the moved picture}``.
+        """
+        if strength == 0:
+            raise ValueError("check needs a nonzero strength (at 0 the picture is the unedited one)")
+        probe = EditExplorer(self.sources, self.directions, self.photo, self.cell_size,
+                             max(self.max_strength, abs(float(strength))))
+        try:
+            box = probe.widgets()
+        except ImportError:
+            before = probe.update()
+            after = probe.render_png(next(iter(self.directions)), float(strength))
+            probe.renders += 1
+        else:
+            before = probe.image_widget.value
+            probe.controls["strength"].value = float(strength)   # what a slider drag does
+            after = probe.image_widget.value
+            for child in box.children:
+                child.close()
+            box.close()
+        return {"renders": probe.renders, "image_changed": before != after, "png_bytes": len(after)}
+
     def widgets(self) -> Any:
         """An ipywidgets ``VBox``: direction drop-down, strength and layer-range sliders, image.
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pti.fast.config import ExecutionConfig, check_execution, fast_preset
 
-__all__ = ["ExecutionConfig", "check_execution", "fast_preset", "project", "project_batch", "pivotal_tune",
+__all__ = ["ExecutionConfig", "check_execution", "fast_preset", "pipeline", "project", "project_batch", "pivotal_tune",
            "tune_batched", "pivotal_tune_batched", "BatchedTuningResult"]
 
 _LAZY = {"project": "pti.fast.projector", "project_batch": "pti.fast.projector", "pivotal_tune": "pti.fast.tuning",
@@ -32,3 +32,20 @@ def __getattr__(name: str) -> Any:  # torch-free import of the package (the CLI 
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pti.fast' has no attribute {name!r}")
+
+
+def pipeline(execution: ExecutionConfig | None) -> tuple[Any, Any]:
+    """``(project, pivotal_tune)`` for ``execution``: the core's functions (:mod:`pti.projector`,
+    :mod:`pti.tuning`) when it is None or the core's own execution, else this layer's with ``execution``
+    bound. Both take the core's arguments."""
+    import functools
+
+    if execution is None or execution.is_core():
+        from pti.projector import project as core_project
+        from pti.tuning import pivotal_tune as core_tune
+
+        return core_project, core_tune
+    from pti.fast.projector import project as fast_project
+    from pti.fast.tuning import pivotal_tune as fast_tune
+
+    return functools.partial(fast_project, execution=execution), functools.partial(fast_tune, execution=execution)

@@ -195,17 +195,29 @@ def _consume(rows: list[tuple[int, dict[str, Any]]], pivots: list[Pivot], bar: A
 
 
 def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | None = None, *,
-            execution: ExecutionConfig | None = None, w_init: torch.Tensor | None = None, c: Label = None,
-            perceptual: PerceptualLoss | None = None, progress: bool = True,
-            callback: Callable[[int, dict[str, float]], None] | None = None) -> Pivot:
+            execution: ExecutionConfig | None = None, init: torch.nn.Module | None = None,
+            w_init: torch.Tensor | None = None, c: Label = None, perceptual: PerceptualLoss | None = None,
+            progress: bool = True, callback: Callable[[int, dict[str, float]], None] | None = None) -> Pivot:
     """:func:`pti.projector.project` through :func:`project_batch` (K = 1) with ``execution``'s speed paths;
-    the same arguments, returns and errors. Equal to the core within the tolerances of tests/test_speed_paths.py."""
+    the same arguments, returns and errors. Equal to the core within the tolerances of tests/test_speed_paths.py.
+    0 steps (from an encoder or ``w_init``) have no step to speed up: the core returns the start."""
+    from pti.projector import project as core_project
+
+    cfg = cfg or InversionConfig()
     if target.ndim == 4 and target.shape[0] != 1:
         raise ValueError(f"target must be [C, H, W] or [1, C, H, W], got {tuple(target.shape)}; "
                          "use project_batch for several photos")
+    if cfg.steps == 0:
+        return core_project(G, target, cfg, init=init, w_init=w_init, c=c, perceptual=perceptual, progress=progress)
+    if init is not None:  # the encoder's code for the photo is the start
+        device = next(G.parameters()).device
+        with torch.no_grad():
+            w_init = init.encode(prepare_target(target, G.img_resolution, device, G.img_channels))
     single_callback = None
     if callback is not None:
         def single_callback(step: int, values: dict[str, Any]) -> None:
             callback(step, {"loss": values["loss"][0], "perceptual": values["perceptual"][0], "lr": values["lr"]})
-    return project_batch(G, [target], cfg, w_init=None if w_init is None else [w_init], c=c, perceptual=perceptual,
-                         progress=progress, callback=single_callback, execution=execution)[0]
+    pivot = project_batch(G, [target], cfg, w_init=None if w_init is None else [w_init], c=c, perceptual=perceptual,
+                          progress=progress, callback=single_callback, execution=execution)[0]
+    pivot.origin = "e4e" if init is not None else "projector" if w_init is None else "w_init"
+    return pivot

@@ -51,7 +51,7 @@ def pivotal_tune(
         G: the original generator (left unchanged).
         targets: ``[N, C, H, W]`` or a list of ``[C, H, W]``/``[1, C, H, W]`` in [-1, 1] (C = 3 or 1); resized to
             G's resolution and converted to its ``img_channels``.
-        pivots: ``N`` :class:`~pti.inversion.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
+        pivots: ``N`` :class:`~pti.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
         cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
         c: conditional generators only: the class that the locality regulariser's codes ``w_z`` are mapped
             with (an index ``K``, a label ``[c_dim]``, or ``[N, c_dim]``, one per pivot); default: the pivots'
@@ -59,7 +59,7 @@ def pivotal_tune(
             (:class:`~pti.conditioning.ConditioningError`); it is refused for an unconditional generator.
         callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update
             (with ``sync_every > 1``: for each step, in order, at every sync).
-    Returns: :class:`TuningResult`. Raises :class:`~pti.inversion.NonFiniteLossError` on NaN/inf and
+    Returns: :class:`TuningResult`. Raises :class:`~pti.pivot.NonFiniteLossError` on NaN/inf and
     :class:`~pti.divergence.DivergenceError` when the rendered images leave any sane range (:mod:`pti.divergence`).
     """
     cfg = cfg or TuningConfig()

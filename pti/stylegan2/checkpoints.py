@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from safetensors import safe_open
@@ -51,20 +51,27 @@ __all__ = [
 ]
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """A short sha256 of a network's state (names, shapes, dtypes and values): 16 hex characters.
+def weights_fingerprint(module: torch.nn.Module, prefixes: Iterable[str] = ("",)) -> str:
+    """sha256 (64 hex characters) over the names, dtypes, shapes and bytes of ``module``'s state-dict
+    entries whose name starts with one of ``prefixes`` (``""``: all of them), in sorted name order.
 
-    Two generators with the same architecture but different weights get different fingerprints;
-    the same weights on another device or in another file format get the same one.
+    Two generators with the same architecture but different weights get different fingerprints; the same
+    weights on another device or in another file format get the same one. Stored as ``Pivot.generator``
+    (the generator a pivot was inverted with), as ``mapping_sha256`` of fitted boundaries and as the key
+    of the direction cache (:mod:`pti.editing.cache`; ``prefixes=("mapping.",)``: the weights GANSpace reads).
     """
     import hashlib
 
+    prefixes = tuple(prefixes)
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+    state = module.state_dict()
+    for name in sorted(state):
+        if not name.startswith(prefixes):
+            continue
+        t = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()[:16]
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _load_native(path: Path) -> Generator:
@@ -72,7 +79,9 @@ def _load_native(path: Path) -> Generator:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            # a float16 file (save(..., dtype=torch.float16)) is read back as float32
+            tensors = {key: (t.float() if t.is_floating_point() else t) for key in f.keys()
+                       for t in [f.get_tensor(key)]}
     except Exception as exc:  # truncated or not safetensors: any error of the safetensors reader
         raise CheckpointError(f"{path}: damaged, truncated or not a safetensors file ({type(exc).__name__}: {exc}); "
                               f"{expected}") from None
@@ -151,10 +160,13 @@ def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> Genera
     return load_with_format(path_or_name, device=device)[0]
 
 
-def save(G: Generator, path: str | Path) -> Path:
+def save(G: Generator, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write ``G`` in pti's format: safetensors with ``G.init_kwargs`` (JSON) in the header.
 
-    Atomic: written to a temporary name beside ``path`` and renamed. Returns ``path``.
+    ``dtype``: store the floating-point tensors in this type (``torch.float16`` halves the file: 2 bytes
+    per weight; relative rounding error at most 2**-11); :func:`load` always gives float32 weights.
+    None keeps them as they are. Atomic: written to a temporary name beside ``path`` and renamed.
+    Returns ``path``.
     """
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
@@ -165,7 +177,10 @@ def save(G: Generator, path: str | Path) -> Path:
         raise ValueError(f"{path}: G.init_kwargs cannot be stored as JSON ({exc})") from None
     metadata = {META_FORMAT: _META_FORMAT_VALUE, META_FORMAT_VERSION: str(NATIVE_FORMAT_VERSION),
                 META_INIT_KWARGS: init_kwargs, META_PTI_VERSION: __version__}
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in G.state_dict().items()}
+    tensors = {key: value.detach().to("cpu", dtype if dtype is not None and value.is_floating_point() else None)
+               .contiguous() for key, value in G.state_dict().items()}
     with atomic_path(path) as tmp:
+        mode = tmp.stat().st_mode
         save_file(tensors, str(tmp), metadata=metadata)
+        tmp.chmod(mode)  # safetensors writes a new file readable by its owner only; keep atomic_path's mode
     return path

@@ -38,12 +38,11 @@ from pti.train.projected_d import ProjectedDConfig, ProjectedDiscriminator
 STATE_VERSION = 2  # 2: D heads with minibatch stddev
 #: hyperparameters that may change when a run is resumed (the architecture may not)
 RESUME_OVERRIDABLE = ("r1_gamma", "r1_interval", "g_lr", "d_lr", "style_mixing_prob", "ema_kimg")
-#: file names, inside the run folder, of the exported G_ema and of the compact resume copy
+#: file names, inside the run folder, of the exported G_ema and of the compact resume copy. No
+#: state is committed: the 58.9 kimg run's ``demo_resume.pt`` left the source tree (issue 18: it
+#: kept the GPU device call over its size limit); that run's G_ema is ``pti/assets/demo_generator``.
 EXPORT_NAME = "demo_generator.safetensors"
 RESUME_COPY_NAME = "demo_resume.pt"
-#: the committed compact resume state of the shipped demo generator, in a source checkout
-#: (``tools/train_state/``, outside the installed package; absent from an installed wheel)
-COMMITTED_RESUME = Path(__file__).resolve().parents[2] / "tools" / "train_state" / RESUME_COPY_NAME
 
 
 @dataclass
@@ -96,13 +95,11 @@ class TrainDemoConfig:
 
 @dataclass
 class ScheduleConfig:
-    """When and where a run writes things, and what ``resume='auto'`` looks at.
+    """When and where a run writes things.
 
     Intervals are seconds of wall time (0 disables). ``export_path`` (G_ema as a pti
-    ``.safetensors``) and ``resume_copy_path`` (the compact resume state): a relative path is
-    inside the run folder, None writes nothing. ``committed_resume``: a state that
-    ``resume='auto'`` also considers (default: the committed one, when this is a source
-    checkout); None: only the run folder's own states.
+    ``.safetensors``) and ``resume_copy_path`` (the compact resume state, which ``resume='auto'``
+    also considers): a relative path is inside the run folder, None writes nothing.
     """
 
     state_interval_s: float = 600.0
@@ -110,7 +107,6 @@ class ScheduleConfig:
     export_interval_s: float = 900.0
     export_path: Path | None = Path(EXPORT_NAME)
     resume_copy_path: Path | None = Path(RESUME_COPY_NAME)
-    committed_resume: Path | None = COMMITTED_RESUME
     log_interval_steps: int = 20
 
 
@@ -339,7 +335,12 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def find_resume_state(out_dir: Path, resume: str, *fallbacks: Path | None) -> Path | None:
-    """``resume``: 'none', 'auto' (the newest of ``out_dir/state.pt`` and ``fallbacks`` by images seen) or a path."""
+    """The state to resume from, or None to start afresh.
+
+    ``resume``: 'none' (None), a path (returned as given; :func:`load_state` raises if it is
+    missing), or 'auto': whichever of ``out_dir/state.pt`` and ``fallbacks`` exists and has seen
+    the most images (None entries and missing files are skipped; None when none exists).
+    """
     if resume == "none":
         return None
     if resume != "auto":
@@ -393,7 +394,7 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
 
     export_path = None if schedule.export_path is None else out / schedule.export_path
     resume_copy_path = None if schedule.resume_copy_path is None else out / schedule.resume_copy_path
-    resume_path = find_resume_state(out, resume, resume_copy_path, schedule.committed_resume)
+    resume_path = find_resume_state(out, resume, resume_copy_path)
     state = None
     changed: dict[str, Any] = {}
     if resume_path is not None:

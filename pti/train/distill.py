@@ -165,13 +165,20 @@ class Distiller:
 
 def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | Path | None = None,
             device: str = "cpu", state_interval_s: float = 600.0, grid_interval_s: float = 900.0,
-            max_steps: int | None = None) -> Distiller:
-    """Regress the DCGAN until ``kimg`` thousand images (or ``max_steps``, or SIGTERM/SIGINT).
+            max_steps: int | None = None, max_seconds: float | None = None) -> Distiller:
+    """Regress the DCGAN until ``kimg`` thousand images, ``max_steps`` steps, SIGTERM/SIGINT, or
+    ``max_seconds`` seconds of wall time since the first step of this call, whichever comes first.
 
-    Resumes from ``out_dir/state.pt`` when it exists (its stored config wins). Writes the
-    state on a timer and at the end; ``export`` (a ``.safetensors`` path) receives G_ema at
-    every state save. Raises ``FloatingPointError`` if the loss becomes non-finite.
+    The time budget is checked before each step (at least one step runs; a step is not cut), so
+    a call ends about one step plus the final save after ``max_seconds``; start-up (loading the
+    teacher and the perceptual network) is not counted. Resumes from ``out_dir/state.pt`` when
+    it exists (its stored config wins). Writes the state on a timer and at the end, however the
+    loop stopped; ``export`` (a ``.safetensors`` path) receives G_ema at every state save.
+    Raises ``FloatingPointError`` if the loss becomes non-finite, ``ValueError`` if
+    ``max_seconds`` is not positive.
     """
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     from pti.stylegan2.checkpoints import save
 
     out = Path(out_dir)
@@ -202,10 +209,15 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
             save(trainer.G_ema, Path(export))
         log(f"saved at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h)")
 
-    t_state = t_grid = t_log = time.time()
+    t_state = t_grid = t_log = t_start = time.time()
     n_log, acc, steps = trainer.nimg, {}, 0
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and steps > 0 and time.time() - t_start >= max_seconds
+
     try:
-        while trainer.nimg < kimg * 1000 and not stop["flag"] and (max_steps is None or steps < max_steps):
+        while (trainer.nimg < kimg * 1000 and not stop["flag"] and (max_steps is None or steps < max_steps)
+               and not out_of_time()):
             t0 = time.time()
             stats = trainer.step()
             trainer.train_seconds += time.time() - t0
@@ -229,6 +241,11 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
+    if out_of_time() and trainer.nimg < kimg * 1000:
+        log(f"stopped at the time budget ({max_seconds:g} s) after {steps} steps, "
+            f"{steps * trainer.cfg.batch} images in {time.time() - t_start:.1f} s")
+    elif stop["flag"]:
+        log("stopped by signal")
     save_all()
     trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
     return trainer
@@ -248,10 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.002, help="Adam lr of the synthesis network")
     p.add_argument("--channel-max", type=int, default=128, help="most channels per synthesis layer")
     p.add_argument("--state-interval", type=float, default=600.0, help="seconds between state saves")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after this many seconds of training (wall time from the first step; start-up not "
+                        "counted), then save the state and the export as at the end of a run")
     a = p.parse_args(argv)
+    if a.max_seconds is not None and not a.max_seconds > 0:
+        p.error(f"--max-seconds must be positive, got {a.max_seconds}")
     torch.set_num_threads(a.threads)
     cfg = DistillConfig(batch=a.batch, lr=a.lr, channel_max=a.channel_max, init=a.init)
-    distill(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval)
+    distill(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
+            max_seconds=a.max_seconds)
     return 0
 
 

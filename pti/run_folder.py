@@ -1,0 +1,139 @@
+"""The layout of a run folder: which images a job takes, where their results and failure records go,
+and when a result counts as finished (see :mod:`pti.runner` for the process that writes them).
+
+``RUN/<name>/`` holds one image's results, ``RUN/.<name>.partial/`` its staging folder and
+``RUN/.failures/<name>.json`` the record of its last failure. ``metrics.json`` lists every result
+file (``"files"``: path relative to the image folder, e.g. ``edits/smile_3.png`` -> size in bytes).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pti.images import IMAGE_EXTENSIONS
+
+Stage = Literal["invert", "tune"]
+#: per-image failure records live here inside the run folder
+FAILURES_DIR = ".failures"
+
+
+@dataclass
+class ImageOutcome:
+    """What happened to one image in this run. ``name`` is its output folder name (the file stem)."""
+
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    seconds: float = 0.0
+    error: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    file: str = ""
+
+    def brief(self) -> dict[str, Any]:
+        """The outcome without its metrics (small enough to send between ranks)."""
+        return {"name": self.name, "status": self.status, "seconds": self.seconds, "error": self.error,
+                "file": self.file}
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """One image file, or the image files of a folder sorted by name (raises if none).
+
+    Hidden files (names starting with '.', e.g. macOS ``._photo.jpg``) are left out.
+    """
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    files = sorted((p for p in source.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                   key=lambda p: p.name)
+    if not files:
+        raise FileNotFoundError(f"{source}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def output_name(path: Path) -> str:
+    """The name of an image's output folder: its file stem."""
+    return path.stem
+
+
+def check_unique_names(paths: Sequence[Path]) -> None:
+    """Raise ``ValueError`` when two images would share an output folder (``a.png`` and ``a.jpg``)."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for p in paths:
+        other = seen.setdefault(output_name(p), p)
+        if other is not p:
+            clashes.append(f"{other.name} and {p.name}")
+    if clashes:
+        raise ValueError(f"{paths[0].parent}: these images would share an output folder (same name without "
+                         f"extension): {'; '.join(clashes)}; rename one of each pair")
+
+
+def read_metrics(out_dir: Path) -> dict[str, Any] | None:
+    """The image's metrics.json if it is complete and finished, else None (corrupt counts as absent)."""
+    try:
+        data = json.loads((out_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") == "done" else None
+
+
+def _manifest_ok(out_dir: Path, files: Any) -> bool:
+    if not isinstance(files, dict):
+        return False
+    for name, size in files.items():
+        try:
+            if (out_dir / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def is_finished(out_dir: Path, stage: Stage) -> bool:
+    """True when ``out_dir`` holds a complete result for ``stage`` (a 'tune' result also finishes 'invert')."""
+    data = read_metrics(out_dir)
+    if data is None or not (data.get("stage") == stage or (stage == "invert" and data.get("stage") == "tune")):
+        return False
+    return _manifest_ok(out_dir, data.get("files"))
+
+
+def failure_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / FAILURES_DIR / f"{name}.json"
+
+
+def record_failure(run_dir: Path, outcome: ImageOutcome, stage: Stage, worker: dict[str, Any] | None) -> None:
+    """Write ``<run>/.failures/<name>.json`` with the error text (atomically)."""
+    from pti.io_utils import atomic_write_json
+
+    atomic_write_json({"name": outcome.name, "file": outcome.file, "stage": stage, "error": outcome.error,
+                       "seconds": outcome.seconds, "worker": worker or {}, "time": time.time()},
+                      failure_path(run_dir, outcome.name))
+
+
+def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(failure_path(run_dir, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def staging_dir(final: Path) -> Path:
+    """Where an image is processed before it becomes ``final``: ``<run>/.<name>.partial``."""
+    return final.parent / f".{final.name}.partial"
+
+
+def manifest(out_dir: Path) -> dict[str, int]:
+    """The result files of an image folder (``metrics.json`` and hidden files excepted, subfolders included):
+    ``{relative POSIX path: size in bytes}``, sorted by path."""
+    files = {}
+    for f in sorted(Path(out_dir).rglob("*")):
+        rel = f.relative_to(out_dir)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts) and rel.as_posix() != "metrics.json":
+            files[rel.as_posix()] = f.stat().st_size
+    return files

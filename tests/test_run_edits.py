@@ -1,0 +1,187 @@
+"""Edits rendered during a run (`pti run --edit`), `pti edit RUN/PHOTO`, the fp16 tuned generator and the
+visual run summary (`summary.html`, thumbnails, paging).
+
+A tiny random StyleGAN2 (16 px) with 2 inversion and 2 tuning steps and the offline EfficientNet-Lite0
+perceptual distance, on one CPU thread, as in tests/test_runner.py. Directions: SeFa component 0 of the
+generator and a random InterFaceGAN-format file.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_tiny_generator
+from pti.config import InversionConfig, TuningConfig
+from pti.editing.run_edits import edit_key, parse_edit, resolve_run_edits
+from pti.images import write_image
+from pti.runner import RunOptions, process_images
+
+INV = InversionConfig(steps=2, w_avg_samples=100, perceptual_net="effnet-lite0")
+TUNE = TuningConfig(steps=2, perceptual_net="effnet-lite0", lpips_threshold=None)
+STEP_ARGS = ["--device", "cpu", "--no-align", "--quiet", "--inv-steps", "2", "--tune-steps", "2",
+             "--inv-w-avg-samples", "100", "--inv-perceptual-net", "effnet-lite0", "--tune-perceptual-net",
+             "effnet-lite0"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_few_threads, monkeypatch, tmp_path_factory):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "pti-cache"))
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    return make_tiny_generator(resolution=16, seed=1)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, G) -> Path:
+    """A folder of three 16x16 PNGs rendered by G, a generator file and a direction file (read-only)."""
+    from pti.editing.direction import Direction
+    from pti.editing.loaders import save_interfacegan
+    from pti.stylegan2.checkpoints import save
+
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "photos").mkdir()
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(4)), None),
+                        noise_mode="const")
+    for i in range(3):
+        write_image(x[i], root / "photos" / f"img {i}.png")  # a space: file names must be quoted in links
+    save(G, root / "g.safetensors")
+    vector = torch.randn(G.w_dim, generator=torch.Generator().manual_seed(7))
+    save_interfacegan(Direction(vector, name="tilt", scale=2.0), root / "tilt.pt")
+    return root
+
+
+def read_png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_parse_edit_and_keys():
+    assert parse_edit("smile") == ("smile", (-3.0, 0.0, 3.0))
+    assert parse_edit("yaw:-3,0,3") == ("yaw", (-3.0, 0.0, 3.0))
+    assert parse_edit("sefa:2") == ("sefa:2", (-3.0, 0.0, 3.0))  # a component, not a strength
+    assert parse_edit("sefa:2:-1.5,2") == ("sefa:2", (-1.5, 2.0))
+    assert parse_edit("dir/x.pt#smile:1") == ("dir/x.pt#smile", (1.0,))
+    with pytest.raises(ValueError, match="strengths"):
+        parse_edit("yaw:big")
+    assert [edit_key(s) for s in ("smile", "sefa:2", "a/b/age.pt", "pca.npz#3")] == ["smile", "sefa_2", "age",
+                                                                                      "pca_3"]
+
+
+def test_run_edits_files_strength0_and_resume(G, photos, tmp_path):
+    edits = resolve_run_edits(["sefa:0:-2,0,2", f"{photos / 'tilt.pt'}:0,1"], G)
+    with pytest.raises(ValueError, match="more than once"):
+        resolve_run_edits(["sefa:0", "sefa:0:1"], G)
+    options = RunOptions(align=False, progress=False, edits=edits)
+    run = tmp_path / "run"
+    images = sorted((photos / "photos").glob("*.png"))[:2]
+    assert [o.status for o in process_images(G, images, run, INV, TUNE, options)] == ["done", "done"]
+    photo = run / "img 0"
+    expected = {"edits/sefa_0_-2.png", "edits/sefa_0_0.png", "edits/sefa_0_2.png", "edits/tilt_0.png",
+                "edits/tilt_1.png", "edits/grid.png"}
+    files = json.loads((photo / "metrics.json").read_text())["files"]
+    assert expected <= set(files) and all((photo / f).stat().st_size == files[f] for f in expected)
+    # grid: title, column labels and 4 rows (W and PTI per direction) of 128 px cells
+    assert Image.open(photo / "edits" / "grid.png").height > 4 * 128
+    # strength 0 is the reconstruction: same code, noise and noise mode. Measured on the float images
+    # (before PNG rounding) with this generator: max |difference| 0 alone, 2.1e-6 in a batch of 3 or 9
+    # (batched convolutions round differently); the PNGs are identical.
+    recon = read_png(photo / "reconstruction.png")
+    assert np.array_equal(read_png(photo / "edits" / "sefa_0_0.png"), recon)
+    assert np.array_equal(read_png(photo / "edits" / "tilt_0.png"), recon)
+    assert not np.array_equal(read_png(photo / "edits" / "sefa_0_2.png"), recon)  # the edit does something
+
+    # resume: finished photos are not redone, nor their edits
+    stamps = {f: (photo / f).stat().st_mtime_ns for f in expected}
+    assert [o.status for o in process_images(G, images, run, INV, TUNE, options)] == ["skipped", "skipped"]
+    assert {f: (photo / f).stat().st_mtime_ns for f in expected} == stamps
+    # a new edit on finished photos: not rendered, and the warning says what is needed
+    more = RunOptions(align=False, progress=False, edits=resolve_run_edits(["sefa:1"], G))
+    with pytest.warns(RuntimeWarning, match=r"2 finished photo\(s\) lack.*--save-generator"):
+        process_images(G, images, run, INV, TUNE, more)
+    assert not (photo / "edits" / "sefa_1_3.png").exists()
+
+
+def _run_cli(photos: Path, run: Path, *extra: str, folder: Path | None = None) -> int:
+    from pti.cli import main
+
+    return main(["run", str(folder or photos / "photos"), "--output", str(run), "--generator",
+                 str(photos / "g.safetensors"), "--edit", "sefa:0:-2,0,2", *STEP_ARGS, *extra])
+
+
+def test_pti_edit_on_a_run_folder(G, photos, tmp_path, capsys):
+    from pti.cli import main
+    from pti.stylegan2.checkpoints import load
+
+    run = tmp_path / "kept"
+    assert _run_cli(photos, run, "--save-generator") == 0
+    photo = run / "img 1"
+    tuned_file = photo / "tuned.safetensors"
+    # fp16 on disk: half the float32 size (G's state in float32 is 239,168 bytes with its header); measured 122,252
+    # bytes, 0.523 of the float32 payload (a size check, not a rounding tolerance)
+    assert tuned_file.stat().st_size < 0.55 * sum(t.numel() * 4 for t in G.state_dict().values())
+    tuned = load(tuned_file)
+    assert {p.dtype for p in tuned.parameters()} == {torch.float32}
+    from pti.pivot import Pivot
+
+    pivot = Pivot.load(photo / "pivot.pt")
+    with torch.no_grad():
+        again = tuned.synthesis(pivot.w, noise_mode="const")
+    # float16 weights change the image by at most 4.9e-3 of the [-1, 1] range with this generator (measured:
+    # fp16 vs float32 tuned copy, same pivot), under one 8-bit level (7.8e-3): the PNGs differ by <= 1 level
+    assert np.abs(read_png(photo / "reconstruction.png") - (again[0].permute(1, 2, 0).clamp(-1, 1) + 1).mul(127.5)
+                  .round().numpy()).max() <= 1
+
+    capsys.readouterr()
+    out = tmp_path / "e.png"
+    assert main(["edit", str(photo), "--direction", "sefa:0", "--strengths=-2,0,2", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert out.is_file() and "wrote" in capsys.readouterr().out
+    # the old explicit form still works
+    assert main(["edit", "--generator", str(tuned_file), "--pivot", str(photo / "pivot.pt"), "--direction",
+                 str(photos / "tilt.pt"), "--out", str(tmp_path / "e2.png"), "--device", "cpu"]) == 0
+
+    # a run without --save-generator: a clear error (exit 2, no traceback) that says how to get the weights
+    lost = tmp_path / "lost"
+    shutil.copytree(run, lost)
+    for f in lost.glob("*/tuned.safetensors"):
+        f.unlink()
+    capsys.readouterr()
+    assert main(["edit", str(lost / "img 1"), "--direction", "sefa:0", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--save-generator" in err and "Traceback" not in err
+
+
+def test_summary_html_rows_thumbnails_and_pages(photos, tmp_path):
+    from pti.run_html import THUMB_DIR
+    from pti.run_summary import write_summary
+
+    folder = shutil.copytree(photos / "photos", tmp_path / "photos")
+    (folder / "broken.png").write_bytes(b"not an image")
+    run = tmp_path / "run"
+    assert _run_cli(photos, run, folder=folder) == 1  # one failure
+    page = (run / "summary.html").read_text()
+    assert len(re.findall(r"<tr id=", page)) == 4 and not (run / "summary_2.html").exists()
+    assert 'href="img%200/edits/grid.png"' in page
+    assert re.search(r'<tr id="broken">.*class="failed".*cannot read', page, re.S)
+    thumbs = sorted((run / THUMB_DIR).rglob("*.jpg"))
+    assert len(thumbs) == 3 * 4  # original, W, PTI, edits grid per photo
+    assert all(max(Image.open(t).size) <= 128 for t in thumbs)
+    assert "](.thumbs/img%200/reconstruction.jpg)" in (run / "summary.md").read_text()
+
+    summary = json.loads((run / "summary.json").read_text())
+    write_summary(summary, run, page_size=2)
+    first, second = (run / "summary.html").read_text(), (run / "summary_2.html").read_text()
+    assert len(re.findall(r"<tr id=", first)) == 2 and len(re.findall(r"<tr id=", second)) == 2
+    assert 'href="summary_2.html"' in first and 'href="summary.html"' in second
+    write_summary(summary, run, page_size=50)  # fewer pages: the stale one goes
+    assert not (run / "summary_2.html").exists()
