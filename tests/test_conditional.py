@@ -136,7 +136,9 @@ def test_locality_samples_are_mapped_with_each_pivots_class(G):
     assert _close(w_r, expected, atol=1e-5)  # same float32 ops: rounding only
     # batched tuning's per-photo draws use the same labels: photo k's equal a one-pivot regulariser's
     gens = [torch.Generator().manual_seed(20 + k) for k in range(2)]
-    both = reg.sample_w_per_photo(w_pivots, gens)
+    from pti.fast.batched import sample_w_per_photo
+
+    both = sample_w_per_photo(reg, w_pivots, gens)
     for k in range(2):
         alone = LocalityRegularizer(G, None, cfg, labels[k:k + 1]).sample_w(
             w_pivots[k:k + 1], torch.Generator().manual_seed(20 + k))

@@ -70,8 +70,9 @@ def test_demo_metrics_table_is_consistent(demo_run):
         by_key[photo, method] = mse
     for photo in ("grace_hopper", "astronaut"):
         # PTI tunes the generator at the W pivot, so it reconstructs better than the W inversion itself (measured MSE
-        # 0.059-0.066 vs 0.114-0.168 with the default kernels: after 12 tuning steps, but a margin of ~2x that
-        # rounding cannot close; not marked ``numerics``, the demo takes ~1 minute)
+        # 0.059-0.066 with the default kernels and 0.062-0.068 with ATEN_CPU_CAPABILITY=default +
+        # ONEDNN_MAX_CPU_ISA=SSE41, vs W's 0.114-0.168: after 12 tuning steps, but a margin of ~2x that rounding
+        # cannot close; not marked ``numerics``, the demo takes ~1 minute)
         assert by_key[photo, "PTI"] < by_key[photo, "W"], by_key
     stages = {stage: float(sec) for stage, sec in _table_rows(text, "| stage")}
     for stage in ("align", "invert W", "invert W+", "pivotal tuning", "metrics", "edits and figure"):

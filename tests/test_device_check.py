@@ -44,7 +44,10 @@ def test_path_flags_map_bench_tokens_to_pti_run_options() -> None:
     assert dc.path_flags("baseline") == ([], {})
 
 
-def test_pti_run_accepts_every_flag_the_driver_emits() -> None:
+def test_pti_run_accepts_every_flag_the_driver_emits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the driver runs $PYTHON (the device script sets it); `make test` exports PYTHON=python3 (the Makefile's
+    # interpreter for the venv), which has no pti: use this test's interpreter
+    monkeypatch.setenv("PYTHON", sys.executable)
     known = dc._help_options("run")
     assert "--no-align" in known, "could not read `pti run --help`"
     for path in dc.GPU_BENCH_PATHS.split(",") + ["compile", "nosync:10", "lpips:128"]:

@@ -481,6 +481,9 @@ def test_kernel_code_upfirdn2d_matches_reference(host_kernels, up, down, padding
         got = host_kernels.upfirdn2d(x.to(dtype), f * gain, upx, upy, downx, downy, x0, x1, y0, y1, flip)
         expected = upfirdn2d_ref(x.to(dtype), f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
         assert got.dtype == dtype
+        # float32: the harness's loop vs the reference's convolution kernel, measured max |diff| 1.9e-6 (rel 2.4e-4)
+        # with the default kernels and 0 with ATEN_CPU_CAPABILITY=default + ONEDNN_MAX_CPU_ISA=SSE41, against the
+        # float32 defaults (atol 1e-5, rtol 1.3e-6); float64 and the bias_act tests below: <= 4.4e-16
         torch.testing.assert_close(got, expected)
 
 

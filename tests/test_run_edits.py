@@ -185,3 +185,10 @@ def test_summary_html_rows_thumbnails_and_pages(photos, tmp_path):
     assert 'href="summary_2.html"' in first and 'href="summary.html"' in second
     write_summary(summary, run, page_size=50)  # fewer pages: the stale one goes
     assert not (run / "summary_2.html").exists()
+
+
+def test_pti_edit_default_strengths_are_the_runs():
+    from pti.commands import edit
+    from pti.editing import run_edits
+
+    assert edit.DEFAULT_STRENGTHS == run_edits.DEFAULT_STRENGTHS

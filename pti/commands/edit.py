@@ -19,9 +19,12 @@ HELP = "apply W-space edit directions (InterFaceGAN, GANSpace, SeFa) to a pivot 
 _NUMBER_LIST = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*(,\s*-?[\d.]+)+$")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pti.editing.run_edits import DEFAULT_STRENGTHS
+#: pti.editing.run_edits.DEFAULT_STRENGTHS, written here too so that building the parser imports no torch
+#: (tests/test_cli_setup.py; tests/test_run_edits.py checks that the two agree)
+DEFAULT_STRENGTHS = "-3,0,3"
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser._negative_number_matcher = _NUMBER_LIST  # noqa: SLF001 (see _NUMBER_LIST)
     parser.add_argument("photo", nargs="?", default=None,
                         help="a photo folder of a `pti run` (RUN/PHOTO): its pivot.pt and tuned.safetensors "

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from pti.editing.direction import Direction, apply
+from pti.editing.direction import Direction, render_edits
 
 
 @dataclass
@@ -78,12 +78,9 @@ class EditExplorer:
         d = self.directions[direction]
         d = d.with_layers(self.layer_range(*layers) if layers is not None else None)
         images = [] if self.photo is None else [self.photo.detach().float().cpu()]
-        for src in self.sources.values():
-            w = apply(src.w, d, float(strength))
-            kwargs: dict[str, Any] = {"noise_mode": "const"}
-            if src.noise:
-                kwargs["noise"] = list(src.noise)
-            images.append(src.generator.synthesis(w, **kwargs).float().cpu())
+        for src in self.sources.values():  # the rendering of pti run --edit and pti demo (render_edits)
+            noise = list(src.noise) if src.noise else None
+            images.append(render_edits(src.generator, src.w, d, [float(strength)], noise=noise)[0, 0].float().cpu())
         size = self.cell_size
         images = [torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                                   align_corners=False) if x.shape[-1] != size else x
