@@ -1,7 +1,8 @@
 """Command-line options generated from the config dataclasses: one option per field, typed and documented by it.
 
 ``InversionConfig.steps`` -> ``--inv-steps``, ``TuningConfig.lr`` -> ``--tune-lr``,
-``LocalityConfig.alpha`` -> ``--locality-alpha``. The option's type comes from the field's resolved
+``LocalityConfig.alpha`` -> ``--locality-alpha``, ``pti.fast.ExecutionConfig.sync_every`` -> ``--exec-sync-every``
+(with ``--fast``: a preset, :func:`pti.fast.fast_preset`). The option's type comes from the field's resolved
 annotation (``typing.get_type_hints``): ``int``, ``float``, ``str``, ``bool`` (``true``/``false``),
 ``X | None`` (also accepts ``none``) and ``Literal[...]`` (argparse ``choices``: any other value exits
 with status 2 and a message listing them). The help text is the field's attribute docstring in
