@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from pti.conditioning import Label, class_label
 from pti.config import InversionConfig, config_to_dict
