@@ -79,7 +79,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from pti.conditioning import class_label
     from pti.editing import resolve_direction
     from pti.editing.run_edits import render_w_and_pti
-    from pti.images import pil_to_tensor, save_grid
+    from pti.images import GridSection, pil_to_tensor, save_sections
     from pti.fast import pipeline
     from pti.losses import PerceptualLoss
     from pti.metrics import evaluate, identity_similarity
@@ -142,19 +142,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         timed("metrics", t0)
 
         t0 = time.perf_counter()
-        rows = [torch.cat([target, recon["W"], recon["W+"], recon["PTI"]])]
-        row_labels = ["reconstruction"]
+        sections = [GridSection([torch.cat([target, recon["W"], recon["W+"], recon["PTI"]])],
+                                row_labels=["reconstruction"], col_labels=list(RECONSTRUCTION_COLUMNS))]
+        edit_rows, edit_labels = [], []
         for direction in directions:
             # the same rendering as `pti run --edit`: W with its own noise maps, PTI as its reconstruction
             w_edit, pti_edit = render_w_and_pti(G, tuned, pivots["w"], direction, cfg.strengths,
                                                 cfg.tuning.noise_mode, cfg.tuning.use_pivot_noise)
-            rows += [w_edit, pti_edit]
-            row_labels += [f"W: {direction.name}", f"PTI: {direction.name}"]
-        col_labels = column_labels(cfg.strengths)
+            edit_rows += [w_edit, pti_edit]
+            edit_labels += [f"{direction.name}, W", f"{direction.name}, PTI"]
+        if edit_rows:
+            sections.append(GridSection(edit_rows, row_labels=edit_labels, col_labels=strength_labels(cfg.strengths),
+                                        heading="edits of the W pivot, rendered by the original generator (W) "
+                                                "and by the tuned one (PTI)"))
         path = out / f"demo_{name}.png"
-        save_grid(rows, path, row_labels=row_labels, col_labels=col_labels,
-                  cell_size=max(128, G.img_resolution),
-                  title=f"{name} ({cfg.generator}, {G.img_resolution}px): reconstructions, then edits at strength s")
+        save_sections(sections, path, cell_size=max(128, G.img_resolution),
+                      title=f"{name} ({cfg.generator}, {G.img_resolution}px)")
         files.append(str(path))
         timed("edits and figure", t0)
 
@@ -170,18 +173,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return summary
 
 
-def column_labels(strengths: tuple[float, ...] | list[float]) -> list[str]:
-    """Labels of the figure's columns: the reconstruction row's method over the edit rows' strength.
+#: the columns of the demo figure's first row
+RECONSTRUCTION_COLUMNS = ("original", "W", "W+", "PTI")
 
-    >>> column_labels([-3, 0, 3])
-    ['original | s=-3', 'W | s=0', 'W+ | s=3', 'PTI']
+
+def strength_labels(strengths: tuple[float, ...] | list[float]) -> list[str]:
+    """Column labels of the edit rows.
+
+    >>> strength_labels([-3, 0, 3.5])
+    ['s=-3', 's=0 (pivot)', 's=3.5']
     """
-    methods = ["original", "W", "W+", "PTI"]
-    labels = []
-    for i in range(max(len(methods), len(strengths))):
-        parts = ([methods[i]] if i < len(methods) else []) + ([f"s={strengths[i]:g}"] if i < len(strengths) else [])
-        labels.append(" | ".join(parts))
-    return labels
+    return [f"s={s:g}" + (" (pivot)" if s == 0 else "") for s in strengths]
 
 
 def metrics_markdown(summary: dict[str, Any]) -> str:

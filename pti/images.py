@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -217,33 +218,47 @@ def _as_cells(row: torch.Tensor | Sequence[torch.Tensor | None]) -> list[torch.T
     return [None if img is None else (img[0] if img.ndim == 4 else img) for img in row]
 
 
-def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path: str | os.PathLike,
-              row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
-              cell_size: int | None = None, title: str | None = None, pad: int = 4,
-              font_size: int | None = None) -> Image.Image:
-    """Write a labelled grid of images to ``path`` (PNG, atomically) and return it.
+@dataclass(frozen=True)
+class GridSection:
+    """One block of a figure made by :func:`save_sections`: rows of images with their own labels.
 
-    ``rows``: one entry per row, either a ``[N, C, H, W]`` batch or a list of ``[C, H, W]`` /
-    ``[1, C, H, W]`` tensors in ``[-1, 1]``, C = 3 (RGB) or 1 (gray, shown as gray) (``None`` leaves a
-    blank cell). Every image is
-    resized (bilinear, antialiased) to ``cell_size`` square (default: the first image's
-    height). ``row_labels`` go left of each row, ``col_labels`` above each column,
-    ``title`` above everything; white background.
+    ``rows``, ``row_labels`` and ``col_labels`` as in :func:`save_grid`; ``heading``: an optional
+    line of text above the block.
     """
+
+    rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]]
+    row_labels: Sequence[str] | None = None
+    col_labels: Sequence[str] | None = None
+    heading: str | None = None
+
+
+def _label_width(labels: Sequence[str] | None, font: ImageFont.ImageFont, pad: int) -> int:
+    if not labels:
+        return 0
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return max(_text_size(probe, s, font)[0] for s in labels) + 2 * pad
+
+
+def render_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]],
+                row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+                cell_size: int | None = None, title: str | None = None, pad: int = 4,
+                font_size: int | None = None, label_width: int | None = None, what: str = "grid") -> Image.Image:
+    """The image :func:`save_grid` writes, without writing it. ``label_width``: pixels reserved for the
+    row labels (default: the widest label), so that blocks stacked by :func:`save_sections` align.
+    Raises ``ValueError`` (naming ``what``) for no image or label counts that do not match the rows/columns."""
     cells = [_as_cells(r) for r in rows]
     if not cells or not any(c is not None for r in cells for c in r):
-        raise ValueError(f"{path}: save_grid needs at least one image")
+        raise ValueError(f"{what}: save_grid needs at least one image")
     n_cols = max(len(r) for r in cells)
     if row_labels is not None and len(row_labels) != len(cells):
-        raise ValueError(f"{path}: {len(row_labels)} row labels for {len(cells)} rows")
+        raise ValueError(f"{what}: {len(row_labels)} row labels for {len(cells)} rows")
     if col_labels is not None and len(col_labels) != n_cols:
-        raise ValueError(f"{path}: {len(col_labels)} column labels for {n_cols} columns")
+        raise ValueError(f"{what}: {len(col_labels)} column labels for {n_cols} columns")
     first = next(c for r in cells for c in r if c is not None)
     size = int(cell_size or first.shape[-2])
     font = _label_font(font_size or max(10, min(28, size // 10)))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max((_text_size(probe, s, font)[0] for s in row_labels or []), default=0)
-    label_w = label_w + 2 * pad if row_labels else 0
+    label_w = _label_width(row_labels, font, pad) if label_width is None else int(label_width)
     col_h = max((_text_size(probe, s, font)[1] for s in col_labels or []), default=0)
     col_h = col_h + 2 * pad if col_labels else 0
     title_h = _text_size(probe, title, font)[1] + 2 * pad if title else 0
@@ -271,10 +286,61 @@ def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path
                 img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True,
                                     align_corners=False)[0]
             canvas.paste(tensor_to_pil(img).convert("RGB"), (label_w + pad + j * (size + pad), y))
+    return canvas
+
+
+def _save_png(canvas: Image.Image, path: str | os.PathLike) -> Image.Image:
     out = Path(path)
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
     return canvas
+
+
+def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path: str | os.PathLike,
+              row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+              cell_size: int | None = None, title: str | None = None, pad: int = 4,
+              font_size: int | None = None) -> Image.Image:
+    """Write a labelled grid of images to ``path`` (PNG, atomically) and return it.
+
+    ``rows``: one entry per row, either a ``[N, C, H, W]`` batch or a list of ``[C, H, W]`` /
+    ``[1, C, H, W]`` tensors in ``[-1, 1]``, C = 3 (RGB) or 1 (gray, shown as gray) (``None`` leaves a
+    blank cell). Every image is
+    resized (bilinear, antialiased) to ``cell_size`` square (default: the first image's
+    height). ``row_labels`` go left of each row, ``col_labels`` above each column,
+    ``title`` above everything; white background.
+    """
+    return _save_png(render_grid(rows, row_labels, col_labels, cell_size, title, pad, font_size, what=str(path)),
+                     path)
+
+
+def save_sections(sections: Sequence[GridSection], path: str | os.PathLike, cell_size: int,
+                  title: str | None = None, pad: int = 4, font_size: int | None = None) -> Image.Image:
+    """Write blocks of rows, each with its own column labels, stacked top to bottom (PNG, atomically).
+
+    For figures whose rows mean different things, e.g. ``original | W | W+ | PTI`` above edit rows
+    whose columns are strengths. Row labels share one width so the images of all blocks align.
+    Raises ``ValueError`` for no section or a section as :func:`save_grid` would refuse.
+    """
+    if not sections:
+        raise ValueError(f"{path}: save_sections needs at least one section")
+    font = _label_font(font_size or max(10, min(28, cell_size // 10)))
+    label_w = max(_label_width(s.row_labels, font, pad) for s in sections)
+    blocks = [render_grid(s.rows, s.row_labels, s.col_labels, cell_size, s.heading, pad, font_size,
+                          label_width=label_w, what=f"{path}, section {i}") for i, s in enumerate(sections)]
+    head = None
+    if title:
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        head = _text_size(probe, title, font)[1] + 2 * pad
+    width = max(b.width for b in blocks)
+    canvas = Image.new("RGB", (width, (head or 0) + sum(b.height for b in blocks)), "white")
+    y = 0
+    if title:
+        ImageDraw.Draw(canvas).multiline_text((pad, pad), title, fill="black", font=font)
+        y = head
+    for b in blocks:
+        canvas.paste(b, (0, y))
+        y += b.height
+    return _save_png(canvas, path)
 
 
 def prepare_target(target: torch.Tensor, resolution: int, device: torch.device | str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -88,11 +89,36 @@ def test_demo_rejects_a_folder_without_photos(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_column_labels_name_method_and_strength():
-    from pti.demo import column_labels
+def test_demo_figure_labels_methods_and_strengths_in_their_own_rows(tmp_path):
+    """The figure's first block is original | W | W+ | PTI; the edit block has its own strength columns."""
+    from pti.demo import RECONSTRUCTION_COLUMNS, strength_labels
+    from pti.images import GridSection, render_grid, save_sections
 
-    assert column_labels([-3, 0, 3]) == ["original | s=-3", "W | s=0", "W+ | s=3", "PTI"]
-    assert column_labels([-2, -1, 0, 1, 2]) == ["original | s=-2", "W | s=-1", "W+ | s=0", "PTI | s=1", "s=2"]
+    assert RECONSTRUCTION_COLUMNS == ("original", "W", "W+", "PTI")
+    assert strength_labels([-3, 0, 3]) == ["s=-3", "s=0 (pivot)", "s=3"]
+    red, blue = torch.full((1, 3, 8, 8), -1.0), torch.full((1, 3, 8, 8), -1.0)
+    red[:, 0], blue[:, 2] = 1, 1
+    sections = [GridSection([torch.cat([red] * 4)], ["reconstruction"], list(RECONSTRUCTION_COLUMNS)),
+                GridSection([torch.cat([blue] * 3)] * 2, ["smile, W", "smile, PTI"], strength_labels([-3, 0, 3]),
+                            heading="edits")]
+    fig = np.asarray(save_sections(sections, tmp_path / "f.png", cell_size=40, title="photo")).astype(int)
+    assert np.asarray(Image.open(tmp_path / "f.png")).shape == fig.shape
+    # 4 red cells in the first block, 6 blue ones below; the blocks' image columns start at the same x
+    is_red = np.abs(fig - [255, 0, 0]).sum(axis=2) < 5
+    is_blue = np.abs(fig - [0, 0, 255]).sum(axis=2) < 5
+    assert is_red.sum() == 4 * 40 * 40 and is_blue.sum() == 6 * 40 * 40
+    assert np.nonzero(is_red.any(axis=0))[0][0] == np.nonzero(is_blue.any(axis=0))[0][0]
+    assert np.nonzero(is_red.any(axis=1))[0][-1] < np.nonzero(is_blue.any(axis=1))[0][0]
+    # the second block, below the first, is the grid render_grid makes with the shared label width
+    top = render_grid(sections[0].rows, sections[0].row_labels, sections[0].col_labels, 40)
+    title_h = fig.shape[0] - top.height - render_grid(sections[1].rows, sections[1].row_labels,
+                                                      sections[1].col_labels, 40, "edits").height
+    block = render_grid(sections[1].rows, sections[1].row_labels, sections[1].col_labels, 40, "edits",
+                        label_width=top.width - 4 * 44 - 4)
+    assert np.array_equal(fig[title_h + top.height:, :block.width], np.asarray(block).astype(int))
+    with pytest.raises(ValueError, match="section 1: 1 row labels for 2 rows"):
+        save_sections([sections[0], GridSection(sections[1].rows, ["one"])], tmp_path / "g.png", cell_size=40)
+    assert not (tmp_path / "g.png").exists()
 
 
 def test_demo_options_apply_over_its_own_defaults():

@@ -329,3 +329,33 @@ def test_distillation_stops_at_its_time_budget_saves_and_resumes(tmp_path):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "r3"), "--kimg", "1", "--max-seconds", "-1"])
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+@needs_dcgan
+def test_stage_two_starts_from_a_generator_file_and_warms_up_d_alone(tmp_path: Path):
+    """`pti train-demo --init G.safetensors` (stage 2 of the recipe): G and G_ema start as the file,
+    the architecture comes from it, D trains alone during the warm-up, then G moves."""
+    from pti.stylegan2.checkpoints import save
+    from pti.train.demo import build_generator, config_for_init
+
+    torch.manual_seed(11)
+    source = build_generator(tiny_config(z_dim=24, w_dim=32))
+    save(source, tmp_path / "g.safetensors")
+    cfg = config_for_init(tiny_config(z_dim=32, d_warmup_kimg=0.004), tmp_path / "g.safetensors")
+    assert cfg.z_dim == 24 and cfg.init == str(tmp_path / "g.safetensors")
+    trainer = DemoTrainer(cfg)
+    for module in (trainer.G, trainer.G_ema):
+        assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), source.state_dict().values()))
+    d_before = {k: v.clone() for k, v in trainer.D.trainable_state_dict().items()}
+    for _ in range(2):  # 2 steps x batch 2 = the 4-image warm-up
+        stats = trainer.step()
+        assert "loss_G" not in stats
+    assert all(torch.equal(a, b) for a, b in zip(trainer.G.state_dict().values(), source.state_dict().values()))
+    assert any(not torch.equal(v, d_before[k]) for k, v in trainer.D.trainable_state_dict().items())
+    assert "loss_G" in trainer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(trainer.G.state_dict().values(), source.state_dict().values()))
+    from conftest import make_tiny_generator
+
+    save(make_tiny_generator(c_dim=3), tmp_path / "c.safetensors")
+    with pytest.raises(ValueError, match="unconditional RGB 'skip' generators"):
+        config_for_init(tiny_config(), tmp_path / "c.safetensors")

@@ -26,6 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel-base", type=int, default=None, help="synthesis channel_base of a new run")
     parser.add_argument("--channel-max", type=int, default=None, help="synthesis channel_max of a new run")
     parser.add_argument("--z-dim", type=int, default=None, help="z_dim = w_dim of a new run (default 256)")
+    parser.add_argument("--init", default=None,
+                        help="start a new run's G and G_ema from this pti .safetensors generator (its architecture "
+                             "replaces --z-dim/--channel-*): stage 2 of the demo recipe, the adversarial fine-tune "
+                             "of the distilled generator (python -m pti.train.distill)")
+    parser.add_argument("--d-warmup-kimg", type=float, default=None,
+                        help="with --init: thousands of images on which only D trains (default 0)")
+    parser.add_argument("--style-mixing", type=float, default=None,
+                        help="style-mixing probability per sample of a new run (default 0.9)")
+    parser.add_argument("--ema-kimg", type=float, default=None,
+                        help="G_ema half-life in thousands of images (default 10; also changes a resumed run)")
     parser.add_argument("--state-every", type=float, default=600.0, help="seconds between state.pt saves")
     parser.add_argument("--grid-every", type=float, default=600.0, help="seconds between sample grids")
     parser.add_argument("--export-every", type=float, default=900.0,
@@ -46,17 +56,21 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pti.train.demo import EXPORT_NAME, RESUME_COPY_NAME, ScheduleConfig, TrainDemoConfig, train
+    from pti.train.demo import EXPORT_NAME, RESUME_COPY_NAME, ScheduleConfig, TrainDemoConfig, config_for_init, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"seed": args.seed}
-    for name in ("batch", "r1_gamma", "g_lr", "d_lr", "channel_base", "channel_max"):
+    for name in ("batch", "r1_gamma", "g_lr", "d_lr", "channel_base", "channel_max", "d_warmup_kimg", "ema_kimg"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.style_mixing is not None:
+        overrides["style_mixing_prob"] = args.style_mixing
     if args.z_dim is not None:
         overrides.update(z_dim=args.z_dim, w_dim=args.z_dim)
     cfg = dataclasses.replace(TrainDemoConfig(), **overrides)
+    if args.init:
+        cfg = config_for_init(cfg, args.init)
 
     def written(given: str | None, default_name: str) -> Path | None:
         # a path given here is relative to the working directory; the default one to the run folder
@@ -65,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = ScheduleConfig(
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
         export_path=written(args.export, EXPORT_NAME), resume_copy_path=written(args.resume_copy, RESUME_COPY_NAME))
-    resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr") if getattr(args, k) is not None}
+    resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr", "ema_kimg") if getattr(args, k) is not None}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
                     max_steps=args.max_steps, resume_overrides=resume_overrides)
     print(f"pti train-demo: {trainer.nimg / 1000:.2f} kimg seen, state in {Path(args.out) / 'state.pt'}")

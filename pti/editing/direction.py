@@ -9,9 +9,12 @@ note on where it came from, and a ``scale``: the W-space length of one unit of s
 
 - official InterFaceGAN / PTI ``.pt`` files: the norm of the stored vector (1 for the
   published files), so ``apply`` equals the official ``latent + factor * direction``;
-- GANSpace, SeFa and boundaries fitted by :mod:`pti.editing.interfacegan`: the standard
-  deviation of the generator's W samples along the vector, so a strength is in sigmas
-  and ``-3, 0, 3`` means the same amount of change for every generator.
+- GANSpace, SeFa and boundaries fitted by :mod:`pti.editing.interfacegan` (every direction
+  ``pti`` computes or fits): one unit changes the generator's images by 4/255 mean absolute
+  difference (:mod:`pti.editing.strength`), so ``-3, 0, 3`` means a comparable, visible
+  change for every direction and every generator;
+- GANSpace files and :meth:`pti.editing.ganspace.PCABasis.directions` (read, not computed
+  for a generator): the standard deviation of W along the component (GANSpace's sigma).
 """
 from __future__ import annotations
 

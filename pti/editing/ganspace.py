@@ -107,6 +107,13 @@ def ganspace_basis(G: torch.nn.Module, num_components: int = 32, num_samples: in
 
 
 def ganspace_directions(G: torch.nn.Module, num_components: int = 32, layers: tuple[int, int] | None = None,
-                        **kwargs) -> list[Direction]:
-    """``ganspace_basis(G, num_components, **kwargs).directions(layers)``."""
-    return ganspace_basis(G, num_components, **kwargs).directions(layers)
+                        calibrate: bool = True, **kwargs) -> list[Direction]:
+    """``ganspace_basis(G, num_components, **kwargs).directions(layers)``, with ``scale`` set by
+    :func:`pti.editing.strength.calibrated` (1 unit = a 4/255 mean image change) unless
+    ``calibrate=False`` (then ``scale`` is the stdev of W along the component, GANSpace's sigma)."""
+    directions = ganspace_basis(G, num_components, **kwargs).directions(layers)
+    if not calibrate:
+        return directions
+    from pti.editing.strength import calibrated
+
+    return calibrated(G, directions, cache=kwargs.get("cache", True))

@@ -11,6 +11,7 @@ higher scores and expressed in the original W coordinates, is the edit direction
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -144,6 +145,9 @@ def fit_generator_boundaries(G: torch.nn.Module, attributes: tuple[str, ...] | l
                              batch_size: int = 32, progress: bool = True) -> tuple[list[BoundaryFit], dict]:
     """Sample ``G``, score the images with dlib landmarks and fit one boundary per attribute.
 
+    Each direction's ``scale`` is set by :func:`pti.editing.strength.calibrated` (1 unit = a
+    4/255 mean image change); the stdev of W along the normal is kept as ``w_stdev_along``.
+
     Returns:
         ``(fits, metadata)``; metadata records the generator's w_dim/num_ws, the sha256 of
         its mapping weights (to recognise the generator the boundaries belong to), the
@@ -158,6 +162,8 @@ def fit_generator_boundaries(G: torch.nn.Module, attributes: tuple[str, ...] | l
         scorer = lambda images: landmark_scorer(images, attributes)  # noqa: E731
     w, scores = sample_and_score(G, scorer, num_samples, seed=seed, truncation_psi=truncation_psi,
                                  batch_size=batch_size, progress=progress)
+    from pti.editing.strength import calibrated
+
     fits = []
     for attribute in attributes:
         if attribute not in scores:
@@ -166,6 +172,10 @@ def fit_generator_boundaries(G: torch.nn.Module, attributes: tuple[str, ...] | l
                                  heldout_fraction=heldout_fraction, seed=seed,
                                  source=f"InterFaceGAN boundary fitted on {num_samples} samples (seed {seed}, "
                                         f"truncation {truncation_psi}) scored with dlib landmarks"))
+    # strength unit: the convention of every computed direction (pti.editing.strength), not the
+    # stdev of W along the normal, which is small for an SVM normal
+    fits = [dataclasses.replace(f, direction=d, extras={**f.extras, "w_stdev_along": f.direction.scale})
+            for f, d in zip(fits, calibrated(G, [f.direction for f in fits], cache=False))]
     metadata = {"w_dim": int(G.w_dim), "num_ws": int(G.num_ws),
                 "mapping_sha256": weights_fingerprint(G, ("mapping.",)), "num_samples": num_samples,
                 "seed": seed, "truncation_psi": truncation_psi, "extreme_fraction": extreme_fraction,

@@ -203,7 +203,8 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
     """A Direction for ``G`` from a command-line name.
 
     ``spec`` is one of:
-      - ``ganspace:K`` / ``sefa:K``: component K computed from ``G`` (cached);
+      - ``ganspace:K`` / ``sefa:K``: component K computed from ``G`` (cached), its strength unit set
+        by :mod:`pti.editing.strength` (1 = a 4/255 mean image change);
       - ``FILE.npz#K`` or ``FILE.pt#K`` (GANSpace dict): GANSpace component K;
       - ``FILE.pt#NAME``: direction NAME of a pti collection;
       - ``FILE.pt`` / ``FILE.npy``: an InterFaceGAN boundary, or a one-direction collection;
@@ -225,8 +226,12 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
         else:
             from pti.editing.sefa import sefa_directions
 
-            d = sefa_directions(G, num_components=n_comp, layers=layers, cache=cache)[k]
-        return _check(d.with_layers(layers) if layers is not None else d, w_dim, num_ws)
+            d = sefa_directions(G, num_components=n_comp, layers=layers, cache=cache, calibrate=False)[k]
+        if layers is not None:
+            d = d.with_layers(layers)
+        from pti.editing.strength import calibrated
+
+        return _check(calibrated(G, [d], cache=cache)[0], w_dim, num_ws)
 
     file_part, _, key = spec.partition("#")
     path = Path(file_part)

@@ -66,7 +66,7 @@ def _factorise(G: torch.nn.Module, num_components: int, layers: tuple[int, int] 
 
 def sefa_directions(G: torch.nn.Module, num_components: int = 16, layers: tuple[int, int] | None = None,
                     include_torgb: bool = False, num_samples: int = 10_000, seed: int = 0,
-                    cache: bool = True) -> list[Direction]:
+                    cache: bool = True, calibrate: bool = True) -> list[Direction]:
     """The ``num_components`` leading SeFa directions for the style inputs in ``layers``.
 
     Args:
@@ -74,7 +74,10 @@ def sefa_directions(G: torch.nn.Module, num_components: int = 16, layers: tuple[
         layers: ``(start, stop)`` over ``num_ws``; None: all. The returned directions carry
             the same range (an edit found for layers 0..3 is applied to layers 0..3).
         include_torgb: also factorise the ToRGB affines.
-        num_samples, seed: W samples for each direction's ``scale``.
+        num_samples, seed: W samples for the stdev along each direction (its ``scale`` when
+            ``calibrate=False``).
+        calibrate: set each ``scale`` with :func:`pti.editing.strength.calibrated` (1 unit =
+            a 4/255 mean image change, the convention of every computed direction).
 
     Returns:
         Directions named ``sefa_{k}`` by decreasing eigenvalue; the vectors are orthonormal.
@@ -89,8 +92,13 @@ def sefa_directions(G: torch.nn.Module, num_components: int = 16, layers: tuple[
     result = cached(fingerprint, "sefa", params,
                     lambda: _factorise(G, num_components, layers, include_torgb, num_samples, seed), enabled=cache)
     where = f"layers {layers[0]}..{layers[1] - 1}" if layers else "all layers"
-    return [Direction(vector=result["components"][k], layers=layers, name=f"sefa_{k}",
+    directions = [Direction(vector=result["components"][k], layers=layers, name=f"sefa_{k}",
                       source=f"SeFa on {where}{' incl. ToRGB' if include_torgb else ''}, component {k} "
                              f"(eigenvalue {float(result['eigenvalues'][k]):.4g})",
                       scale=float(result["stdev"][k]))
-            for k in range(num_components)]
+                  for k in range(num_components)]
+    if not calibrate:
+        return directions
+    from pti.editing.strength import calibrated
+
+    return calibrated(G, directions, cache=cache)

@@ -60,6 +60,11 @@ class TrainDemoConfig:
     ``style_mixing_prob``: per-sample probability of mixing two latents at a random cutoff.
     ``augment``: DiffAugment policies applied before D. ``calib_images``: real images (from a
     separate seed) used once to fix D's feature scales. ``d``: discriminator settings.
+    ``init``: a pti ``.safetensors`` generator that G and G_ema start from (stage 2 of the
+    recipe: the fine-tune of the distilled generator of :mod:`pti.train.distill`); its
+    architecture must be the one these fields describe (:func:`config_for_init` reads it).
+    ``d_warmup_kimg``: with ``init``, D alone is trained on the first this-many thousand
+    images, so that the pretrained G is not pushed around by an untrained D.
     """
 
     resolution: int = 64
@@ -80,6 +85,8 @@ class TrainDemoConfig:
     calib_images: int = 64
     d: ProjectedDConfig = field(default_factory=ProjectedDConfig)
     seed: int = 0
+    init: str | None = None
+    d_warmup_kimg: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -119,6 +126,29 @@ def build_generator(cfg: TrainDemoConfig) -> Generator:
                                        "architecture": "skip"})
 
 
+def config_for_init(cfg: TrainDemoConfig, init: str | Path) -> TrainDemoConfig:
+    """``cfg`` with ``init`` set and its architecture fields read from the generator file ``init``.
+
+    Raises :class:`pti.stylegan2.checkpoints.CheckpointError` for a file that is not a pti
+    generator, ``ValueError`` for a generator this trainer cannot continue (conditional,
+    not RGB, not the 'skip' architecture, or another mapping lr multiplier).
+    """
+    from pti.stylegan2.checkpoints import load
+
+    G = load(str(init))
+    kw = G.init_kwargs
+    syn, mapping = kw.get("synthesis_kwargs", {}), kw.get("mapping_kwargs", {})
+    if (kw.get("c_dim", 0) != 0 or kw.get("img_channels", 3) != 3 or syn.get("architecture", "skip") != "skip"
+            or mapping.get("lr_multiplier", 0.01) != 0.01):
+        raise ValueError(f"{init}: train-demo continues only unconditional RGB 'skip' generators with mapping "
+                         f"lr multiplier 0.01; this one has {kw}")
+    return dataclasses.replace(cfg, init=str(init), z_dim=int(kw["z_dim"]), w_dim=int(kw["w_dim"]),
+                               resolution=int(kw["img_resolution"]),
+                               mapping_layers=int(mapping.get("num_layers", cfg.mapping_layers)),
+                               channel_base=int(syn.get("channel_base", cfg.channel_base)),
+                               channel_max=int(syn.get("channel_max", cfg.channel_max)))
+
+
 @torch.no_grad()
 def ema_update(G_ema: Generator, G: Generator, batch: int, ema_nimg: float) -> None:
     """StyleGAN2's generator EMA: half-life ``ema_nimg`` images, ``batch`` images per step; buffers copied."""
@@ -143,11 +173,15 @@ class DemoTrainer:
     stores all of them, so a resumed run continues exactly as an uninterrupted one would.
     """
 
-    def __init__(self, cfg: TrainDemoConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cfg: TrainDemoConfig, device: torch.device | str = "cpu", load_init: bool = True) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         self.G = build_generator(cfg).to(self.device).train()
+        if cfg.init and load_init:  # not when a state is loaded next (the file may be gone by then)
+            from pti.stylegan2.checkpoints import load
+
+            self.G.load_state_dict(load(cfg.init).state_dict())  # strict: config_for_init set the architecture
         self.G_ema = build_generator(cfg).to(self.device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
         self.D = ProjectedDiscriminator(cfg.d, seed=cfg.seed + 1).to(self.device).train()
@@ -223,7 +257,11 @@ class DemoTrainer:
                      D_real=float(sum(l.detach().mean() for l in real_logits)),
                      D_fake=float(sum(l.detach().mean() for l in fake_logits)))
 
-        # generator
+        # generator (not while D warms up on a pretrained G)
+        self.nimg += B
+        self.step_count += 1
+        if self.nimg <= cfg.d_warmup_kimg * 1000:
+            return stats
         self.D.heads.requires_grad_(False)
         fake = self.G.synthesis(self.mixed_ws(self.G, B, update_w_avg=True))
         loss_G = sum(F.softplus(-l).mean() for l in self.run_D(fake))
@@ -231,9 +269,6 @@ class DemoTrainer:
         loss_G.backward()
         self.G_opt.step()
         stats["loss_G"] = float(loss_G.detach())
-
-        self.nimg += B
-        self.step_count += 1
         self.update_ema()
         return stats
 
@@ -331,7 +366,7 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
         changed = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE
                    if k in (resume_overrides or ()) and getattr(cfg, k) != getattr(stored, k)}
         cfg = dataclasses.replace(stored, **changed)
-    trainer = DemoTrainer(cfg, dev)
+    trainer = DemoTrainer(cfg, dev, load_init=state is None)
     if state is not None:
         trainer.load_state_dict(state)
         log(f"resumed from {resume_path} at {trainer.nimg / 1000:.2f} kimg (step {trainer.step_count})")
@@ -388,7 +423,7 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
                 sec_per_kimg = (now - t_log) / max(trainer.nimg - n_log, 1) * 1000
                 means = " ".join(f"{k} {sum(v) / len(v):.4g}" for k, v in sorted(acc.items()))
                 log(f"kimg {trainer.nimg / 1000:.3f} step {trainer.step_count} {means} sec/kimg {sec_per_kimg:.1f}")
-                bar.set_postfix(G=f"{sum(acc['loss_G']) / len(acc['loss_G']):.3f}",
+                bar.set_postfix(G=f"{sum(acc['loss_G']) / len(acc['loss_G']):.3f}" if "loss_G" in acc else "warm-up",
                                 D=f"{sum(acc['loss_D']) / len(acc['loss_D']):.3f}")
                 if any(not math.isfinite(sum(v)) for v in acc.values()):
                     save_state()
