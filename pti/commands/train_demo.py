@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of the distilled generator (python -m pti.train.distill)")
     parser.add_argument("--d-warmup-kimg", type=float, default=None,
                         help="with --init: thousands of images on which only D trains (default 0)")
+    parser.add_argument("--distill-weight", type=float, default=None,
+                        help="weight of the distillation anchor of a new run: unmixed G samples are pulled towards "
+                             "the DCGAN's image for the same z (L1 + perceptual; needs z_dim 100, e.g. --init of a "
+                             "distilled generator). Default 0: off")
     parser.add_argument("--style-mixing", type=float, default=None,
                         help="style-mixing probability per sample of a new run (default 0.9)")
     parser.add_argument("--ema-kimg", type=float, default=None,
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"seed": args.seed}
-    for name in ("batch", "r1_gamma", "g_lr", "d_lr", "channel_base", "channel_max", "d_warmup_kimg", "ema_kimg"):
+    for name in ("batch", "r1_gamma", "g_lr", "d_lr", "channel_base", "channel_max", "d_warmup_kimg", "ema_kimg",
+                 "distill_weight"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.style_mixing is not None:

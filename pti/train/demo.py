@@ -65,6 +65,11 @@ class TrainDemoConfig:
     architecture must be the one these fields describe (:func:`config_for_init` reads it).
     ``d_warmup_kimg``: with ``init``, D alone is trained on the first this-many thousand
     images, so that the pretrained G is not pushed around by an untrained D.
+    ``distill_weight``: weight of the distillation anchor in G's loss (0: off). The G samples of
+    a step that are not style-mixed are pulled towards the DCGAN's image for the same z, with
+    the L1 + perceptual loss of :mod:`pti.train.distill` (needs ``z_dim`` = the DCGAN's 100). It
+    keeps the fine-tune on the distilled faces while the adversarial loss sharpens them: without
+    it the first 4 kimg from the distilled generator turned its faces into masks.
     """
 
     resolution: int = 64
@@ -87,6 +92,7 @@ class TrainDemoConfig:
     seed: int = 0
     init: str | None = None
     d_warmup_kimg: float = 0.0
+    distill_weight: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -190,6 +196,14 @@ class DemoTrainer:
         self.source = DCGANFaceSource(seed=cfg.seed + 2, device=self.device)
         self.latent_rng = _seeded(cfg.seed + 3, self.device)
         self.aug_rng = _seeded(cfg.seed + 4, self.device)
+        self.teacher = self.perceptual = None
+        if cfg.distill_weight > 0:
+            from pti.perceptual import load_fallback
+            from pti.train.dcgan_source import DCGAN_Z_DIM, load_dcgan
+
+            if cfg.z_dim != DCGAN_Z_DIM:
+                raise ValueError(f"distill_weight > 0 needs z_dim {DCGAN_Z_DIM} (the DCGAN's), got {cfg.z_dim}")
+            self.teacher, self.perceptual = load_dcgan(self.device), load_fallback(self.device)
         self.step_count = 0
         self.nimg = 0
         self.train_seconds = 0.0  # wall time spent in step() over all sessions of the run
@@ -207,9 +221,11 @@ class DemoTrainer:
             x = F.interpolate(x, size=(self.cfg.resolution,) * 2, mode="area")
         return x
 
-    def mixed_ws(self, G: Generator, n: int, update_w_avg: bool) -> torch.Tensor:
-        """``ws [n, num_ws, w_dim]`` with per-sample style mixing (prob ``style_mixing_prob``)."""
-        z = torch.randn([n, G.z_dim], generator=self.latent_rng, device=self.device)
+    def mixed_ws(self, G: Generator, n: int, update_w_avg: bool, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``ws [n, num_ws, w_dim]`` with per-sample style mixing (prob ``style_mixing_prob``); ``z``: the
+        first latents (drawn here when None). Unmixed rows use ``z`` alone on every layer."""
+        if z is None:
+            z = torch.randn([n, G.z_dim], generator=self.latent_rng, device=self.device)
         ws = G.mapping(z, None, update_w_avg=update_w_avg)
         if self.cfg.style_mixing_prob > 0:
             z2 = torch.randn([n, G.z_dim], generator=self.latent_rng, device=self.device)
@@ -263,8 +279,23 @@ class DemoTrainer:
         if self.nimg <= cfg.d_warmup_kimg * 1000:
             return stats
         self.D.heads.requires_grad_(False)
-        fake = self.G.synthesis(self.mixed_ws(self.G, B, update_w_avg=True))
+        z = torch.randn([B, self.G.z_dim], generator=self.latent_rng, device=self.device)
+        ws = self.mixed_ws(self.G, B, update_w_avg=True, z=z)
+        fake = self.G.synthesis(ws)
         loss_G = sum(F.softplus(-l).mean() for l in self.run_D(fake))
+        stats["loss_G_adv"] = float(loss_G.detach())
+        if self.teacher is not None:
+            # the rows whose every layer took z (not style-mixed) have a DCGAN target
+            plain = (ws == ws[:, :1]).all(dim=2).all(dim=1)
+            if bool(plain.any()):
+                with torch.no_grad():
+                    target = self.teacher(z[plain][:, :, None, None]).clamp(-1, 1)
+                    if target.shape[-1] != cfg.resolution:
+                        target = F.interpolate(target, size=(cfg.resolution,) * 2, mode="area")
+                l1 = (fake[plain] - target).abs().mean()
+                perc = self.perceptual(fake[plain], target).mean()
+                loss_G = loss_G + cfg.distill_weight * (l1 + perc)
+                stats.update(distill_l1=float(l1.detach()), distill_perceptual=float(perc.detach()))
         self.G_opt.zero_grad(set_to_none=True)
         loss_G.backward()
         self.G_opt.step()
