@@ -82,6 +82,10 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         name="demo", filename="demo_generator.safetensors", resolution=64, packaged=True,
         description="small StyleGAN2 trained for this project's demo (64x64 faces; pti's own format)",
         license="see pti/assets model card (trained on DCGAN samples of DigiFace-1M: non-commercial research)"),
+    "demo-e4e": ZooEntry(
+        name="demo-e4e", filename="demo_encoder.safetensors", resolution=64, packaged=True, kind="encoder",
+        description="small e4e encoder of the demo generator (10 x 256 W+ codes; `pti run --init e4e` on 'demo')",
+        license="see pti/assets model card (trained on the demo generator's samples)"),
     "ffhq": ZooEntry(
         name="ffhq", filename="ffhq.pkl", resolution=1024,
         description="NVIDIA StyleGAN2-ADA FFHQ 1024x1024, the generator used by the PTI paper",

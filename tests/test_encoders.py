@@ -356,7 +356,7 @@ def test_damaged_and_foreign_files(tmp_path: Path) -> None:
         load_e4e(tmp_path / "x.pkl")
     with pytest.raises(CheckpointError, match=r"nope\.pt: no such file"):
         load_e4e(tmp_path / "nope.pt")
-    with pytest.raises(CheckpointError, match=r"'ffhq' is a generator in pti's zoo, not an encoder; encoders: e4e"):
+    with pytest.raises(CheckpointError, match=r"'ffhq' is a generator in pti's zoo, not an encoder; encoders: demo-e4e, e4e"):
         load_e4e("ffhq")
 
 

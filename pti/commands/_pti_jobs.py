@@ -33,7 +33,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                              "(an e4e encoder's W+ code, refined by --inv-steps N steps, 0 allowed; implies --space w+)")
     parser.add_argument("--encoder", default=None,
                         help="with --init e4e: encoder checkpoint (official e4e .pt or pti .safetensors) or zoo name "
-                             "(default: 'e4e', the official FFHQ encoder; `pti download e4e`)")
+                             "(default: 'demo-e4e', shipped, for the demo generator; else 'e4e', the official FFHQ "
+                             "encoder: `pti download e4e`)")
     add_class_index_argument(parser)
     parser.add_argument("--no-align", action="store_true", help="images are already aligned crops")
     add_face_index_argument(parser)
@@ -79,6 +80,7 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     from pti.run_summary import build_summary, session_record, write_summary
     from pti.runner import RunOptions, check_unique_names, list_images, process_images
     from pti.stylegan2.checkpoints import CheckpointError, load
+    from pti.encoders import default_encoder, encoder_for
 
     source = args.input_opt or args.input
     if not source:
@@ -119,7 +121,8 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
             print(f"{tag}: {exc}", file=sys.stderr)
             return 2  # non-zero: torchrun stops the other ranks
         try:
-            encoder = load_encoder_for(G, args.encoder or "e4e", ctx.device) if args.init == "e4e" else None
+            encoder = (encoder_for(G, args.encoder or default_encoder(args.generator), ctx.device)
+                       if args.init == "e4e" else None)
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             print(f"{tag}: --init e4e: {exc}", file=sys.stderr)
             return 2
@@ -172,18 +175,3 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         distributed.teardown(ctx)
 
 
-def load_encoder_for(G, name: str, device):
-    """The e4e encoder ``name`` (path or zoo name) on ``device``, checked to give codes of ``G``'s shape.
-
-    Raises ``ValueError`` when its codes are not ``[num_ws, w_dim]`` of ``G`` (another generator's encoder),
-    :class:`~pti.stylegan2.CheckpointError` for an unreadable or unsafe file.
-    """
-    from pti.encoders import load_e4e
-
-    encoder = load_e4e(name, device=device).eval()
-    cfg = encoder.config
-    if (cfg.num_ws, cfg.w_dim) != (int(G.num_ws), int(G.w_dim)):
-        raise ValueError(f"encoder {name!r} gives [{cfg.num_ws}, {cfg.w_dim}] codes but the generator needs "
-                         f"[{int(G.num_ws)}, {int(G.w_dim)}] (num_ws, w_dim): pass --encoder with an encoder "
-                         "trained for this generator")
-    return encoder

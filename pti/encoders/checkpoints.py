@@ -123,3 +123,25 @@ def load_e4e_with_format(path_or_name: str | Path,
 def load_e4e(path_or_name: str | Path, device: str | torch.device = "cpu") -> Encoder4Editing:
     """Load an e4e encoder from a path or zoo name (``'e4e'``); see :func:`load_e4e_with_format`."""
     return load_e4e_with_format(path_or_name, device=device)[0]
+
+
+def default_encoder(generator: str) -> str:
+    """The encoder ``pti run --init e4e`` uses without ``--encoder``: the shipped one for the demo
+    generator (zoo name ``'demo-e4e'``), else the official FFHQ e4e (``'e4e'``)."""
+    return "demo-e4e" if str(generator) == "demo" else "e4e"
+
+
+def encoder_for(G: torch.nn.Module, name: str | Path, device: str | torch.device = "cpu") -> Encoder4Editing:
+    """The e4e encoder ``name`` (path or zoo name) on ``device`` in eval mode, checked against ``G``.
+
+    Raises:
+        ValueError: its codes are not ``[G.num_ws, G.w_dim]`` (an encoder of another generator).
+        CheckpointError: an unreadable, unsafe or missing file (see :func:`load_e4e_with_format`).
+    """
+    encoder = load_e4e(name, device=device).eval()
+    cfg = encoder.config
+    if (cfg.num_ws, cfg.w_dim) != (int(G.num_ws), int(G.w_dim)):
+        raise ValueError(f"encoder {str(name)!r} gives [{cfg.num_ws}, {cfg.w_dim}] codes but the generator needs "
+                         f"[{int(G.num_ws)}, {int(G.w_dim)}] (num_ws, w_dim): pass --encoder with an encoder "
+                         "trained for this generator")
+    return encoder
