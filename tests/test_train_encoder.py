@@ -44,10 +44,10 @@ def test_steps_lower_the_loss_on_a_fixed_batch(tiny: EncoderTrainConfig):
         loss.backward()
         trainer.opt.step()
     last = trainer.losses(x, ws)
-    # measured over seeds 2, 3, 4 (15 Adam steps at lr 3e-3): the loss fell to 0.41-0.51 of its start,
-    # the code term to 0.72-0.82 (the image terms learn first); an optimiser that does nothing leaves 1.0
+    # measured over seeds 2, 3, 4 (15 Adam steps at lr 3e-3, the default weights): the loss fell to
+    # 0.46-0.50 of its start, the code term to 0.43-0.50; an optimiser that does nothing leaves 1.0
     assert float(last["loss"]) < 0.7 * float(first["loss"])
-    assert float(last["code"]) < 0.95 * float(first["code"])
+    assert float(last["code"]) < 0.7 * float(first["code"])
     assert not any(p.requires_grad for p in trainer.G.parameters())  # G stays frozen
 
 

@@ -57,8 +57,8 @@ class EncoderTrainConfig:
     lr: float = 1e-3
     lambda_l2: float = 1.0
     lambda_perceptual: float = 0.8
-    lambda_code: float = 1.0
-    lambda_delta: float = 2e-4
+    lambda_code: float = 10.0
+    lambda_delta: float = 1e-3
     psi_min: float = 0.5
     seed: int = 0
 
@@ -223,13 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch", type=int, default=8, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lambda-code", type=float, default=10.0, help="weight of the code regression")
+    p.add_argument("--lambda-delta", type=float, default=1e-3, help="weight of e4e's delta regularisation")
     p.add_argument("--state-interval", type=float, default=600.0, help="seconds between saves")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds of training")
     a = p.parse_args(argv)
     if a.max_seconds is not None and not a.max_seconds > 0:
         p.error(f"--max-seconds must be positive, got {a.max_seconds}")
     torch.set_num_threads(a.threads)
-    cfg = EncoderTrainConfig(generator=a.generator, batch=a.batch, lr=a.lr)
+    cfg = EncoderTrainConfig(generator=a.generator, batch=a.batch, lr=a.lr, lambda_code=a.lambda_code,
+                             lambda_delta=a.lambda_delta)
     train_encoder(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
                   max_seconds=a.max_seconds)
     return 0

@@ -91,19 +91,34 @@ def dcgan_sampler(seed: int) -> Callable[[int], torch.Tensor]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from pti.io_utils import atomic_torch_save
+
     p = argparse.ArgumentParser(description=f"{METRIC_NAME} between generators and the DCGAN source.")
     p.add_argument("generators", nargs="*", help="pti .safetensors generators to score")
     p.add_argument("--n", type=int, default=5000, help="samples per set")
     p.add_argument("--subset-size", type=int, default=1000, help="KID subset size")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--cache", default=None, help="folder for the DCGAN sets' features (reused by later runs)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)  # random synthesis noise
     ext = EffNetLite0Features()
-    ref = features(dcgan_sampler(1001), a.n, ext, desc="DCGAN reference")
+
+    def dcgan_features(seed: int, desc: str) -> torch.Tensor:
+        # the DCGAN's sets do not change between runs: kept in --cache when given
+        path = Path(a.cache) / f"dcgan_feats_seed{seed}_n{a.n}.pt" if a.cache else None
+        if path is not None and path.is_file():
+            return torch.load(path, weights_only=True)
+        feats = features(dcgan_sampler(seed), a.n, ext, desc=desc)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(feats, path)
+        return feats
+
+    ref = dcgan_features(1001, "DCGAN reference")
     rows = {"metric": METRIC_NAME, "n": a.n, "subset_size": a.subset_size, "kid": {}}
-    other = features(dcgan_sampler(2002), a.n, ext, desc="DCGAN split half")
+    other = dcgan_features(2002, "DCGAN split half")
     rows["kid"]["dcgan_split_half"] = kid(ref, other, subset_size=a.subset_size)
     print("dcgan split half", rows["kid"]["dcgan_split_half"], flush=True)
     for path in a.generators:
