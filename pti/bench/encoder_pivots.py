@@ -42,7 +42,7 @@ def editability(G: torch.nn.Module, pivot: Any, attributes: tuple[str, ...], sco
 
 
 def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: int | None = None,
-        tuning_steps: int | None = None, identity: bool = True) -> dict[str, Any]:
+        tuning_steps: int | None = None, identity: bool = True, figure: str | None = None) -> dict[str, Any]:
     from pti.alignment import align_face
     from pti.config import InversionConfig, TuningConfig
     from pti.demo import bundled_photos
@@ -63,6 +63,7 @@ def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: i
     perceptual = PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, "cpu")
     scorer = LandmarkScorer()
     rows: dict[str, dict[str, dict[str, float]]] = {}
+    images: dict[str, list[torch.Tensor]] = {}
     for name, photo in bundled_photos().items():
         x = pil_to_tensor(align_face(photo, output_size=G.img_resolution, name=name), G.img_channels)
         x = x.reshape(1, *x.shape[-3:])
@@ -70,6 +71,7 @@ def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: i
         for n in refine:
             runs[f"e4e + {n} steps"] = (enc, dataclasses.replace(inv_cfg, space="w+", steps=n))
         rows[name] = {}
+        images[name] = [x]
         for label, (init, cfg) in runs.items():
             t0 = time.perf_counter()
             pivot = project(G, x, cfg, init=init, perceptual=perceptual_inv, progress=False)
@@ -80,11 +82,19 @@ def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: i
             with torch.no_grad():
                 image = tuned.synthesis(pivot.w, noise_mode=tune_cfg.noise_mode,
                                         noise=pivot.noise if tune_cfg.use_pivot_noise else None)
+            with torch.no_grad():
+                images[name] += [G.synthesis(pivot.w, noise_mode="const", noise=pivot.noise or None), image]
             row = evaluate(image, x, perceptual=perceptual, identity=identity_similarity if identity else None)
             row.update(editability(tuned, pivot, ("smile", "yaw"), scorer))
             row.update(inversion_s=t1 - t0, tuning_s=t2 - t1, total_s=t2 - t0, tuning_steps=float(result.steps))
             rows[name][label] = {k: float(v) for k, v in row.items()}
             print(name, label, {k: round(v, 4) for k, v in rows[name][label].items()}, flush=True)
+    if figure is not None:
+        from pti.images import save_grid
+
+        cols = ["photo"] + [f"{label}: {what}" for label in runs for what in ("pivot", "PTI")]
+        save_grid(list(images.values()), figure, row_labels=list(images), col_labels=cols, cell_size=128,
+                  title="pivots rendered by the original generator, and after pivotal tuning", font_size=10)
     return {"generator": generator, "encoder": encoder_name, "perceptual": perceptual.name,
             "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
             "inversion_steps": inv_cfg.steps, "tuning_steps": tune_cfg.steps, "rows": rows}
@@ -120,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     p.add_argument("--json", default=None, help="write the result here")
     p.add_argument("--markdown", default=None, help="write the table here")
+    p.add_argument("--figure", default=None, help="write a PNG of every pivot and its PTI result here")
     a = p.parse_args(argv)
     if any(n < 0 for n in a.refine):
         p.error("--refine steps must be >= 0")
     torch.set_num_threads(a.threads)
-    result = run(a.generator, a.encoder, a.refine, a.inversion_steps, a.tuning_steps, identity=not a.no_identity)
+    result = run(a.generator, a.encoder, a.refine, a.inversion_steps, a.tuning_steps, identity=not a.no_identity,
+                 figure=a.figure)
     table = markdown(result)
     print(table)
     from pti.io_utils import atomic_write_json, atomic_write_text
