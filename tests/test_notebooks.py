@@ -237,11 +237,18 @@ def test_01_inversion_metrics(executed):
     data = _metrics(executed, "01_inversion")
     assert {"01_aligned.png", "01_inversion.png", "01_inversion_loss.png"} <= set(data["figures"])
     assert set(data["images"]) == {"grace_hopper", "astronaut"}      # the bundled photos (images=None)
+    # the encoder section (issue 19): the shipped demo encoder's pivots, and editability for every code
+    assert data["parameters"]["encoder"] == "demo-e4e"
+    assert {"01_distortion_editability.png", "01_encoder_pivots.png"} <= set(data["figures"])
+    refined = f"e4e+{data['parameters']['encoder_refine_steps']}"
     for name, methods in data["images"].items():
-        assert set(methods) == {"W", "W+"}
+        assert set(methods) == {"W", "W+", "e4e", refined}
         for method, row in methods.items():
             _assert_metric_row(row, f"01 {name} {method}")
         assert data["w_plus_layer_spread"][name] > 0                 # W+ codes differ across layers
+        for code in ("W", "W+", "e4e", refined):
+            for attr in ("smile", "yaw"):  # dlib found the face at both strengths: a finite score change
+                assert math.isfinite(data["editability"][f"{name} {code} {attr}"])
 
 
 # The orderings below (PTI, multi-ID PTI and both locality settings beat W) compare results of 15 inversion and
