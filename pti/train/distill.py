@@ -23,8 +23,6 @@ A run folder holds ``state.pt`` (weights_only-loadable; resumes exactly), ``log.
 from __future__ import annotations
 
 import dataclasses
-import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch.nn.functional as F
 from pti.io_utils import atomic_torch_save
 from pti.stylegan2 import Generator
 from pti.train.dcgan_source import DCGAN_Z_DIM, load_dcgan
+from pti.train.loop import run_steps
 
 STATE_KIND = "pti-demo-distill-v1"
 
@@ -200,53 +199,17 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
         log(f"new run {dataclasses.asdict(cfg)}; torch threads {torch.get_num_threads()}; "
             f"G {sum(p.numel() for p in trainer.G.parameters()) / 1e6:.2f} M params")
 
-    stop = {"flag": False}
-    handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGTERM, signal.SIGINT)}
-
     def save_all() -> None:
         atomic_torch_save(trainer.state_dict(), state_path)
         if export is not None:
             save(trainer.G_ema, Path(export))
         log(f"saved at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h)")
 
-    t_state = t_grid = t_log = t_start = time.time()
-    n_log, acc, steps = trainer.nimg, {}, 0
+    def grid() -> None:
+        trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
 
-    def out_of_time() -> bool:
-        return max_seconds is not None and steps > 0 and time.time() - t_start >= max_seconds
-
-    try:
-        while (trainer.nimg < kimg * 1000 and not stop["flag"] and (max_steps is None or steps < max_steps)
-               and not out_of_time()):
-            t0 = time.time()
-            stats = trainer.step()
-            trainer.train_seconds += time.time() - t0
-            steps += 1
-            for k, v in stats.items():
-                acc.setdefault(k, []).append(v)
-            now = time.time()
-            if trainer.step_count % 25 == 0:
-                if not all(math.isfinite(sum(v)) for v in acc.values()):
-                    raise FloatingPointError(f"{out / 'log.txt'}: non-finite loss at step {trainer.step_count}")
-                means = " ".join(f"{k} {sum(v) / len(v):.4f}" for k, v in sorted(acc.items()))
-                rate = (now - t_log) / max(trainer.nimg - n_log, 1) * 1000
-                log(f"kimg {trainer.nimg / 1000:.2f} {means} sec/kimg {rate:.1f}")
-                acc, t_log, n_log = {}, now, trainer.nimg
-            if now - t_grid >= grid_interval_s:
-                trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
-                t_grid = now
-            if now - t_state >= state_interval_s:
-                save_all()
-                t_state = now
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    if out_of_time() and trainer.nimg < kimg * 1000:
-        log(f"stopped at the time budget ({max_seconds:g} s) after {steps} steps, "
-            f"{steps * trainer.cfg.batch} images in {time.time() - t_start:.1f} s")
-    elif stop["flag"]:
-        log("stopped by signal")
-    save_all()
+    run_steps(trainer, kimg, log, save_all, out / "log.txt", state_interval_s, max_steps, max_seconds,
+              timers=[(grid_interval_s, grid)])
     trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
     return trainer
 

@@ -21,18 +21,16 @@ resumes from ``OUT/state.pt``; ``--export`` receives the encoder (eval mode) at 
 from __future__ import annotations
 
 import dataclasses
-import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from pti.encoders import E4EConfig, Encoder4Editing, prepare_input
 from pti.io_utils import atomic_torch_save
+from pti.train.loop import run_steps
 
 STATE_KIND = "pti-encoder-train-v1"
 
@@ -180,34 +178,7 @@ def train_encoder(cfg: EncoderTrainConfig, out_dir: str | Path, kimg: float, exp
             trainer.E.train(was_training)
         log(f"saved at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h)")
 
-    stop = {"flag": False}
-    handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGTERM, signal.SIGINT)}
-    t_start = t_state = t_log = time.time()
-    n_log, acc, steps = trainer.nimg, {}, 0
-    try:
-        while (trainer.nimg < kimg * 1000 and not stop["flag"] and (max_steps is None or steps < max_steps)
-               and (max_seconds is None or steps == 0 or time.time() - t_start < max_seconds)):
-            t0 = time.time()
-            stats = trainer.step()
-            trainer.train_seconds += time.time() - t0
-            steps += 1
-            for k, v in stats.items():
-                acc.setdefault(k, []).append(v)
-            now = time.time()
-            if trainer.step_count % 25 == 0:
-                if not all(math.isfinite(sum(v)) for v in acc.values()):
-                    raise FloatingPointError(f"{out / 'log.txt'}: non-finite loss at step {trainer.step_count}")
-                means = " ".join(f"{k} {sum(v) / len(v):.4f}" for k, v in sorted(acc.items()))
-                log(f"kimg {trainer.nimg / 1000:.2f} {means} sec/kimg "
-                    f"{(now - t_log) / max(trainer.nimg - n_log, 1) * 1000:.1f}")
-                acc, t_log, n_log = {}, now, trainer.nimg
-            if now - t_state >= state_interval_s:
-                save_all()
-                t_state = now
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    save_all()
+    run_steps(trainer, kimg, log, save_all, out / "log.txt", state_interval_s, max_steps, max_seconds)
     return trainer
 
 
