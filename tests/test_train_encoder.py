@@ -66,3 +66,28 @@ def test_resume_continues_exactly_and_export_loads(tiny: EncoderTrainConfig, tmp
 def test_an_encoder_for_another_generator_is_refused(tiny: EncoderTrainConfig):
     with pytest.raises(ValueError, match=r"\[10, 256\] codes but generator .* takes \[6, 32\]"):
         EncoderTrainer(dataclasses.replace(tiny, encoder=DEMO_ENCODER))
+
+
+def test_init_warm_starts_from_an_encoder_and_resets_latent_avg(tiny: EncoderTrainConfig, tmp_path: Path):
+    from pti.encoders import save_encoder
+
+    source = EncoderTrainer(dataclasses.replace(tiny, seed=7)).E.eval()
+    with torch.no_grad():
+        source.latent_avg.fill_(5.0)  # an earlier generator's average w
+    save_encoder(source, tmp_path / "src.safetensors")
+    warm = EncoderTrainer(dataclasses.replace(tiny, init=str(tmp_path / "src.safetensors")))
+    cold = EncoderTrainer(tiny)
+    for key, value in source.state_dict().items():
+        if key == "latent_avg":
+            assert torch.equal(warm.E.latent_avg, cold.E.latent_avg)  # this generator's w_avg, not 5.0
+        else:
+            assert torch.equal(warm.E.state_dict()[key], value), key
+    first = "input_layer.0.weight"
+    assert not torch.equal(cold.E.state_dict()[first], source.state_dict()[first])  # seed 2 vs 7: the copy is real
+
+def test_init_of_another_shape_is_refused(tiny: EncoderTrainConfig, tmp_path: Path):
+    from pti.encoders import Encoder4Editing, save_encoder
+
+    save_encoder(Encoder4Editing(dataclasses.replace(TINY_E, style_channels=8)).eval(), tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="has encoder shape"):
+        EncoderTrainer(dataclasses.replace(tiny, init=str(tmp_path / "other.safetensors")))

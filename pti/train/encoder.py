@@ -46,7 +46,9 @@ class EncoderTrainConfig:
     ``generator``: path or name of the (frozen) pti generator. ``encoder``: the encoder's shape;
     its ``num_ws``/``w_dim`` must be the generator's. ``batch``: images per step; ``lr``: Adam
     lr (betas 0.9, 0.999). Loss weights as in the module docstring. ``psi_min``: truncation
-    of the training codes is drawn from ``U(psi_min, 1)``.
+    of the training codes is drawn from ``U(psi_min, 1)``. ``init``: path or name of an encoder
+    (same :class:`E4EConfig`) whose weights E starts from, e.g. the encoder of an earlier
+    generator; its ``latent_avg`` is replaced by this generator's average w.
     """
 
     generator: str = "demo"
@@ -59,6 +61,7 @@ class EncoderTrainConfig:
     lambda_delta: float = 1e-3
     psi_min: float = 0.5
     seed: int = 0
+    init: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -88,12 +91,23 @@ class EncoderTrainer:
             raise ValueError(f"generator {cfg.generator!r} is conditional; the encoder recipe needs an unconditional one")
         torch.manual_seed(cfg.seed)
         self.E = Encoder4Editing(cfg.encoder).to(self.device).train()
+        if cfg.init is not None:
+            self._warm_start(cfg.init)
         with torch.no_grad():  # codes start from the generator's average w, as e4e's do
             self.E.latent_avg.copy_(self.G.mapping.w_avg.float().expand(cfg.encoder.num_ws, -1))
         self.perceptual = load_fallback(self.device)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr)
         self.rng = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
         self.nimg, self.step_count, self.train_seconds = 0, 0, 0.0
+
+    def _warm_start(self, init: str) -> None:
+        from pti.encoders import load_e4e
+
+        source = load_e4e(init)
+        if source.config != self.cfg.encoder:
+            raise ValueError(f"--init {init!r} has encoder shape {source.config.to_dict()}, "
+                             f"but this run trains {self.cfg.encoder.to_dict()}")
+        self.E.load_state_dict(source.state_dict())
 
     @torch.no_grad()
     def samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--lambda-code", type=float, default=10.0, help="weight of the code regression")
     p.add_argument("--lambda-delta", type=float, default=1e-3, help="weight of e4e's delta regularisation")
+    p.add_argument("--init", default=None, help="encoder (.safetensors or name) to start from; its latent_avg is reset")
     p.add_argument("--state-interval", type=float, default=600.0, help="seconds between saves")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds of training")
     a = p.parse_args(argv)
@@ -203,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--max-seconds must be positive, got {a.max_seconds}")
     torch.set_num_threads(a.threads)
     cfg = EncoderTrainConfig(generator=a.generator, batch=a.batch, lr=a.lr, lambda_code=a.lambda_code,
-                             lambda_delta=a.lambda_delta)
+                             lambda_delta=a.lambda_delta, init=a.init)
     train_encoder(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
                   max_seconds=a.max_seconds)
     return 0
