@@ -35,11 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill-weight", type=float, default=None,
                         help="weight of the distillation anchor of a new run: unmixed G samples are pulled towards "
                              "the DCGAN's image for the same z (L1 + perceptual; needs z_dim 100, e.g. --init of a "
-                             "distilled generator). Default 0: off")
+                             "distilled generator). Default 0: off; also changes a resumed run")
     parser.add_argument("--style-mixing", type=float, default=None,
-                        help="style-mixing probability per sample of a new run (default 0.9)")
+                        help="style-mixing probability per sample (default 0.9; also changes a resumed run)")
     parser.add_argument("--ema-kimg", type=float, default=None,
                         help="G_ema half-life in thousands of images (default 10; also changes a resumed run)")
+    parser.add_argument("--ema-rampup", type=float, default=None,
+                        help="G_ema half-life ramp-up: at most this fraction of the images seen (default 0.05; 0: "
+                             "off, the half-life is --ema-kimg from the start; also changes a resumed run)")
     parser.add_argument("--state-every", type=float, default=600.0, help="seconds between state.pt saves")
     parser.add_argument("--grid-every", type=float, default=600.0, help="seconds between sample grids")
     parser.add_argument("--export-every", type=float, default=900.0,
@@ -71,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     if args.style_mixing is not None:
         overrides["style_mixing_prob"] = args.style_mixing
+    if args.ema_rampup is not None:
+        if args.ema_rampup < 0:
+            raise SystemExit(f"pti train-demo: --ema-rampup must be >= 0, got {args.ema_rampup}")
+        overrides["ema_rampup"] = args.ema_rampup or None
     if args.z_dim is not None:
         overrides.update(z_dim=args.z_dim, w_dim=args.z_dim)
     cfg = dataclasses.replace(TrainDemoConfig(), **overrides)
@@ -84,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     schedule = ScheduleConfig(
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
         export_path=written(args.export, EXPORT_NAME), resume_copy_path=written(args.resume_copy, RESUME_COPY_NAME))
-    resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr", "ema_kimg") if getattr(args, k) is not None}
+    resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr", "ema_kimg", "distill_weight", "style_mixing_prob",
+                                    "ema_rampup") if k in overrides}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
                     max_steps=args.max_steps, resume_overrides=resume_overrides)
     print(f"pti train-demo: {trainer.nimg / 1000:.2f} kimg seen, state in {Path(args.out) / 'state.pt'}")
