@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "FILE.pt#NAME (pti collection) or a shipped name (yaw, smile, mouth_open for the demo "
                              "generator); repeat for several rows")
     parser.add_argument("--strengths", default=DEFAULT_STRENGTHS,
-                        help="comma-separated strengths, in sigmas of W for computed/fitted directions and in the "
-                             "file's units for official InterFaceGAN files (default -3,0,3)")
+                        help="comma-separated strengths; for computed/fitted directions 1 unit = a 4/255 mean image "
+                             "change (pti.editing.strength), for official InterFaceGAN files the file's units "
+                             "(default -3,0,3)")
     parser.add_argument("--layers", default=None,
                         help="restrict the edit to style inputs START:STOP (half-open, e.g. 0:4); default: the "
                              "direction's own range, usually all")
