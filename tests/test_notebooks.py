@@ -50,6 +50,11 @@ def test_committed_notebook_has_parameters_first_and_no_outputs(name):
     declared = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
     assert REQUIRED_PARAMETERS <= set(declared), f"{name}: missing parameters {REQUIRED_PARAMETERS - set(declared)}"
     assert declared["generator"] == '"demo"' and declared["output_dir"] == '"../figures"'
+    # papermill skips a line it cannot parse (e.g. a comment with " = "), and the parameter then cannot be set:
+    # every top-level assignment of the cell must be declared
+    import re
+    assigned = set(re.findall(r"^([A-Za-z_]\w*)\s*=", first.source, flags=re.M))
+    assert assigned == set(declared), f"{name}: papermill does not parse {sorted(assigned - set(declared))}"
     assert nb.metadata["kernelspec"]["name"] == "python3"
     for cell in nb.cells:
         if cell.cell_type == "code":
