@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pti.train.demo import EXPORT_NAME, RESUME_COPY_NAME, ScheduleConfig, TrainDemoConfig, config_for_init, train
+    from pti.train.demo import (EXPORT_NAME, RESUME_COPY_NAME, RESUME_OVERRIDABLE, ScheduleConfig, TrainDemoConfig,
+                                config_for_init, train)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = ScheduleConfig(
         state_interval_s=args.state_every, grid_interval_s=args.grid_every, export_interval_s=args.export_every,
         export_path=written(args.export, EXPORT_NAME), resume_copy_path=written(args.resume_copy, RESUME_COPY_NAME))
-    resume_overrides = {k for k in ("r1_gamma", "g_lr", "d_lr", "ema_kimg", "distill_weight", "style_mixing_prob",
-                                    "ema_rampup") if k in overrides}
+    resume_overrides = {k for k in RESUME_OVERRIDABLE if k in overrides}
     trainer = train(cfg, args.out, kimg=args.kimg, resume=args.resume, device=args.device, schedule=schedule,
                     max_steps=args.max_steps, resume_overrides=resume_overrides)
     print(f"pti train-demo: {trainer.nimg / 1000:.2f} kimg seen, state in {Path(args.out) / 'state.pt'}")
