@@ -132,6 +132,9 @@ def test_train_stage_runs_the_distillation_within_its_cap(tmp_path: Path, monkey
            "2026-11-30 00:16:01 saved at 52.85 kimg (1.20 h)\n")
     assert dc._train_log_figures(log) == {"last_kimg": 52.85, "l1": 0.2249, "perceptual": 3.7156, "img_per_s": 7.7,
                                           "img_per_s_overall": 0.3, "stopped_at_budget": True}
+    # today's format (pti.train.loop.run_steps: the step count, 4 significant digits) reads the same
+    new = log.replace("kimg 52.80 l1", "kimg 52.800 step 3300 l1").replace("0.2249", "2.249e-01")
+    assert dc._train_log_figures(new) == dc._train_log_figures(log)
 
 
 def test_finish_brings_back_the_trained_generator_its_log_and_samples(tmp_path: Path) -> None:

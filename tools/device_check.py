@@ -414,7 +414,7 @@ def train_command(work: Path, dry: bool) -> tuple[list[str], dict[str, str]]:
 
 def _train_log_figures(log: str) -> dict[str, Any]:
     """The last logged kimg, losses and speed of a ``pti.train.distill`` log (None where absent)."""
-    rows = re.findall(r"kimg ([\d.]+) l1 ([\d.]+) loss [\d.]+ perceptual ([\d.]+) sec/kimg ([\d.]+)", log)
+    rows = re.findall(r"kimg ([\d.]+) (?:step \d+ )?l1 ([\d.e+-]+) loss [\d.e+-]+ perceptual ([\d.e+-]+) sec/kimg ([\d.]+)", log)
     saved = re.findall(r"saved at ([\d.]+) kimg", log)
     stopped = re.findall(r"stopped at the time budget .* (\d+) images in ([\d.]+) s", log)
     last = rows[-1] if rows else None

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,8 @@ from pti.io_utils import atomic_torch_save
 from pti.stylegan2 import Generator
 from pti.train.augment import diff_augment
 from pti.train.dcgan_source import DCGANFaceSource
-from pti.train.demo_state import _Log, compact_state, export_generator, find_resume_state, load_state  # noqa: F401
+from pti.train.demo_state import compact_state, export_generator, find_resume_state, load_state  # noqa: F401
+from pti.train.loop import RunLog, run_steps
 from pti.train.projected_d import ProjectedDConfig, ProjectedDiscriminator
 
 STATE_VERSION = 2  # 2: D heads with minibatch stddev
@@ -379,12 +378,10 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
     ``out_dir/state.pt``, ``log.txt`` and ``samples/`` on the ``schedule``; the state is also
     written when the run ends or is interrupted.
     """
-    from pti.progress import progress_bar
-
     schedule = schedule or ScheduleConfig()
     out = Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    log = _Log(out / "log.txt")
+    log = RunLog(out / "log.txt")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     export_path = None if schedule.export_path is None else out / schedule.export_path
@@ -410,13 +407,6 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
         f"G {sum(p.numel() for p in trainer.G.parameters()) / 1e6:.2f} M params, "
         f"D heads {sum(p.numel() for p in trainer.D.heads.parameters()) / 1e6:.2f} M params")
 
-    stop = {"flag": False}
-
-    def _request_stop(signum: int, _frame: Any) -> None:
-        stop["flag"] = True
-
-    old_handlers = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-
     def save_state() -> None:
         st = trainer.state_dict()
         atomic_torch_save(st, out / "state.pt")
@@ -432,52 +422,15 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
     def save_grid() -> None:
         trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:06d}kimg.png")
 
-    target = int(kimg * 1000)
-    bar = progress_bar(total=target, initial=min(trainer.nimg, target), unit="img", unit_scale=True,
-                       desc="train-demo", disable=not progress, mininterval=10.0)
-    t_state = t_grid = t_export = time.time()
-    t_log, n_log = time.time(), trainer.nimg
-    acc: dict[str, list[float]] = {}
-    steps_done = 0
     if state is None:
         save_grid()
-    try:
-        while trainer.nimg < target and not stop["flag"] and (max_steps is None or steps_done < max_steps):
-            t_step = time.time()
-            stats = trainer.step()
-            trainer.train_seconds += time.time() - t_step
-            steps_done += 1
-            for k, v in stats.items():
-                acc.setdefault(k, []).append(v)
-            bar.update(cfg.batch)
-            now = time.time()
-            if trainer.step_count % schedule.log_interval_steps == 0:
-                sec_per_kimg = (now - t_log) / max(trainer.nimg - n_log, 1) * 1000
-                means = " ".join(f"{k} {sum(v) / len(v):.4g}" for k, v in sorted(acc.items()))
-                log(f"kimg {trainer.nimg / 1000:.3f} step {trainer.step_count} {means} sec/kimg {sec_per_kimg:.1f}")
-                bar.set_postfix(G=f"{sum(acc['loss_G']) / len(acc['loss_G']):.3f}" if "loss_G" in acc else "warm-up",
-                                D=f"{sum(acc['loss_D']) / len(acc['loss_D']):.3f}")
-                if any(not math.isfinite(sum(v)) for v in acc.values()):
-                    save_state()
-                    raise FloatingPointError(f"{out / 'log.txt'}: a loss became non-finite at step "
-                                             f"{trainer.step_count}; lower the learning rates or raise r1_gamma")
-                acc, t_log, n_log = {}, now, trainer.nimg
-            if schedule.grid_interval_s and now - t_grid >= schedule.grid_interval_s:
-                save_grid()
-                t_grid = now
-            if schedule.state_interval_s and now - t_state >= schedule.state_interval_s:
-                save_state()
-                t_state = now
-            if schedule.export_interval_s and now - t_export >= schedule.export_interval_s:
-                save_assets()
-                t_export = now
-    finally:
-        bar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    save_state()
+    reason = run_steps(trainer, kimg, log, save_state, schedule.state_interval_s, max_steps,
+                       timers=[(schedule.grid_interval_s, save_grid), (schedule.export_interval_s, save_assets)],
+                       log_every=schedule.log_interval_steps, progress="train-demo" if progress else None,
+                       postfix={"D": "loss_D", "G": "loss_G"},
+                       nonfinite_hint="; lower the learning rates or raise r1_gamma, and resume from the last save")
     save_assets()  # the shipped checkpoint and resume copy always match the last state
     save_grid()
-    if stop["flag"]:
-        log("stopped by signal; resume with --resume auto")
+    if reason == "signal":
+        log("resume with --resume auto")
     return trainer

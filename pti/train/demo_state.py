@@ -5,7 +5,6 @@ States are plain tensors and values, written with :func:`pti.io_utils.atomic_tor
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +74,3 @@ def export_generator(G_ema: Generator, path: Path) -> str:
     save(G_cpu, path)
     G_ema.to(next(G_ema.parameters()).device)
     return f"exported G_ema to {path} ({path.stat().st_size / 1e6:.1f} MB)"
-
-
-class _Log:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self, msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        with open(self.path, "a") as f:
-            f.write(line + "\n")

@@ -23,7 +23,6 @@ A run folder holds ``state.pt`` (weights_only-loadable; resumes exactly), ``log.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from pti.io_utils import atomic_torch_save
 from pti.stylegan2 import Generator
 from pti.train.dcgan_source import DCGAN_Z_DIM, load_dcgan
-from pti.train.loop import run_steps
+from pti.train.loop import RunLog, run_steps
 
 STATE_KIND = "pti-demo-distill-v1"
 
@@ -164,7 +163,7 @@ class Distiller:
 
 def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | Path | None = None,
             device: str = "cpu", state_interval_s: float = 600.0, grid_interval_s: float = 900.0,
-            max_steps: int | None = None, max_seconds: float | None = None) -> Distiller:
+            max_steps: int | None = None, max_seconds: float | None = None, progress: bool = False) -> Distiller:
     """Regress the DCGAN until ``kimg`` thousand images, ``max_steps`` steps, SIGTERM/SIGINT, or
     ``max_seconds`` seconds of wall time since the first step of this call, whichever comes first.
 
@@ -173,6 +172,7 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
     teacher and the perceptual network) is not counted. Resumes from ``out_dir/state.pt`` when
     it exists (its stored config wins). Writes the state on a timer and at the end, however the
     loop stopped; ``export`` (a ``.safetensors`` path) receives G_ema at every state save.
+    ``progress`` shows a progress bar (the CLI does).
     Raises ``FloatingPointError`` if the loss becomes non-finite, ``ValueError`` if
     ``max_seconds`` is not positive.
     """
@@ -183,9 +183,7 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
     out = Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
 
-    def log(msg: str) -> None:
-        with open(out / "log.txt", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+    log = RunLog(out / "log.txt")
 
     state_path = out / "state.pt"
     if state_path.exists():
@@ -208,9 +206,10 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
     def grid() -> None:
         trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
 
-    run_steps(trainer, kimg, log, save_all, out / "log.txt", state_interval_s, max_steps, max_seconds,
+    run_steps(trainer, kimg, log, save_all, state_interval_s, max_steps, max_seconds,
+              progress="distill" if progress else None, postfix={"L1": "l1"},
               timers=[(grid_interval_s, grid)])
-    trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
+    grid()
     return trainer
 
 
@@ -237,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     cfg = DistillConfig(batch=a.batch, lr=a.lr, channel_max=a.channel_max, init=a.init)
     distill(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
-            max_seconds=a.max_seconds)
+            max_seconds=a.max_seconds, progress=True)
     return 0
 
 

@@ -21,7 +21,6 @@ resumes from ``OUT/state.pt``; ``--export`` receives the encoder (eval mode) at 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 
 from pti.encoders import E4EConfig, Encoder4Editing, prepare_input
 from pti.io_utils import atomic_torch_save
-from pti.train.loop import run_steps
+from pti.train.loop import RunLog, run_steps
 
 STATE_KIND = "pti-encoder-train-v1"
 
@@ -157,21 +156,20 @@ class EncoderTrainer:
 
 def train_encoder(cfg: EncoderTrainConfig, out_dir: str | Path, kimg: float, export: str | Path | None = None,
                   device: str = "cpu", state_interval_s: float = 600.0, max_seconds: float | None = None,
-                  max_steps: int | None = None) -> EncoderTrainer:
+                  max_steps: int | None = None, progress: bool = False) -> EncoderTrainer:
     """Train until ``kimg`` thousand images, ``max_steps``, ``max_seconds`` of wall time or SIGTERM/SIGINT.
 
     Resumes from ``out_dir/state.pt`` when it exists (its stored config wins). Writes the state,
     ``log.txt`` and, at every save, the encoder in eval mode to ``export`` (``.safetensors``).
     Raises ``FloatingPointError`` on a non-finite loss (the state of the last save is kept).
+    ``progress`` shows a progress bar (the CLI does).
     """
     from pti.encoders import save_encoder
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    def log(msg: str) -> None:
-        with open(out / "log.txt", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+    log = RunLog(out / "log.txt")
 
     state_path = out / "state.pt"
     if state_path.exists():
@@ -192,7 +190,8 @@ def train_encoder(cfg: EncoderTrainConfig, out_dir: str | Path, kimg: float, exp
             trainer.E.train(was_training)
         log(f"saved at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h)")
 
-    run_steps(trainer, kimg, log, save_all, out / "log.txt", state_interval_s, max_steps, max_seconds)
+    run_steps(trainer, kimg, log, save_all, state_interval_s, max_steps, max_seconds,
+              progress="train-encoder" if progress else None, postfix={"L2": "l2"})
     return trainer
 
 
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EncoderTrainConfig(generator=a.generator, batch=a.batch, lr=a.lr, lambda_code=a.lambda_code,
                              lambda_delta=a.lambda_delta, init=a.init)
     train_encoder(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
-                  max_seconds=a.max_seconds)
+                  max_seconds=a.max_seconds, progress=True)
     return 0
 
 

@@ -1,65 +1,98 @@
-"""The step loop shared by the supervised trainers (:mod:`pti.train.distill`, :mod:`pti.train.encoder`)."""
+"""The step loop and the run log shared by the trainers (:mod:`pti.train.distill`,
+:mod:`pti.train.encoder`, :mod:`pti.train.demo`)."""
 from __future__ import annotations
 
 import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+StopReason = Literal["done", "steps", "time", "signal"]
 
 
-def run_steps(trainer: Any, kimg: float, log: Callable[[str], None], save_all: Callable[[], None],
-              log_path: Path, state_interval_s: float, max_steps: int | None = None,
-              max_seconds: float | None = None,
-              timers: Sequence[tuple[float, Callable[[], None]]] = ()) -> None:
+class RunLog:
+    """Appends ``YYYY-mm-dd HH:MM:SS message`` lines to a run's ``log.txt``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __call__(self, msg: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+
+def run_steps(trainer: Any, kimg: float, log: RunLog, save_all: Callable[[], None],
+              state_interval_s: float, max_steps: int | None = None, max_seconds: float | None = None,
+              timers: Sequence[tuple[float, Callable[[], None]]] = (), log_every: int = 25,
+              progress: str | None = None, postfix: Mapping[str, str] | None = None,
+              nonfinite_hint: str = "") -> StopReason:
     """Call ``trainer.step()`` until ``kimg`` thousand images (``trainer.nimg``), ``max_steps`` steps of
     this call, SIGTERM/SIGINT, or ``max_seconds`` of wall time since the first step (at least one step
-    runs; a step is not cut), whichever comes first; then log why it stopped and ``save_all()``.
+    runs; a step is not cut), whichever comes first; then log why it stopped, ``save_all()``, and
+    return the reason: ``"done"``, ``"steps"``, ``"time"`` or ``"signal"``.
 
-    Every 25 steps it logs ``kimg K <stat> <mean> ... sec/kimg R`` (the means of ``trainer.step()``'s
-    stats) and raises ``FloatingPointError`` naming ``log_path`` if one is non-finite. ``save_all`` also
-    runs every ``state_interval_s`` seconds, each ``(interval_s, fn)`` of ``timers`` every interval.
+    Every ``log_every`` steps it logs ``kimg K step S <stat> <mean> ... sec/kimg R`` (the means of
+    ``trainer.step()``'s stats, 4 significant digits) and raises ``FloatingPointError`` naming
+    ``log.path`` (plus ``nonfinite_hint``) if one is non-finite; nothing is saved then, so the state
+    of the last save, taken before the weights went bad, is kept. ``save_all`` also runs every
+    ``state_interval_s`` seconds, each ``(interval_s, fn)`` of ``timers`` every interval (0 disables
+    either). ``progress`` is the description of a progress bar in images (None: no bar), with the
+    logged means of ``postfix``'s stats (``{label: stat}``) beside it.
     ``trainer`` has ``step()``, ``nimg``, ``step_count``, ``train_seconds`` and ``cfg.batch``.
     """
+    from pti.progress import progress_bar
+
     stop = {"flag": False}
     handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGTERM, signal.SIGINT)}
     t_state = t_log = t_start = time.time()
     t_timers = [t_start] * len(timers)
     n_log, acc, steps = trainer.nimg, {}, 0
+    target = int(kimg * 1000)
+    bar = progress_bar(total=target, initial=min(trainer.nimg, target), unit="img", unit_scale=True,
+                       desc=progress, disable=progress is None, mininterval=10.0)
 
     def out_of_time() -> bool:
         return max_seconds is not None and steps > 0 and time.time() - t_start >= max_seconds
 
     try:
-        while (trainer.nimg < kimg * 1000 and not stop["flag"] and (max_steps is None or steps < max_steps)
+        while (trainer.nimg < target and not stop["flag"] and (max_steps is None or steps < max_steps)
                and not out_of_time()):
             t0 = time.time()
             stats = trainer.step()
             trainer.train_seconds += time.time() - t0
             steps += 1
+            bar.update(trainer.cfg.batch)
             for k, v in stats.items():
                 acc.setdefault(k, []).append(v)
             now = time.time()
-            if trainer.step_count % 25 == 0:
-                if not all(math.isfinite(sum(v)) for v in acc.values()):
-                    raise FloatingPointError(f"{log_path}: non-finite loss at step {trainer.step_count}")
-                means = " ".join(f"{k} {sum(v) / len(v):.4f}" for k, v in sorted(acc.items()))
+            if trainer.step_count % log_every == 0:
+                means = {k: sum(v) / len(v) for k, v in sorted(acc.items())}
+                if not all(math.isfinite(m) for m in means.values()):
+                    raise FloatingPointError(f"{log.path}: a loss became non-finite at step "
+                                             f"{trainer.step_count}{nonfinite_hint}")
                 rate = (now - t_log) / max(trainer.nimg - n_log, 1) * 1000
-                log(f"kimg {trainer.nimg / 1000:.2f} {means} sec/kimg {rate:.1f}")
+                log(f"kimg {trainer.nimg / 1000:.3f} step {trainer.step_count} "
+                    + "".join(f"{k} {m:.4g} " for k, m in means.items()) + f"sec/kimg {rate:.1f}")
+                bar.set_postfix({label: f"{means[k]:.3f}" for label, k in (postfix or {}).items() if k in means})
                 acc, t_log, n_log = {}, now, trainer.nimg
             for i, (interval, fn) in enumerate(timers):
-                if now - t_timers[i] >= interval:
+                if interval and now - t_timers[i] >= interval:
                     fn()
                     t_timers[i] = now
-            if now - t_state >= state_interval_s:
+            if state_interval_s and now - t_state >= state_interval_s:
                 save_all()
                 t_state = now
     finally:
+        bar.close()
         for s, h in handlers.items():
             signal.signal(s, h)
-    if out_of_time() and trainer.nimg < kimg * 1000:
+    reason: StopReason = "done" if trainer.nimg >= target else "signal" if stop["flag"] else "time" \
+        if out_of_time() else "steps"
+    if reason == "time":
         log(f"stopped at the time budget ({max_seconds:g} s) after {steps} steps, "
             f"{steps * trainer.cfg.batch} images in {time.time() - t_start:.1f} s")
-    elif stop["flag"]:
+    elif reason == "signal":
         log("stopped by signal")
     save_all()
+    return reason

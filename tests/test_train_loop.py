@@ -1,0 +1,66 @@
+"""The step loop shared by the trainers (pti.train.loop.run_steps), on a trainer that does no work."""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+
+import pytest
+
+from pti.train.loop import RunLog, run_steps
+
+
+@dataclass
+class _Cfg:
+    batch: int = 4
+
+
+@dataclass
+class _Trainer:
+    losses: list[float]
+    on_step: dict[int, object] = field(default_factory=dict)
+    cfg: _Cfg = field(default_factory=_Cfg)
+    nimg: int = 0
+    step_count: int = 0
+    train_seconds: float = 0.0
+
+    def step(self) -> dict[str, float]:
+        self.step_count += 1
+        self.nimg += self.cfg.batch
+        if self.step_count in self.on_step:
+            self.on_step[self.step_count]()
+        return {"loss": self.losses[(self.step_count - 1) % len(self.losses)]}
+
+
+def _run(tmp_path, trainer, kimg=0.04, **kw):
+    saves = []
+    log = RunLog(tmp_path / "log.txt")
+    reason = run_steps(trainer, kimg, log, lambda: saves.append(trainer.nimg), state_interval_s=0, **kw)
+    return reason, saves, (tmp_path / "log.txt").read_text() if (tmp_path / "log.txt").exists() else ""
+
+
+def test_runs_to_kimg_logs_means_and_saves_at_the_end(tmp_path):
+    reason, saves, log = _run(tmp_path, _Trainer([1.0, 2.0]), log_every=5)
+    assert reason == "done" and saves == [40]  # 10 steps of 4 images; the save only at the end
+    lines = [ln for ln in log.splitlines() if " kimg " in ln]
+    assert len(lines) == 2 and "kimg 0.020 step 5 loss 1.4 sec/kimg" in lines[0]  # mean of 1,2,1,2,1
+
+
+def test_max_steps_and_timers(tmp_path):
+    ticks = []
+    reason, saves, _ = _run(tmp_path, _Trainer([1.0]), kimg=1, max_steps=3,
+                            timers=[(1e-9, lambda: ticks.append(1)), (0, lambda: ticks.append(0))])
+    assert reason == "steps" and saves == [12] and ticks == [1, 1, 1]  # interval 0 disables a timer
+
+
+def test_a_non_finite_loss_raises_and_keeps_the_last_save(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"log.txt: a loss became non-finite at step 5; hint"):
+        _run(tmp_path, _Trainer([1.0, float("nan")]), log_every=5, nonfinite_hint="; hint")
+
+
+def test_sigterm_stops_after_the_step_and_saves(tmp_path):
+    trainer = _Trainer([1.0], on_step={2: lambda: os.kill(os.getpid(), signal.SIGTERM)})
+    before = signal.getsignal(signal.SIGTERM)
+    reason, saves, log = _run(tmp_path, trainer, kimg=1)
+    assert reason == "signal" and saves == [8] and "stopped by signal" in log
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
