@@ -53,9 +53,19 @@ def test_max_steps_and_timers(tmp_path):
     assert reason == "steps" and saves == [12] and ticks == [1, 1, 1]  # interval 0 disables a timer
 
 
-def test_a_non_finite_loss_raises_and_keeps_the_last_save(tmp_path):
-    with pytest.raises(FloatingPointError, match=r"log.txt: a loss became non-finite at step 5; hint"):
-        _run(tmp_path, _Trainer([1.0, float("nan")]), log_every=5, nonfinite_hint="; hint")
+def test_a_non_finite_loss_is_logged_raises_and_saves_nothing(tmp_path):
+    saves = []
+    trainer = _Trainer([1.0, float("nan")])
+    with pytest.raises(FloatingPointError, match=r"^loss became non-finite at step 2 \(see .*log.txt\); hint$"):
+        run_steps(trainer, 1, RunLog(tmp_path / "log.txt"), lambda: saves.append(trainer.nimg), state_interval_s=1e-9,
+                  log_every=5, nonfinite_hint="; hint")
+    # step 1 was finite and saved (a timer of ~0 s); step 2 is caught before any save, off the log interval
+    assert saves == [4] and "step 2 loss nan sec/kimg" in (tmp_path / "log.txt").read_text()
+
+
+def test_log_every_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="log_every"):
+        _run(tmp_path, _Trainer([1.0]), log_every=0)
 
 
 def test_sigterm_stops_after_the_step_and_saves(tmp_path):

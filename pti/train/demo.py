@@ -111,7 +111,7 @@ class TrainDemoConfig:
 class ScheduleConfig:
     """When and where a run writes things.
 
-    Intervals are seconds of wall time (0 disables). ``export_path`` (G_ema as a pti
+    Intervals are seconds of wall time (0 disables); ``log_interval_steps`` (>= 1) counts steps. ``export_path`` (G_ema as a pti
     ``.safetensors``) and ``resume_copy_path`` (the compact resume state, which ``resume='auto'``
     also considers): a relative path is inside the run folder, None writes nothing.
     """
@@ -376,7 +376,8 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
     named in ``resume_overrides`` (only those in :data:`RESUME_OVERRIDABLE`), which take
     ``cfg``'s values. Writes
     ``out_dir/state.pt``, ``log.txt`` and ``samples/`` on the ``schedule``; the state is also
-    written when the run ends or is interrupted.
+    written when the run ends, reaches ``max_steps`` or is stopped by SIGTERM/SIGINT. A non-finite
+    loss raises ``FloatingPointError`` and writes nothing (see :func:`pti.train.loop.run_steps`).
     """
     schedule = schedule or ScheduleConfig()
     out = Path(out_dir)
@@ -428,7 +429,8 @@ def train(cfg: TrainDemoConfig, out_dir: str | Path, kimg: float, resume: str = 
                        timers=[(schedule.grid_interval_s, save_grid), (schedule.export_interval_s, save_assets)],
                        log_every=schedule.log_interval_steps, progress="train-demo" if progress else None,
                        postfix={"D": "loss_D", "G": "loss_G"},
-                       nonfinite_hint="; lower the learning rates or raise r1_gamma, and resume from the last save")
+                       nonfinite_hint="; lower the learning rates or raise r1_gamma and resume "
+                                      "(--resume auto: the last save, if there is one)")
     save_assets()  # the shipped checkpoint and resume copy always match the last state
     save_grid()
     if reason == "signal":

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16, help="images per step")
     p.add_argument("--lr", type=float, default=0.002, help="Adam lr of the synthesis network")
     p.add_argument("--channel-max", type=int, default=128, help="most channels per synthesis layer")
-    p.add_argument("--state-interval", type=float, default=600.0, help="seconds between state saves")
+    p.add_argument("--state-interval", type=float, default=600.0, help="seconds between state saves (0: only at the end)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop after this many seconds of training (wall time from the first step; start-up not "
                         "counted), then save the state and the export as at the end of a run")

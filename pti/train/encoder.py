@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lambda-code", type=float, default=10.0, help="weight of the code regression")
     p.add_argument("--lambda-delta", type=float, default=1e-3, help="weight of e4e's delta regularisation")
     p.add_argument("--init", default=None, help="encoder (.safetensors or name) to start from; its latent_avg is reset")
-    p.add_argument("--state-interval", type=float, default=600.0, help="seconds between saves")
+    p.add_argument("--state-interval", type=float, default=600.0, help="seconds between saves (0: only at the end)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds of training")
     a = p.parse_args(argv)
     if a.max_seconds is not None and not a.max_seconds > 0:

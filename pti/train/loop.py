@@ -14,7 +14,7 @@ StopReason = Literal["done", "steps", "time", "signal"]
 class RunLog:
     """Appends ``YYYY-mm-dd HH:MM:SS message`` lines to a run's ``log.txt``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def __call__(self, msg: str) -> None:
@@ -28,21 +28,25 @@ def run_steps(trainer: Any, kimg: float, log: RunLog, save_all: Callable[[], Non
               progress: str | None = None, postfix: Mapping[str, str] | None = None,
               nonfinite_hint: str = "") -> StopReason:
     """Call ``trainer.step()`` until ``kimg`` thousand images (``trainer.nimg``), ``max_steps`` steps of
-    this call, SIGTERM/SIGINT, or ``max_seconds`` of wall time since the first step (at least one step
-    runs; a step is not cut), whichever comes first; then log why it stopped, ``save_all()``, and
-    return the reason: ``"done"``, ``"steps"``, ``"time"`` or ``"signal"``.
+    this call, SIGTERM/SIGINT, or ``max_seconds`` of wall time since the first step (a step is not
+    cut), whichever comes first; then ``save_all()`` and return the reason: ``"done"``, ``"steps"``,
+    ``"time"`` or ``"signal"`` (the last two are also logged).
 
-    Every ``log_every`` steps it logs ``kimg K step S <stat> <mean> ... sec/kimg R`` (the means of
-    ``trainer.step()``'s stats, 4 significant digits) and raises ``FloatingPointError`` naming
-    ``log.path`` (plus ``nonfinite_hint``) if one is non-finite; nothing is saved then, so the state
-    of the last save, taken before the weights went bad, is kept. ``save_all`` also runs every
-    ``state_interval_s`` seconds, each ``(interval_s, fn)`` of ``timers`` every interval (0 disables
-    either). ``progress`` is the description of a progress bar in images (None: no bar), with the
-    logged means of ``postfix``'s stats (``{label: stat}``) beside it.
+    Every ``log_every`` steps (>= 1) it logs ``kimg K step S <stat> <mean> ... sec/kimg R`` (the means
+    of ``trainer.step()``'s stats, 4 significant digits). Every step's stats are checked: if one is
+    non-finite, the window's line is logged (it shows which) and ``FloatingPointError`` is raised,
+    naming the stats, ``log.path`` and ``nonfinite_hint``; nothing is saved then, so the last save
+    (if any: none before the first ``state_interval_s``) comes from a step whose stats were finite.
+    ``save_all`` also runs every ``state_interval_s`` seconds, each ``(interval_s, fn)`` of ``timers``
+    every interval; 0 disables a timer. ``progress`` is the description of a progress bar in images
+    (None: no bar), with the logged means of ``postfix``'s stats (``{label: stat}``) beside it.
     ``trainer`` has ``step()``, ``nimg``, ``step_count``, ``train_seconds`` and ``cfg.batch``.
+    Raises ``ValueError`` if ``log_every < 1``.
     """
     from pti.progress import progress_bar
 
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
     stop = {"flag": False}
     handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGTERM, signal.SIGINT)}
     t_state = t_log = t_start = time.time()
@@ -66,14 +70,15 @@ def run_steps(trainer: Any, kimg: float, log: RunLog, save_all: Callable[[], Non
             for k, v in stats.items():
                 acc.setdefault(k, []).append(v)
             now = time.time()
-            if trainer.step_count % log_every == 0:
+            bad = sorted(k for k, v in stats.items() if not math.isfinite(v))
+            if bad or trainer.step_count % log_every == 0:
                 means = {k: sum(v) / len(v) for k, v in sorted(acc.items())}
-                if not all(math.isfinite(m) for m in means.values()):
-                    raise FloatingPointError(f"{log.path}: a loss became non-finite at step "
-                                             f"{trainer.step_count}{nonfinite_hint}")
                 rate = (now - t_log) / max(trainer.nimg - n_log, 1) * 1000
                 log(f"kimg {trainer.nimg / 1000:.3f} step {trainer.step_count} "
                     + "".join(f"{k} {m:.4g} " for k, m in means.items()) + f"sec/kimg {rate:.1f}")
+                if bad:
+                    raise FloatingPointError(f"{', '.join(bad)} became non-finite at step {trainer.step_count} "
+                                             f"(see {log.path}){nonfinite_hint}")
                 bar.set_postfix({label: f"{means[k]:.3f}" for label, k in (postfix or {}).items() if k in means})
                 acc, t_log, n_log = {}, now, trainer.nimg
             for i, (interval, fn) in enumerate(timers):
@@ -87,12 +92,17 @@ def run_steps(trainer: Any, kimg: float, log: RunLog, save_all: Callable[[], Non
         bar.close()
         for s, h in handlers.items():
             signal.signal(s, h)
-    reason: StopReason = "done" if trainer.nimg >= target else "signal" if stop["flag"] else "time" \
-        if out_of_time() else "steps"
-    if reason == "time":
+    reason: StopReason
+    if trainer.nimg >= target:
+        reason = "done"
+    elif out_of_time():
+        reason = "time"
         log(f"stopped at the time budget ({max_seconds:g} s) after {steps} steps, "
             f"{steps * trainer.cfg.batch} images in {time.time() - t_start:.1f} s")
-    elif reason == "signal":
+    elif stop["flag"]:
+        reason = "signal"
         log("stopped by signal")
+    else:
+        reason = "steps"
     save_all()
     return reason
