@@ -484,10 +484,11 @@ def test_the_shipped_demo_encoder_inverts_demo_samples_better_than_the_mean_code
     img_err, mean_img_err = float((rec - x).square().mean()), float((mean - x).square().mean())
     print(f"code MSE {code_err:.4f} (average w: {mean_code_err:.4f}); image MSE {img_err:.4f} (average w: "
           f"{mean_img_err:.4f})")
-    # Measured (shipped encoder, 10.9 kimg; seeds 123-125, 32 samples): code MSE 0.84-0.86 of the average
-    # w's, image MSE 0.11-0.14 of the average w's. A random (untrained) encoder of this shape gives a code
-    # MSE above the average w's; the interim 7 kimg export gave 0.90 and 0.15.
-    assert code_err < 0.95 * mean_code_err and img_err < 0.5 * mean_img_err
+    # Measured (shipped encoder, 33.1 kimg; seeds 123-125, 32 samples): code MSE 0.69-0.72 of the average
+    # w's, image MSE 0.08-0.10 of the average w's. The bound 0.8 fails the encoder it replaced (10.9 kimg:
+    # 0.84-0.86 and 0.11-0.14) and its 7 kimg export (0.90, 0.15); a random (untrained) encoder of this shape
+    # gives a code MSE above the average w's.
+    assert code_err < 0.8 * mean_code_err and img_err < 0.2 * mean_img_err
 
 
 def test_pti_run_init_e4e_uses_the_shipped_encoder_for_the_demo_generator(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import platform
 import time
 from typing import Any
@@ -26,8 +27,11 @@ STRENGTHS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 
 
 def editability(G: torch.nn.Module, pivot: Any, attributes: tuple[str, ...], scorer: Any) -> dict[str, float]:
-    """``{attr}_delta`` (score at s=+3 minus s=-3) and ``{attr}_spearman`` (over :data:`STRENGTHS`)
-    for edits of ``pivot`` with the shipped demo boundaries, rendered by ``G``."""
+    """``{attr}_delta`` (score at s=+3 minus s=-3), ``{attr}_spearman`` (over the :data:`STRENGTHS`
+    whose image dlib found a face in; NaN with fewer than 3) and ``{attr}_no_face`` (how many of the
+    edit images it found none in) for edits of ``pivot`` with the shipped demo boundaries, rendered
+    by ``G``. ``_delta`` is NaN when the face is missing at either end."""
+    import numpy as np
     from scipy.stats import spearmanr
 
     from pti.editing import render_edits, resolve_direction
@@ -36,9 +40,20 @@ def editability(G: torch.nn.Module, pivot: Any, attributes: tuple[str, ...], sco
     for attr in attributes:
         images = render_edits(G, pivot.w, resolve_direction(attr, G), STRENGTHS, noise=pivot.noise)[0, 0]
         scores = scorer(images, [attr])[attr].numpy()
+        found = np.isfinite(scores)
         out[f"{attr}_delta"] = float(scores[-1] - scores[0])
-        out[f"{attr}_spearman"] = float(spearmanr(STRENGTHS, scores).statistic)
+        out[f"{attr}_spearman"] = (float(spearmanr(np.asarray(STRENGTHS)[found], scores[found]).statistic)
+                                   if found.sum() >= 3 else float("nan"))
+        out[f"{attr}_no_face"] = float((~found).sum())
     return out
+
+
+def _edit_cell(r: dict[str, float], attr: str) -> str:
+    """``+0.278 (0.93)``: the score change and Spearman's rho; images without a face are counted."""
+    delta = "n/a" if math.isnan(r[f"{attr}_delta"]) else f"{r[f'{attr}_delta']:+.3f}"
+    missing = int(r.get(f"{attr}_no_face", 0))
+    note = f"; no face in {missing}/{len(STRENGTHS)}" if missing else ""
+    return f"{delta} ({r[f'{attr}_spearman']:.2f}{note})"
 
 
 def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: int | None = None,
@@ -114,7 +129,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {label} | {r['mse']:.4f} | {r['psnr']:.2f} ({r['psnr'] - base['psnr']:+.2f}) | "
                 f"{r['ms_ssim']:.4f} | {r['perceptual']:.4f} | {r.get('identity', float('nan')):.4f} | "
-                f"{r['smile_delta']:+.3f} ({r['smile_spearman']:.2f}) | {r['yaw_delta']:+.3f} ({r['yaw_spearman']:.2f}) | "
+                f"{_edit_cell(r, 'smile')} | {_edit_cell(r, 'yaw')} | "
                 f"{r['inversion_s']:.1f} | {r['tuning_s']:.1f} | {r['total_s']:.1f} ({r['total_s'] / base['total_s']:.2f}) |")
     return "\n".join(lines) + "\n"
 
