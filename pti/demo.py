@@ -123,7 +123,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             inv_cfg = dataclasses.replace(cfg.inversion, space=space)
             pivots[space] = project(G, target, inv_cfg, c=label, perceptual=perceptual_inv, progress=cfg.progress)
             with torch.no_grad():
-                recon[space.upper()] = G.synthesis(pivots[space].w, noise_mode="const", noise=pivots[space].noise)
+                recon[space.upper()] = G.synthesis(pivots[space].w, noise_mode="const",
+                                                    noise=pivots[space].noise or None)  # none optimised: G's own
             timed(f"invert {space.upper()}", t0)
 
         t0 = time.perf_counter()

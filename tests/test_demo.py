@@ -89,6 +89,18 @@ def test_demo_rejects_a_folder_without_photos(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_demo_runs_with_pivots_that_have_no_optimised_noise(tmp_path):
+    # --inv-optimize-noise false gives pivots without noise maps: their renders use G's own (crashed before)
+    import skimage.data
+
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
+    torch.set_num_threads(1)
+    code = main(["demo", "--images", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet",
+                 "--no-identity", "--edits", "ganspace:0", "--inv-optimize-noise", "false", *STEPS])
+    assert code == 0
+    assert (tmp_path / "out" / "demo_astronaut.png").is_file() and (tmp_path / "out" / "demo_metrics.md").is_file()
+
+
 def test_demo_figure_labels_methods_and_strengths_in_their_own_rows(tmp_path):
     """The figure's first block is original | W | W+ | PTI; the edit block has its own strength columns."""
     from pti.demo import RECONSTRUCTION_COLUMNS, strength_labels
