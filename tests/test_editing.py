@@ -372,6 +372,22 @@ def test_fit_boundary_recovers_a_linear_attribute():
         fit_boundary(w[:10], scores[:10], "attr")
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fit_boundary_chooses_its_svm_regularisation_by_cross_validation(seed):
+    """Few samples in a W-sized space: C = 1 fits the training extremes perfectly and its normal is noisy.
+    Measured (seeds 1-3, 1,000 samples in 256-D, score noise std 1): C = 1 cosine to the truth 0.59-0.64,
+    train accuracy 1.0, held-out 0.67-0.71; the cross-validated C (0.001) 0.74-0.76, held-out 0.74-0.76.
+    Asserted: a gain of at least 0.08 in cosine (measured 0.12-0.16)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(1000, 256, generator=gen)
+    truth = _unit(torch.randn(256, generator=gen))
+    scores = w @ truth + torch.randn(1000, generator=gen)
+    plain, chosen = fit_boundary(w, scores, "attr", C=1.0), fit_boundary(w, scores, "attr")
+    assert plain.extras["C"] == 1.0 and chosen.extras["C"] < 1.0
+    assert float(chosen.direction.vector @ truth) > float(plain.direction.vector @ truth) + 0.08
+    assert chosen.heldout_accuracy >= plain.heldout_accuracy
+
+
 def test_boundary_moves_a_measurable_image_property_monotonically():
     """A StyleGAN2 made for the test: fit a boundary for the horizontal centroid of image
     brightness on a tiny random generator, then check that the edit moves it monotonically."""

@@ -58,8 +58,38 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+#: the SVM regularisations :func:`fit_boundary` chooses from by cross-validation (``C=None``)
+C_GRID = (1.0, 0.1, 0.01, 0.001)
+
+
+def choose_svm_c(x: np.ndarray, labels: np.ndarray, grid: tuple[float, ...] = C_GRID, folds: int = 5,
+                 seed: int = 0) -> float:
+    """The C of ``grid`` with the best ``folds``-fold cross-validated accuracy of a standardised linear SVM
+    on ``(x [N, D], labels [N] in {0, 1})`` (sklearn ``cross_val_score``; ties go to the larger C).
+
+    Why: with a few thousand samples in W (D = 256-512) the default C = 1 fits the training extremes
+    almost perfectly and its normal is noisy. Measured on the 66 kimg distilled demo generator
+    (3,000 samples, smile): C = 1 train/held-out accuracy 0.979/0.906 (6,000 samples) and 0.11 dlib smile
+    change per 12/255 image change; C = 0.01 0.967/0.937 and 0.19. Fewer than 2 samples of a class per fold:
+    returns 1.0.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    folds = min(folds, int(np.bincount(labels.astype(int), minlength=2).min()))
+    if folds < 2 or len(grid) == 1:
+        return float(grid[0]) if len(grid) == 1 else 1.0
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    accuracy = {c: float(cross_val_score(make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=20_000, dual="auto")),
+                                         x, labels, cv=cv).mean()) for c in grid}
+    best = max(accuracy.values())
+    return max(c for c, a in accuracy.items() if a >= best - 1e-12)
+
+
 def fit_boundary(w: torch.Tensor, scores: torch.Tensor, name: str, extreme_fraction: float = 0.3,
-                 heldout_fraction: float = 0.25, seed: int = 0, C: float = 1.0,
+                 heldout_fraction: float = 0.25, seed: int = 0, C: float | None = None,
                  source: str = "") -> BoundaryFit:
     """Fit a linear SVM boundary for one attribute.
 
@@ -71,7 +101,8 @@ def fit_boundary(w: torch.Tensor, scores: torch.Tensor, name: str, extreme_fract
             used 0.02 of 500k samples; with thousands of samples 0.2-0.3 keeps enough).
         heldout_fraction: fraction of the labelled samples kept out of training.
         seed: shuffling seed (the fit itself is deterministic).
-        C: SVM regularisation.
+        C: SVM regularisation; None: chosen from :data:`C_GRID` by 5-fold cross-validation on the training
+            part only (:func:`choose_svm_c`; the held-out part stays unseen). Recorded in ``extras['C']``.
     """
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
@@ -97,6 +128,8 @@ def fit_boundary(w: torch.Tensor, scores: torch.Tensor, name: str, extreme_fract
     n_held = max(2, int(round(len(idx) * heldout_fraction)))
     tr, te = slice(n_held, None), slice(0, n_held)
 
+    if C is None:
+        C = choose_svm_c(x[idx[tr]], labels[tr], seed=seed)
     scaler = StandardScaler().fit(x[idx[tr]])
     svm = LinearSVC(C=C, max_iter=20_000, dual="auto")
     svm.fit(scaler.transform(x[idx[tr]]), labels[tr])
@@ -116,7 +149,7 @@ def fit_boundary(w: torch.Tensor, scores: torch.Tensor, name: str, extreme_fract
                           scale=float(stdev_along(torch.from_numpy(x).float(), normal[None].float())[0]))
     return BoundaryFit(direction=direction, train_accuracy=train_acc, heldout_accuracy=held_acc,
                        n_train=int(len(idx) - n_held), n_heldout=int(n_held), heldout_spearman=spearman,
-                       extras={"scored_fraction": float(keep.mean())})
+                       extras={"scored_fraction": float(keep.mean()), "C": float(C)})
 
 
 @torch.no_grad()
