@@ -60,3 +60,21 @@ def test_setup_explains_old_python(tmp_path):
     result = _bootstrap(tmp_path, str(fake))
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Python 3.8.10 is too old" in result.stderr
+
+
+def test_setup_names_a_full_disk(tmp_path):
+    """The CI's set-up once failed with pip's "No space left on device" cut to "Could not install packag";
+    the one-line error now says the disk is full and how much the venv needs."""
+    venv_python = ("#!/bin/sh\nif [ \"$1\" = -m ] && [ \"$2\" = pip ]; then\n"
+                   "  echo 'ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device'\n"
+                   "  exit 1\nfi\nexit 0\n")
+    fake = tmp_path / "python3"
+    # a Python that passes the version check and makes a venv whose python fails pip as a full disk does
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = -m ] && [ \"$2\" = venv ]; then mkdir -p \"$3/bin\"; "
+                    f"cat > \"$3/bin/python\" <<'PY'\n{venv_python}PY\nchmod +x \"$3/bin/python\"; fi\nexit 0\n")
+    fake.chmod(0o755)
+    result = _bootstrap(tmp_path, str(fake))
+    assert result.returncode == 1, result.stderr
+    err = result.stderr.strip()
+    assert "\n" not in err and "no space left on device" in err and "needs ~7 GB" in err, err
+    assert not (tmp_path / "venv" / ".pti-installed").exists()

@@ -278,11 +278,14 @@ def test_train_demo_command_writes_into_its_run_folder(tmp_path, monkeypatch):
     # resuming: the flags that say "also changes a resumed run" do; the architecture stays the state's
     resume = [a for a in small if a not in ("--resume", "none")]
     assert cli_main(["train-demo", "--out", "run", *resume, "--style-mixing", "0.25", "--ema-rampup", "0",
-                     "--ema-kimg", "3", "--z-dim", "64"]) == 0
+                     "--ema-kimg", "3", "--z-dim", "64", "--augment", "none"]) == 0
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "changed on resume: {'style_mixing_prob': 0.25, 'ema_kimg': 3.0, 'ema_rampup': None}" in log, log
+    assert ("changed on resume: {'style_mixing_prob': 0.25, 'ema_kimg': 3.0, 'ema_rampup': None, 'augment': ()}"
+            in log), log
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
-    assert state["config"]["z_dim"] == 32 and state["config"]["ema_rampup"] is None
+    assert state["config"]["z_dim"] == 32 and state["config"]["ema_rampup"] is None and state["config"]["augment"] == []
+    with pytest.raises(SystemExit, match="--augment takes 'none' or policies"):
+        cli_main(["train-demo", "--out", "run3", *small, "--augment", "color,rotate"])
     with pytest.raises(SystemExit, match="--ema-rampup must be >= 0"):
         cli_main(["train-demo", "--out", "run3", *small, "--ema-rampup", "-1"])
 

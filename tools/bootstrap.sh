@@ -35,7 +35,13 @@ echo "pti setup: installing into $VENV (log: $log) ..."
   # facenet-pytorch (MTCNN, used only to score the demo generator) pins an old torch in its
   # metadata but runs on current torch; install it without letting it pull another torch.
   "$VENV/bin/python" -m pip install --no-deps "facenet-pytorch==2.6.0"
-} >"$log" 2>&1 || die "pip install failed: $(grep -E 'ERROR|error:' "$log" | tail -n 1) (full log: $log)"
+} >"$log" 2>&1 || {
+  # the venv takes ~7 GB (torch's CUDA build from local disk); a full disk is the common cause
+  if grep -q "No space left on device" "$log"; then
+    die "pip install failed: no space left on device ($(df -h "$VENV" | awk 'NR==2 {print $4}') free where $VENV is; it needs ~7 GB) (full log: $log)"
+  fi
+  die "pip install failed: $(grep -E 'ERROR|error:' "$log" | tail -n 1) (full log: $log)"
+}
 
 if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
   echo "pti setup: no C++ compiler found; the optional CUDA ops cannot be built, the pure-PyTorch ops will be used" >&2

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema-rampup", type=float, default=None,
                         help="G_ema half-life ramp-up: at most this fraction of the images seen (default 0.05; 0: "
                              "off, the half-life is --ema-kimg from the start; also changes a resumed run)")
+    parser.add_argument("--augment", default=None,
+                        help="DiffAugment policies applied before D, comma-separated from color,translation,cutout, "
+                             "or 'none' (default: all three; also changes a resumed run). The real images are fresh "
+                             "DCGAN samples at every step, so D cannot overfit them; augmentation is for finite data")
     parser.add_argument("--state-every", type=float, default=600.0, help="seconds between state.pt saves")
     parser.add_argument("--grid-every", type=float, default=600.0, help="seconds between sample grids")
     parser.add_argument("--export-every", type=float, default=900.0,
@@ -75,6 +79,15 @@ def run(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     if args.style_mixing is not None:
         overrides["style_mixing_prob"] = args.style_mixing
+    if args.augment is not None:
+        from pti.train.augment import POLICIES
+
+        policies = () if args.augment.strip() == "none" else tuple(p.strip() for p in args.augment.split(",") if p.strip())
+        unknown = [p for p in policies if p not in POLICIES]
+        if unknown or not policies and args.augment.strip() != "none":
+            raise SystemExit(f"pti train-demo: --augment takes 'none' or policies from {','.join(POLICIES)}, "
+                             f"got {args.augment!r}")
+        overrides["augment"] = policies
     if args.ema_rampup is not None:
         if args.ema_rampup < 0:
             raise SystemExit(f"pti train-demo: --ema-rampup must be >= 0, got {args.ema_rampup}")

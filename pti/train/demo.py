@@ -38,7 +38,7 @@ from pti.train.projected_d import ProjectedDConfig, ProjectedDiscriminator
 STATE_VERSION = 2  # 2: D heads with minibatch stddev
 #: hyperparameters that may change when a run is resumed (the architecture may not)
 RESUME_OVERRIDABLE = ("r1_gamma", "r1_interval", "g_lr", "d_lr", "style_mixing_prob", "ema_kimg", "ema_rampup",
-                      "distill_weight")
+                      "distill_weight", "augment")
 #: file names, inside the run folder, of the exported G_ema and of the compact resume copy. No
 #: state is committed: the 58.9 kimg run's ``demo_resume.pt`` left the source tree (issue 18: it
 #: kept the GPU device call over its size limit); that run's G_ema is ``pti/assets/demo_generator``.
