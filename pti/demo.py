@@ -124,7 +124,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             pivots[space] = project(G, target, inv_cfg, c=label, perceptual=perceptual_inv, progress=cfg.progress)
             with torch.no_grad():
                 recon[space.upper()] = G.synthesis(pivots[space].w, noise_mode="const",
-                                                    noise=pivots[space].noise or None)  # none optimised: G's own
+                                                    noise=pivots[space].noise_maps())
             timed(f"invert {space.upper()}", t0)
 
         t0 = time.perf_counter()

@@ -64,6 +64,13 @@ class Pivot:
                 raise ValueError(f"the pivot's {len(have)} noise maps do not match the {len(wanted)} noise layers "
                                  f"of {what}: it was made with another generator")
 
+    def noise_maps(self, device: torch.device | str | None = None) -> list[torch.Tensor] | None:
+        """The optimised noise maps for ``G.synthesis(..., noise=...)`` (on ``device`` if given), or None when
+        none were optimised (0 inversion steps, an encoder's code): G then uses its own ``noise_const``."""
+        if not self.noise:
+            return None
+        return [n.to(device) for n in self.noise] if device is not None else list(self.noise)
+
     def to(self, device: torch.device | str) -> "Pivot":
         return Pivot(**{**self.__dict__, "w": self.w.to(device), "noise": [n.to(device) for n in self.noise],
                         "c": None if self.c is None else self.c.to(device)})

@@ -173,10 +173,8 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
         pivot = project(G, target, inv_cfg, init=options.encoder, c=label, perceptual=perceptual_inv,
                         progress=options.progress)
         pivot.save(pivot_path)
-    noise = pivot.noise if pivot.noise else None
     with torch.no_grad():
-        inverted = G.synthesis(pivot.w.to(device), noise_mode="const",
-                               noise=[n.to(device) for n in noise] if noise else None)
+        inverted = G.synthesis(pivot.w.to(device), noise_mode="const", noise=pivot.noise_maps(device))
     # the final images too: the optimisations check every step's image but not the result of the last update
     check_images(inverted, "inversion" + (" (pivot.pt of an earlier run; --no-reuse-pivot inverts again)"
                                           if reused else ""))
@@ -196,7 +194,7 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
         result = pivotal_tune(G, target, pivot, tune_cfg, c=label, perceptual=perceptual_tune, progress=options.progress)
         tuned = result.generator
         with torch.no_grad():
-            noise_list = [n.to(device) for n in pivot.noise] if tune_cfg.use_pivot_noise else None
+            noise_list = pivot.noise_maps(device) if tune_cfg.use_pivot_noise else None
             reconstruction = tuned.synthesis(pivot.w.to(device), noise_mode=tune_cfg.noise_mode, noise=noise_list)
         check_images(reconstruction, "tuning")
         write_image(reconstruction[0], out_dir / "reconstruction.png")

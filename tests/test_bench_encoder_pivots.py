@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from pti.bench.encoder_pivots import STRENGTHS, _edit_cell, editability
+from pti.pivot import Pivot
 
 
 class _Scores:
@@ -26,7 +25,7 @@ def demo():
     from pti.stylegan2.checkpoints import load
 
     G = load("demo").eval()
-    return G, SimpleNamespace(w=G.mapping.w_avg.reshape(1, 1, -1).expand(1, G.num_ws, -1).clone(), noise=None)
+    return G, Pivot(w=G.mapping.w_avg.reshape(1, 1, -1).expand(1, G.num_ws, -1).clone())
 
 
 def test_a_missing_face_in_the_middle_is_left_out_of_rho_and_counted(demo):

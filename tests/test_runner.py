@@ -5,6 +5,8 @@ offline EfficientNet-Lite0 perceptual distance (no download), on one CPU thread.
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import json
 import os
@@ -178,6 +180,24 @@ def test_pivot_check_fits_names_the_mismatch(G):
     Pivot(w=torch.zeros(1, G.num_ws, G.w_dim)).check_fits(G)
     with pytest.raises(ValueError, match="noise"):
         Pivot(w=torch.zeros(1, G.num_ws, G.w_dim), noise=[torch.zeros(1, 1, 3, 3)]).check_fits(G)
+
+
+def test_pivot_noise_maps_are_none_when_none_were_optimised(G):
+    """0 steps or an encoder's code leave ``noise`` empty: G must then render with its own noise_const,
+    not with an empty list (G.synthesis raises on a wrong count)."""
+    w = torch.zeros(1, G.num_ws, G.w_dim)
+    assert Pivot(w=w).noise_maps() is None and Pivot(w=w).noise_maps("cpu") is None
+    maps = [torch.randn(1, 1, layer.resolution, layer.resolution) for layer in G.synthesis.noise_layers()]
+    got = Pivot(w=w, noise=maps).noise_maps("cpu")
+    assert len(got) == len(maps) and all(torch.equal(a, b) for a, b in zip(got, maps))
+    G = copy.deepcopy(G)
+    for layer in G.synthesis.noise_layers():  # a fresh G's noise strengths are 0
+        layer.noise_strength.data.fill_(0.5)
+    with torch.no_grad():  # None renders G's own noise_const; the optimised maps render another image
+        own = G.synthesis(w, noise_mode="const", noise=Pivot(w=w).noise_maps())
+        const = G.synthesis(w, noise_mode="const")
+        theirs = G.synthesis(w, noise_mode="const", noise=Pivot(w=w, noise=maps).noise_maps())
+    assert torch.equal(own, const) and not torch.equal(own, theirs)
 
 
 def test_tune_without_pivot_fails_with_a_clear_error(G, images, tmp_path):

@@ -38,7 +38,7 @@ def editability(G: torch.nn.Module, pivot: Any, attributes: tuple[str, ...], sco
 
     out: dict[str, float] = {}
     for attr in attributes:
-        images = render_edits(G, pivot.w, resolve_direction(attr, G), STRENGTHS, noise=pivot.noise)[0, 0]
+        images = render_edits(G, pivot.w, resolve_direction(attr, G), STRENGTHS, noise=pivot.noise_maps())[0, 0]
         scores = scorer(images, [attr])[attr].numpy()
         found = np.isfinite(scores)
         out[f"{attr}_delta"] = float(scores[-1] - scores[0])
@@ -98,7 +98,7 @@ def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: i
                 image = tuned.synthesis(pivot.w, noise_mode=tune_cfg.noise_mode,
                                         noise=pivot.noise if tune_cfg.use_pivot_noise else None)
             with torch.no_grad():
-                images[name] += [G.synthesis(pivot.w, noise_mode="const", noise=pivot.noise or None), image]
+                images[name] += [G.synthesis(pivot.w, noise_mode="const", noise=pivot.noise_maps()), image]
             row = evaluate(image, x, perceptual=perceptual, identity=identity_similarity if identity else None)
             row.update(editability(tuned, pivot, ("smile", "yaw"), scorer))
             row.update(inversion_s=t1 - t0, tuning_s=t2 - t1, total_s=t2 - t0, tuning_steps=float(result.steps))

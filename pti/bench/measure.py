@@ -123,7 +123,7 @@ def reconstruction_quality(generators: Sequence[torch.nn.Module], pivots: Sequen
         t = target.unsqueeze(0)
         w = pivot.w.to(t.device)
         rows.append(evaluate(G_k.synthesis(w, noise_mode="const", force_fp32=True), t, perceptual=evaluator))
-        pivot_image = original.synthesis(w, noise_mode="const", force_fp32=True, noise=pivot.noise or None)
+        pivot_image = original.synthesis(w, noise_mode="const", force_fp32=True, noise=pivot.noise_maps(t.device))
         pivot_mse.append(float(mse(pivot_image, t)[0]))
     n = len(rows)
     return sum(r["mse"] for r in rows) / n, sum(r["perceptual"] for r in rows) / n, sum(pivot_mse) / n

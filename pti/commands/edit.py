@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     except (DirectionMismatchError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 1
-    noise = [n.to(device) for n in pivot.noise] if pivot.noise and inputs.pivot_noise else None
+    noise = pivot.noise_maps(device) if inputs.pivot_noise else None
     images = render_edits(G, pivot.w.to(device), directions, strengths, noise=noise, noise_mode=inputs.noise_mode)[0]
     out = Path(args.out) if args.out else pivot_path.parent / "edits" / (
         "+".join(_safe_name(s) for s in args.direction) + ".png")

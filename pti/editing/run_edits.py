@@ -134,7 +134,7 @@ def render_w_and_pti(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot",
     """
     device = next(tuned.parameters()).device
     w = pivot.w.to(device)
-    noise = [n.to(device) for n in pivot.noise] if pivot.noise else None
+    noise = pivot.noise_maps(device)
     w_edits = render_edits(G, w, direction, list(strengths), noise=noise, noise_mode="const")[0, 0]
     pti_edits = render_edits(tuned, w, direction, list(strengths), noise=noise if use_pivot_noise else None,
                              noise_mode=noise_mode)[0, 0]
