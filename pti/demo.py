@@ -29,7 +29,8 @@ class DemoConfig:
     out_dir: str = "figures"
     # the paper's settings; NHWC perceptual network through pti.fast (measured 1.2x faster on a CPU at equal
     # quality, figures/benchmarks.md)
-    inversion: InversionConfig = field(default_factory=InversionConfig)
+    inversion: InversionConfig | None = None
+    """the projector's settings; None: the paper's, with the generator's projector lr (pti.zoo.inversion_defaults)"""
     tuning: TuningConfig = field(default_factory=TuningConfig)
     execution: ExecutionConfig = field(default_factory=lambda: ExecutionConfig(channels_last=True))
     """how the steps run (pti.fast): NHWC perceptual network by default, the rest as the core"""
@@ -86,7 +87,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from pti.runner import list_images
     from pti.stylegan2.checkpoints import load
 
+    from pti.zoo import inversion_defaults
+
     project, pivotal_tune = pipeline(cfg.execution)
+    inversion = cfg.inversion if cfg.inversion is not None else inversion_defaults(cfg.generator)
     t_start = time.perf_counter()
     device = _device(cfg.device)
     # bad input fails here, before minutes of loading and before anything is written
@@ -101,7 +105,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     G = load(cfg.generator, device=device).eval()
     label = class_label(G, cfg.class_index, 1, device)  # a conditional generator needs the class: fail early
-    perceptual_inv = PerceptualLoss(cfg.inversion.perceptual_net, cfg.inversion.perceptual_resolution, device)
+    perceptual_inv = PerceptualLoss(inversion.perceptual_net, inversion.perceptual_resolution, device)
     perceptual = PerceptualLoss(cfg.tuning.perceptual_net, cfg.tuning.perceptual_resolution, device)
     edit_specs = cfg.edits if cfg.edits is not None else default_edits(G, cfg.generator)
     directions = [resolve_direction(spec, G) for spec in edit_specs]
@@ -120,7 +124,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         pivots = {}
         for space in ("w", "w+"):
             t0 = time.perf_counter()
-            inv_cfg = dataclasses.replace(cfg.inversion, space=space)
+            inv_cfg = dataclasses.replace(inversion, space=space)
             pivots[space] = project(G, target, inv_cfg, c=label, perceptual=perceptual_inv, progress=cfg.progress)
             with torch.no_grad():
                 recon[space.upper()] = G.synthesis(pivots[space].w, noise_mode="const",
@@ -165,7 +169,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     seconds["total"] = time.perf_counter() - t_start
     summary = {"images": results, "seconds": seconds, "files": files, "perceptual_name": perceptual.name,
                "generator": cfg.generator, "device": str(device), "edits": [d.name for d in directions],
-               "inversion_steps": cfg.inversion.steps, "tuning_steps": cfg.tuning.steps}
+               "inversion_steps": inversion.steps, "inversion_lr": inversion.lr, "tuning_steps": cfg.tuning.steps}
     md_path = out / "demo_metrics.md"
     from pti.io_utils import atomic_write_text
 
@@ -187,13 +191,18 @@ def strength_labels(strengths: tuple[float, ...] | list[float]) -> list[str]:
     return [f"s={s:g}" + (" (pivot)" if s == 0 else "") for s in strengths]
 
 
+def _lr_note(summary: dict[str, Any]) -> str:
+    lr = summary.get("inversion_lr")
+    return "" if lr is None else f"; projector lr {lr:g}"
+
+
 def metrics_markdown(summary: dict[str, Any]) -> str:
     """The demo's metrics table (one row per photo and method) and its timings, as Markdown."""
     lines = [
         "# `pti demo` results",
         "",
         f"Generator `{summary['generator']}` on `{summary['device']}`; {summary['inversion_steps']} inversion steps "
-        f"(W and W+), {summary['tuning_steps']} tuning steps. Perceptual distance: **{summary['perceptual_name']}**. "
+        f"(W and W+{_lr_note(summary)}), {summary['tuning_steps']} tuning steps. Perceptual distance: **{summary['perceptual_name']}**. "
         "Identity: cosine similarity of dlib ResNet face descriptors (higher = same person). "
         "PSNR on the [0, 1] range.",
         "",

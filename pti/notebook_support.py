@@ -9,6 +9,7 @@ generator on random codes, atomic figure/JSON writing and a Markdown table. Imag
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import sys
@@ -79,18 +80,20 @@ def quiet_perceptual(net: str, resolution: int | None, device: torch.device) -> 
 def setup(generator: str, images: str | Sequence[str] | None = None, align: bool = True, device: str = "auto",
           seed: int = 0, output_dir: str | Path = "../figures", inversion_steps: int = 450, tuning_steps: int = 350,
           w_avg_samples: int = 10000, inversion_perceptual_net: str = "vgg",
-          perceptual_net: str = "alex") -> NotebookSetup:
+          perceptual_net: str = "alex", inversion_lr: float | None = None) -> NotebookSetup:
     """The set-up cell shared by the numbered notebooks; its arguments are their parameters.
 
     Seeds torch's global RNG with ``seed``, resolves ``device`` (:func:`resolve_device`),
     creates ``output_dir``, loads ``generator`` (a zoo name or a checkpoint path), the two
     perceptual distances (:func:`quiet_perceptual`) and the photos (:func:`load_photos`),
     and prints three lines: generator, perceptual distances (and, offline, that LPIPS fell
-    back), photos. Raises what the loaders raise (unknown generator, unreadable photo, no
-    face found).
+    back), photos. The projector runs at ``inversion_lr``, or when None at the generator's
+    projector lr (:func:`pti.zoo.inversion_defaults`: 0.1 for 'demo', PTI's 5e-3 otherwise).
+    Raises what the loaders raise (unknown generator, unreadable photo, no face found).
     """
-    from pti.config import InversionConfig, TuningConfig
+    from pti.config import TuningConfig
     from pti.stylegan2.checkpoints import load
+    from pti.zoo import inversion_defaults
 
     torch.manual_seed(seed)
     dev = resolve_device(device)
@@ -103,8 +106,9 @@ def setup(generator: str, images: str | Sequence[str] | None = None, align: bool
     s = NotebookSetup(
         device=dev, out=out, G=G, perceptual=perceptual, perceptual_inv=perceptual_inv, photos=photos,
         env=environment(G, generator, dev, perceptual), cell=min(256, max(128, G.img_resolution)),
-        inv_cfg=InversionConfig(steps=inversion_steps, w_avg_samples=w_avg_samples, seed=seed,
-                                perceptual_net=inversion_perceptual_net),
+        inv_cfg=dataclasses.replace(inversion_defaults(generator), steps=inversion_steps, w_avg_samples=w_avg_samples,
+                                    seed=seed, perceptual_net=inversion_perceptual_net,
+                                    **({} if inversion_lr is None else {"lr": inversion_lr})),
         tune_cfg=TuningConfig(steps=tuning_steps, perceptual_net=perceptual_net, seed=seed),
         generator_label=Path(str(generator)).name)
     missing = [n for n, fb in ((perceptual_net, fell_back), (inversion_perceptual_net, fell_back_inv)) if fb]

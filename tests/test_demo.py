@@ -58,6 +58,7 @@ def test_demo_metrics_table_is_consistent(demo_run):
     # the perceptual distance is named for what it is: LPIPS here only if the AlexNet/VGG backbone loaded
     name = re.search(r"Perceptual distance: \*\*(.+?)\*\*", text).group(1)
     assert "LPIPS" in name or "not LPIPS" in name
+    assert "6 inversion steps (W and W+; projector lr 0.1)" in text  # the demo generator's lr, end to end
     rows = _table_rows(text, "| photo | method")
     assert {(r[0], r[1]) for r in rows} == {(p, m) for p in ("grace_hopper", "astronaut") for m in ("W", "W+", "PTI")}
     by_key = {}
@@ -137,13 +138,15 @@ def test_demo_options_apply_over_its_own_defaults():
     from pti.cli import build_parser
     from pti.commands._config_args import build_configs, build_execution
     from pti.demo import DemoConfig
+    from pti.zoo import inversion_defaults
 
     defaults = DemoConfig()
     args = build_parser().parse_args(["demo", "--exec-adam", "foreach", "--tune-steps", "5",
                                       "--locality-alpha", "7"])
-    inv, tune = build_configs(args, defaults.inversion, defaults.tuning)
+    assert defaults.inversion is None  # the paper's projector with the generator's lr (pti.zoo.inversion_defaults)
+    inv, tune = build_configs(args, inversion_defaults(args.generator), defaults.tuning)
     execution = build_execution(args, "cpu", defaults.execution)
-    assert inv.steps == defaults.inversion.steps == 450 and tune.steps == 5  # the paper's / given
+    assert inv.steps == 450 and inv.lr == 0.1 and tune.steps == 5  # the paper's steps, 'demo''s lr / given
     assert execution.channels_last is True and execution.adam == "foreach"  # the demo's default / given
     assert tune.locality.alpha == 7 and tune.locality.enabled == defaults.tuning.locality.enabled
     plain = build_execution(build_parser().parse_args(["demo"]), "cpu")

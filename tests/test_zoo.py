@@ -260,3 +260,32 @@ def test_progress_outside_a_terminal_is_two_lines(cache: Path, payload: Path,
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"download testnet: {payload.as_uri()} -> {cache / 'testnet.bin'}", lines[1]]
     assert lines[1].startswith("download testnet: 3.0 MiB in ")
+
+
+def test_inversion_defaults_give_only_the_demo_generator_its_own_projector_lr():
+    from pti.config import InversionConfig
+
+    # the demo generator is inverted at StyleGAN2's projector lr (0.1): at PTI's 5e-3, 450 steps left w within
+    # 0.6 std of the mean on it (model card); every other generator keeps the official PTI's settings
+    assert zoo.inversion_defaults("demo") == dataclasses.replace(InversionConfig(), lr=0.1)
+    for other in ("ffhq", "e4e", "not-a-zoo-name", "runs/g.safetensors", None, torch.nn.Linear(1, 1)):
+        assert zoo.inversion_defaults(other) == InversionConfig() and InversionConfig().lr == 5e-3
+
+
+@pytest.mark.parametrize("extra, lr", [((), 0.1), (("--inv-lr", "0.02"), 0.02)])
+def test_pti_invert_on_the_demo_generator_uses_its_projector_lr_unless_given(tmp_path, extra, lr):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    torch.set_num_threads(1)
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / "a.png")
+    code = cli_main(["invert", str(tmp_path / "photos"), "--output", str(tmp_path / "run"), "--generator", "demo",
+                     "--device", "cpu", "--no-align", "--quiet", "--inv-steps", "1", "--inv-w-avg-samples", "100",
+                     "--inv-perceptual-net", "effnet-lite0", *extra])
+    assert code == 0
+    metrics = json.loads((tmp_path / "run" / "a" / "metrics.json").read_text())
+    assert metrics["config"]["inversion"]["lr"] == lr

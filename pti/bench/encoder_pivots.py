@@ -59,7 +59,7 @@ def _edit_cell(r: dict[str, float], attr: str) -> str:
 def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: int | None = None,
         tuning_steps: int | None = None, identity: bool = True, figure: str | None = None) -> dict[str, Any]:
     from pti.alignment import align_face
-    from pti.config import InversionConfig, TuningConfig
+    from pti.config import TuningConfig
     from pti.demo import bundled_photos
     from pti.editing.scorers import LandmarkScorer
     from pti.encoders import encoder_for
@@ -69,10 +69,13 @@ def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: i
     from pti.projector import project
     from pti.stylegan2.checkpoints import load
     from pti.tuning import pivotal_tune
+    from pti.zoo import inversion_defaults
 
     G = load(generator).eval()
     enc = encoder_for(G, encoder_name)
-    inv_cfg = InversionConfig() if inversion_steps is None else InversionConfig(steps=inversion_steps)
+    inv_cfg = inversion_defaults(generator)  # the generator's projector lr (pti.zoo)
+    if inversion_steps is not None:
+        inv_cfg = dataclasses.replace(inv_cfg, steps=inversion_steps)
     tune_cfg = TuningConfig() if tuning_steps is None else TuningConfig(steps=tuning_steps)
     perceptual_inv = PerceptualLoss(inv_cfg.perceptual_net, inv_cfg.perceptual_resolution, "cpu")
     perceptual = PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, "cpu")

@@ -81,12 +81,13 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     from pti.runner import RunOptions, check_unique_names, list_images, process_images
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.encoders import default_encoder, encoder_for
+    from pti.zoo import inversion_defaults
 
     source = args.input_opt or args.input
     if not source:
         print("pti: give an image file or folder (INPUT or --input)", file=sys.stderr)
         return 2
-    inv_cfg, tune_cfg = build_configs(args)
+    inv_cfg, tune_cfg = build_configs(args, inversion_defaults(args.generator))  # the generator's projector lr
     if args.seed is not None:
         inv_cfg.seed = tune_cfg.seed = args.seed
     if args.space:
