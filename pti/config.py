@@ -38,7 +38,7 @@ class InversionConfig:
     steps: int = 450
     """Adam steps of the projector (the paper: 450)"""
     lr: float = 5e-3
-    """peak Adam learning rate (official PTI: first_inv_lr = 5e-3; the commands and notebooks use 0.1 on the
+    """peak Adam learning rate (official PTI: first_inv_lr = 5e-3; the commands and notebooks use 0.02 on the
     'demo' generator, its zoo entry's projector_lr)"""
     lr_rampup: float = 0.05
     """fraction of the steps (0-1) with a linear learning-rate warm-up from 0"""

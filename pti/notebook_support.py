@@ -88,7 +88,7 @@ def setup(generator: str, images: str | Sequence[str] | None = None, align: bool
     perceptual distances (:func:`quiet_perceptual`) and the photos (:func:`load_photos`),
     and prints three lines: generator, perceptual distances (and, offline, that LPIPS fell
     back), photos. The projector runs at ``inversion_lr``, or when None at the generator's
-    projector lr (:func:`pti.zoo.inversion_defaults`: 0.1 for 'demo', PTI's 5e-3 otherwise).
+    projector lr (:func:`pti.zoo.inversion_defaults`: 0.02 for 'demo', PTI's 5e-3 otherwise).
     Raises what the loaders raise (unknown generator, unreadable photo, no face found).
     """
     from pti.config import TuningConfig

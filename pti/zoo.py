@@ -89,9 +89,10 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         name="demo", filename="demo_generator.safetensors", resolution=64, packaged=True,
         description="small StyleGAN2 trained for this project's demo (64x64 faces; pti's own format)",
         license="see pti/assets model card (trained on DCGAN samples of DigiFace-1M: non-commercial research)",
-        # StyleGAN2's own projector lr (Karras et al. 2020): at 5e-3, 450 steps leave w within 0.6 std of the
-        # mean on this 64 px generator (pti/assets/README.md, "Projector learning rate")
-        projector_lr=0.1),
+        # at PTI's 5e-3, 450 steps leave w within 0.6 of W's spread from the mean on this 64 px generator; 0.1
+        # (StyleGAN2's) inverts best but breaks the smile edit after PTI; 0.02 keeps it (pti/assets/README.md,
+        # seventh session)
+        projector_lr=0.02),
     "demo-e4e": ZooEntry(
         name="demo-e4e", filename="demo_encoder.safetensors", resolution=64, packaged=True, kind="encoder",
         description="small e4e encoder of the demo generator (10 x 256 W+ codes; `pti run --init e4e` on 'demo')",
@@ -125,7 +126,7 @@ def cache_dir() -> Path:
 
 def inversion_defaults(generator: object) -> "InversionConfig":
     """The paper's :class:`~pti.config.InversionConfig` for ``generator``, with its zoo entry's
-    ``projector_lr`` when it has one (the demo generator: 0.1 instead of PTI's 5e-3).
+    ``projector_lr`` when it has one (the demo generator: 0.02 instead of PTI's 5e-3).
 
     ``generator``: a zoo name; anything else (a checkpoint path, a module, None) gets the paper's settings
     unchanged. Options given on top (``--inv-lr``, ``dataclasses.replace``) still win.

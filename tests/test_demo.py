@@ -58,7 +58,7 @@ def test_demo_metrics_table_is_consistent(demo_run):
     # the perceptual distance is named for what it is: LPIPS here only if the AlexNet/VGG backbone loaded
     name = re.search(r"Perceptual distance: \*\*(.+?)\*\*", text).group(1)
     assert "LPIPS" in name or "not LPIPS" in name
-    assert "6 inversion steps (W and W+; projector lr 0.1)" in text  # the demo generator's lr, end to end
+    assert "6 inversion steps (W and W+; projector lr 0.02)" in text  # the demo generator's lr, end to end
     rows = _table_rows(text, "| photo | method")
     assert {(r[0], r[1]) for r in rows} == {(p, m) for p in ("grace_hopper", "astronaut") for m in ("W", "W+", "PTI")}
     by_key = {}
@@ -146,7 +146,7 @@ def test_demo_options_apply_over_its_own_defaults():
     assert defaults.inversion is None  # the paper's projector with the generator's lr (pti.zoo.inversion_defaults)
     inv, tune = build_configs(args, inversion_defaults(args.generator), defaults.tuning)
     execution = build_execution(args, "cpu", defaults.execution)
-    assert inv.steps == 450 and inv.lr == 0.1 and tune.steps == 5  # the paper's steps, 'demo''s lr / given
+    assert inv.steps == 450 and inv.lr == 0.02 and tune.steps == 5  # the paper's steps, 'demo''s lr / given
     assert execution.channels_last is True and execution.adam == "foreach"  # the demo's default / given
     assert tune.locality.alpha == 7 and tune.locality.enabled == defaults.tuning.locality.enabled
     plain = build_execution(build_parser().parse_args(["demo"]), "cpu")

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.zoo import inversion_defaults
 
     defaults = DemoConfig()  # the demo's settings (the paper's, plus channels_last) under the given options
-    # the paper's projector with the generator's projector lr (0.1 for 'demo', see pti.zoo) under --inv-*
+    # the paper's projector with the generator's projector lr (0.02 for 'demo', see pti.zoo) under --inv-*
     inv, tune = build_configs(args, inversion_defaults(args.generator), defaults.tuning)
     execution = build_execution(args, device_type(args.device), defaults.execution)
     cfg = DemoConfig(generator=args.generator, images=args.images, device=args.device, out_dir=args.out,
