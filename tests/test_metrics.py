@@ -201,7 +201,7 @@ def test_evaluate_clamps_out_of_range_outputs(photo):
 
 
 def test_bench_mse_is_the_unit_range_mse_of_evaluate():
-    from types import SimpleNamespace
+    from pti.pivot import Pivot
 
     from pti.bench import BenchConfig, build_generator, reconstruction_quality, synthetic_targets
 
@@ -209,7 +209,7 @@ def test_bench_mse_is_the_unit_range_mse_of_evaluate():
     targets = synthetic_targets(G, 2, seed=0)
     with torch.no_grad():
         w = G.mapping(torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(3)), None)
-    pivots = [SimpleNamespace(w=w[k:k + 1], noise=[]) for k in range(2)]
+    pivots = [Pivot(w=w[k:k + 1]) for k in range(2)]
     p = load_perceptual("random-alex")
     bench_mse, dist, pivot_mse = reconstruction_quality([G, G], pivots, targets, p, G)
     with torch.no_grad():
