@@ -136,7 +136,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                              progress=cfg.progress).generator
         with torch.no_grad():
             recon["PTI"] = tuned.synthesis(pivots["w"].w, noise_mode=cfg.tuning.noise_mode,
-                                           noise=pivots["w"].noise if cfg.tuning.use_pivot_noise else None)
+                                           noise=pivots["w"].noise_maps() if cfg.tuning.use_pivot_noise else None)
         timed("pivotal tuning", t0)
 
         t0 = time.perf_counter()

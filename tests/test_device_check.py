@@ -148,7 +148,20 @@ def test_finish_brings_back_the_trained_generator_its_log_and_samples(tmp_path: 
     results = dc.step_finish(work, out, dry=True)
     assert {"distill_G_ema.safetensors", "train_log.txt", "train_samples.png"} <= set(results["files"])
     assert (out / "distill_G_ema.safetensors").read_bytes() == b"g" * 1000 and not (out / "state.pt").exists()
-    assert set(results["files"]) <= set(dc.OUT_ORDER) and len(dc.OUT_ORDER) == dc.MAX_FILES
+    # the two checkpoint names exclude each other: every file fits in MAX_FILES
+    assert set(results["files"]) <= set(dc.OUT_ORDER) and len(dc.OUT_ORDER) - 1 == dc.MAX_FILES
+
+
+def test_finish_names_a_custom_training_checkpoint_for_what_it_is(tmp_path: Path, monkeypatch) -> None:
+    """$PTI_DEVICE_TRAIN_CMD (e.g. the demo encoder's training) does not come back named as a distilled G."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "train").mkdir(parents=True)
+    out.mkdir()
+    (work / "train" / "demo_encoder.safetensors").write_bytes(b"e" * 100)
+    monkeypatch.setenv("PTI_DEVICE_TRAIN_CMD", "true")
+    results = dc.step_finish(work, out, dry=True)
+    assert "train_checkpoint.safetensors" in results["files"] and not (out / "distill_G_ema.safetensors").exists()
+    assert (out / "train_checkpoint.safetensors").read_bytes() == b"e" * 100
 
 
 @pytest.mark.slow

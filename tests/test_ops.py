@@ -705,6 +705,31 @@ def test_gpu_tiny_generator_ref_vs_cuda() -> None:
     assert _backend._plugin is not None  # the CUDA run really used the kernels
 
 
+@pytest.mark.gpu
+def test_gpu_channels_last_blocks_render_the_same_image() -> None:
+    """Every synthesis block in NHWC with fp16 layers, as `pti.fast.execution.channels_last` sets them (the
+    bench path fp16-layers+channels-last): the constant-input block too. Its 3-D const once reached
+    ``.to(memory_format=channels_last)``, which raises (seen on an H200, 2026-11-30; CPU runs never take
+    this path: channels_last is honoured on CUDA only)."""
+    from conftest import make_tiny_generator
+
+    G = make_tiny_generator(resolution=32, num_fp16_res=4, conv_clamp=256).cuda()
+    ws = G.mapping(rand(3, G.z_dim, seed=53, device="cuda", dtype=torch.float32), None)
+    images = {}
+    for flag in (False, True):
+        for block in G.synthesis.blocks():
+            block.channels_last = flag
+        with torch.no_grad():
+            images[flag] = G.synthesis(ws, noise_mode="const", force_fp32=False)
+    assert images[True].dtype == torch.float32 and torch.isfinite(images[True]).all()
+    # Same arithmetic in another memory order; fp16 convolutions may pick other algorithms. Bound: 2e-2 of
+    # the image's range [-1, 1] (tiny generator, 4 fp16 blocks), ~20x the fp16 unit roundoff of a few layers;
+    # measured 3.4e-3 on an H200 (2026-11-30, torch 2.11, CUDA 13.0).
+    err = (images[True] - images[False]).abs().max().item()
+    print(f"channels_last vs contiguous, fp16 blocks: max |diff| {err:.2e}")
+    assert err <= 2e-2
+
+
 # ------------------------------------------------------------------------------------------
 # `pti bench-ops`
 # ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pti.train.augment import diff_augment
+from pti.train.augment import diff_augment, parse_policies
 from pti.train.dcgan_source import DCGANFaceSource
 from pti.train.demo import (DemoTrainer, ScheduleConfig, TrainDemoConfig, compact_state, find_resume_state,
                             load_state, train)
@@ -58,6 +58,14 @@ def test_diff_augment_keeps_shape_and_passes_gradients():
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown DiffAugment policy"):
         diff_augment(x, ["rotate"])
+
+
+def test_parse_policies_reads_none_and_lists_and_refuses_the_rest():
+    assert parse_policies(" none ") == ()
+    assert parse_policies("color, cutout") == ("color", "cutout")
+    for bad in ("", ",", "color,rotate", "None"):
+        with pytest.raises(ValueError, match="takes 'none' or policies"):
+            parse_policies(bad)
 
 
 @needs_dcgan

@@ -50,7 +50,7 @@ MAX_FILES, MAX_BYTES, TRAVEL_LIMIT = 8, 16 * 2**20, 64 * 2**20
 NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 # Files of $OUT, most important first (finish drops from the end when over MAX_FILES)
 OUT_ORDER = ["summary.md", "results.json", "log.txt", "bench.json", "bench.md", "distill_G_ema.safetensors",
-             "train_log.txt", "train_samples.png"]
+             "train_checkpoint.safetensors", "train_log.txt", "train_samples.png"]
 #: the training stage's warm start: the distilled generator at 28.4 kimg (pti/assets/README.md)
 TRAIN_INIT = ROOT / "tools" / "train_state" / "distill_28kimg.safetensors"
 #: seconds of the training stage's cap kept for start-up (torch, CUDA, the DCGAN and EfficientNet-Lite0)
@@ -486,7 +486,7 @@ def _summary_md(results: dict[str, Any]) -> str:
                       f"({run_.get('why')}); rc {run_.get('rc')}; images/min {this.get('images_per_minute')}"]
     train = results.get("train") or {}
     if train:
-        lines += ["", f"Training (distillation): {train.get('seconds')} s, rc {train.get('rc')}, last "
+        lines += ["", f"Training ({'PTI_DEVICE_TRAIN_CMD' if os.environ.get('PTI_DEVICE_TRAIN_CMD') else 'distillation'}): {train.get('seconds')} s, rc {train.get('rc')}, last "
                       f"{train.get('last_kimg')} kimg, {train.get('img_per_s')} img/s (whole loop "
                       f"{train.get('img_per_s_overall')}), L1 {train.get('l1')}, "
                       f"perceptual {train.get('perceptual')}, stopped at its budget: {train.get('stopped_at_budget')}, "
@@ -516,7 +516,9 @@ def step_finish(work: Path, out: Path, dry: bool) -> dict[str, Any]:
         return found[-1] if found else None
 
     # the distilled G_ema (8.3 MB; its 33 MB state.pt stays behind: the export warm-starts a next run)
-    for pattern, name in (("*.safetensors", "distill_G_ema.safetensors"), ("log.txt", "train_log.txt"),
+    # ($PTI_DEVICE_TRAIN_CMD's checkpoint, e.g. an encoder, comes back as train_checkpoint.safetensors)
+    checkpoint = "train_checkpoint.safetensors" if os.environ.get("PTI_DEVICE_TRAIN_CMD") else "distill_G_ema.safetensors"
+    for pattern, name in (("*.safetensors", checkpoint), ("log.txt", "train_log.txt"),
                           ("samples/*.png", "train_samples.png")):
         found = newest(pattern)
         if found is not None:

@@ -99,7 +99,7 @@ def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: i
             tuned = result.generator
             with torch.no_grad():
                 image = tuned.synthesis(pivot.w, noise_mode=tune_cfg.noise_mode,
-                                        noise=pivot.noise if tune_cfg.use_pivot_noise else None)
+                                        noise=pivot.noise_maps() if tune_cfg.use_pivot_noise else None)
             with torch.no_grad():
                 images[name] += [G.synthesis(pivot.w, noise_mode="const", noise=pivot.noise_maps()), image]
             row = evaluate(image, x, perceptual=perceptual, identity=identity_similarity if identity else None)

@@ -80,14 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if args.style_mixing is not None:
         overrides["style_mixing_prob"] = args.style_mixing
     if args.augment is not None:
-        from pti.train.augment import POLICIES
+        from pti.train.augment import parse_policies
 
-        policies = () if args.augment.strip() == "none" else tuple(p.strip() for p in args.augment.split(",") if p.strip())
-        unknown = [p for p in policies if p not in POLICIES]
-        if unknown or not policies and args.augment.strip() != "none":
-            raise SystemExit(f"pti train-demo: --augment takes 'none' or policies from {','.join(POLICIES)}, "
-                             f"got {args.augment!r}")
-        overrides["augment"] = policies
+        try:
+            overrides["augment"] = parse_policies(args.augment)
+        except ValueError as exc:
+            raise SystemExit(f"pti train-demo: --augment {exc}") from None
     if args.ema_rampup is not None:
         if args.ema_rampup < 0:
             raise SystemExit(f"pti train-demo: --ema-rampup must be >= 0, got {args.ema_rampup}")

@@ -137,7 +137,9 @@ class SynthesisBlock(nn.Module):
         kw = dict(fused_modconv=fused_modconv, noise_mode=noise_mode)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            # the const is 3-D: NHWC only applies once it is a batch (a 3-D .to(channels_last) raises)
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)
             x = self.conv1(x, next(w_iter), noise=next(noise_iter), **kw)
         elif self.architecture == "resnet":
             x = x.to(dtype=dtype, memory_format=memory_format)

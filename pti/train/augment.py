@@ -17,6 +17,20 @@ import torch.nn.functional as F
 POLICIES = ("color", "translation", "cutout")
 
 
+def parse_policies(text: str) -> tuple[str, ...]:
+    """``"none"`` -> ``()``; ``"color,cutout"`` -> ``("color", "cutout")`` (a command line's ``--augment``).
+
+    Raises ``ValueError`` for an empty list or a name not in :data:`POLICIES`.
+    """
+    if text.strip() == "none":
+        return ()
+    policies = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"takes 'none' or policies from {','.join(POLICIES)}, got {text!r}")
+    return policies
+
+
 def _rand(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Uniform [0, 1) of shape [n, 1, 1, 1], drawn on the generator's device then moved."""
     dev = generator.device if generator is not None else like.device
