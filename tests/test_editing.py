@@ -692,7 +692,7 @@ def test_smile_edit_after_pti_moves_the_smile_score_monotonically(photo: str):
     rhos = []
     for steps in (50, 100, 200):
         tuned = pivotal_tune(G, x, pivot, TuningConfig(steps=steps), progress=False).generator
-        images = render_edits(tuned, pivot.w, resolve_direction("smile", G), strengths, noise=pivot.noise)[0, 0]
+        images = render_edits(tuned, pivot.w, resolve_direction("smile", G), strengths, noise=pivot.noise_maps())[0, 0]
         smile = LandmarkScorer()(images, ["smile"])["smile"].numpy()
         assert np.isfinite(smile).all(), f"dlib found no face in some edited images ({steps} tuning steps)"
         rhos.append(float(spearmanr(strengths, smile).statistic))
@@ -727,7 +727,7 @@ def test_pti_edit_keeps_identity_better_than_an_edit_of_the_w_inversion():
     tuned = pivotal_tune(G, target, pivot, TuningConfig(steps=200), progress=False).generator
     direction = resolve_direction("yaw", G)
     strengths = [-2.0, 0.0, 2.0]
-    w_edits = render_edits(G, pivot.w, direction, strengths, noise=pivot.noise)[0, 0]
+    w_edits = render_edits(G, pivot.w, direction, strengths, noise=pivot.noise_maps())[0, 0]
     pti_edits = render_edits(tuned, pivot.w, direction, strengths)[0, 0]
     targets = target.expand(len(strengths), -1, -1, -1)
     id_w, id_pti = identity_similarity(w_edits, targets), identity_similarity(pti_edits, targets)

@@ -388,13 +388,18 @@ def train_seconds(cap_s: float | None, dry: bool) -> float:
     return min(seconds, 10.0) if dry else seconds
 
 
+def custom_train_command() -> str | None:
+    """``$PTI_DEVICE_TRAIN_CMD``: a command that replaces the distillation (None: distil)."""
+    return os.environ.get("PTI_DEVICE_TRAIN_CMD") or None
+
+
 def train_command(work: Path, dry: bool) -> tuple[list[str], dict[str, str]]:
     """The distillation trainer for the stage's cap (``$DEVICE_CHECK_STAGE_CAP``): it stops itself at
     ``--max-seconds``, saves ``state.pt`` and exports G_ema to ``$TRAIN_DIR/G.safetensors``; the stage's
     SIGINT at the cap is only the backstop (on it the trainer saves and exports too)."""
     train_dir = work / "train"
     env = {"TRAIN_DIR": str(train_dir)}
-    custom = os.environ.get("PTI_DEVICE_TRAIN_CMD")
+    custom = custom_train_command()
     if custom:  # it must write its checkpoint (*.safetensors) under $TRAIN_DIR
         return ["bash", "-c", custom], env
     cap = os.environ.get("DEVICE_CHECK_STAGE_CAP")
@@ -486,7 +491,8 @@ def _summary_md(results: dict[str, Any]) -> str:
                       f"({run_.get('why')}); rc {run_.get('rc')}; images/min {this.get('images_per_minute')}"]
     train = results.get("train") or {}
     if train:
-        lines += ["", f"Training ({'PTI_DEVICE_TRAIN_CMD' if os.environ.get('PTI_DEVICE_TRAIN_CMD') else 'distillation'}): {train.get('seconds')} s, rc {train.get('rc')}, last "
+        what = "PTI_DEVICE_TRAIN_CMD" if custom_train_command() else "distillation"
+        lines += ["", f"Training ({what}): {train.get('seconds')} s, rc {train.get('rc')}, last "
                       f"{train.get('last_kimg')} kimg, {train.get('img_per_s')} img/s (whole loop "
                       f"{train.get('img_per_s_overall')}), L1 {train.get('l1')}, "
                       f"perceptual {train.get('perceptual')}, stopped at its budget: {train.get('stopped_at_budget')}, "
@@ -517,7 +523,7 @@ def step_finish(work: Path, out: Path, dry: bool) -> dict[str, Any]:
 
     # the distilled G_ema (8.3 MB; its 33 MB state.pt stays behind: the export warm-starts a next run)
     # ($PTI_DEVICE_TRAIN_CMD's checkpoint, e.g. an encoder, comes back as train_checkpoint.safetensors)
-    checkpoint = "train_checkpoint.safetensors" if os.environ.get("PTI_DEVICE_TRAIN_CMD") else "distill_G_ema.safetensors"
+    checkpoint = "train_checkpoint.safetensors" if custom_train_command() else "distill_G_ema.safetensors"
     for pattern, name in (("*.safetensors", checkpoint), ("log.txt", "train_log.txt"),
                           ("samples/*.png", "train_samples.png")):
         found = newest(pattern)
