@@ -7,11 +7,13 @@ layout with a band for landmark jitter; the measured values are written next to 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from pti.alignment import NoFaceFound, align_face, align_face_details, detect_faces
+from pti.alignment import NoFaceFound, align_face, align_face_details, detect_faces, detection_plan
 from pti.cli import main
 from pti.images import open_rgb
 
@@ -114,7 +116,55 @@ def test_no_face_raises_naming_the_file(tmp_path):
     Image.fromarray(skimage_data.coffee()).save(path)
     with pytest.raises(NoFaceFound) as err:
         align_face(path, SIZE)
-    assert str(err.value) == f"{path}: no face detected; pass --no-align if already aligned"
+    # a 600x400 photo is scanned once, at full size: the hint is for an aligned crop given without --no-align
+    assert str(err.value) == (f"{path}: no face detected (photo 600x400; looked at longer side 600 px); "
+                              "pass --no-align if the photo is already an aligned face crop")
+
+
+@pytest.fixture(scope="module")
+def small_face_on_large_photo(astronaut) -> Image.Image:
+    """Issue 29 item 3 (face_recognition #333, dlib #2562): a 90 px face (the astronaut's, dlib box
+    90x90) pasted at (2600, 1900) on a 4000x3000 noise canvas (a phone photo taken from afar)."""
+    rng = np.random.default_rng(0)
+    canvas = Image.fromarray(rng.integers(100, 156, (3000, 4000, 3), dtype=np.uint8))
+    canvas.paste(astronaut.crop((96, 0, 352, 256)), (2600, 1900))
+    return canvas
+
+
+def test_small_face_on_large_photo_is_found_at_a_larger_scale(small_face_on_large_photo, astronaut):
+    photo = small_face_on_large_photo
+    assert detect_faces(photo) == []  # at the first pass (1024 px) the face is ~23 px: too small for dlib
+    result = align_face_details(photo, SIZE)  # found at the 2048 px pass; measured 1.7 s on one core
+    expected = align_face_details(astronaut, SIZE).quad + np.array([2600 - 96, 1900])
+    assert np.abs(result.quad - expected).max() < 3  # measured 0.54 px (landmarks on the same pixels)
+    assert_ffhq_placement(result.image)
+
+
+def test_no_face_on_large_photo_names_the_scales_and_says_it_may_be_too_small():
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(rng.integers(100, 156, (1536, 2048, 3), dtype=np.uint8))
+    with pytest.raises(NoFaceFound) as err:
+        align_face(noise, SIZE, name="field.jpg")
+    message = str(err.value)
+    assert message.startswith("field.jpg: no face detected (photo 2048x1536; looked at longer side 1024 px, 2048 px)")
+    assert "the face may be too small (faces narrower than ~40 px are missed)" in message
+    assert "--no-align" not in message
+
+
+def test_detection_plan_is_bounded():
+    assert detection_plan((4000, 3000)) == [(1024, 1), (2048, 1), (4000, 1)]
+    assert detection_plan((12000, 9000)) == [(1024, 1), (2048, 1), (4096, 1)]  # MAX_DETECT_SIDE
+    assert detection_plan((900, 700)) == [(900, 1)]
+    assert detection_plan((400, 300)) == [(400, 1), (400, 2)]  # small photos: 4x upsample last
+
+
+def test_warns_when_the_crop_is_upsampled_more_than_twice(astronaut):
+    # the astronaut's crop square is 174 px: 512 px output is 2.9x, 256 px is 1.5x
+    with pytest.warns(UserWarning, match=r"crop is 174 px in the photo and is upsampled 2\.9x to 512 px"):
+        align_face(astronaut, 512, name="astronaut.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        align_face(astronaut, 256)
 
 
 def test_several_faces_best_score_first_or_by_index(astronaut, grace):
