@@ -167,6 +167,40 @@ def test_eval_pickle_is_refused(tmp_path: Path) -> None:
         load(path)
 
 
+def tensorflow_network_pickle_bytes() -> bytes:
+    """The start of a TensorFlow StyleGAN2 pickle (``(G, D, Gs)``, each a ``dnnlib.tflib.network.Network``
+    rebuilt with NEWOBJ + BUILD from its ``__getstate__`` dict), written opcode by opcode: no module of
+    that name exists here and nothing is unpickled by the real pickle."""
+    def text(value: str) -> bytes:
+        raw = value.encode()
+        return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+    def network(name: str) -> bytes:
+        state = {"version": 4, "name": name, "build_func_name": "training.networks_stylegan2." + name,
+                 "build_module_src": "raise RuntimeError('executed')\n"}
+        body = b"".join(text(k) + (b"K" + bytes([v]) if isinstance(v, int) else text(v)) for k, v in state.items())
+        # GLOBAL 'dnnlib.tflib.network Network', EMPTY_TUPLE, NEWOBJ, EMPTY_DICT, MARK, items, SETITEMS, BUILD
+        return b"cdnnlib.tflib.network\nNetwork\n)\x81}(" + body + b"ub"
+    return b"\x80\x02" + network("G_main") + network("D_stylegan2") + network("G_main") + b"\x87."  # TUPLE3, STOP
+
+
+def test_tensorflow_stylegan2_pickle_is_named_with_how_to_convert_it(tmp_path: Path) -> None:
+    """Issue 29 item 7a (PTI #51): an official TensorFlow StyleGAN2 pickle was refused as if it were malicious."""
+    data = tensorflow_network_pickle_bytes()
+    assert pickle_globals(data) == {"dnnlib.tflib.network.Network"}
+    path = tmp_path / "stylegan2-ffhq-config-f.pkl"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    assert not isinstance(err.value, UnsafeCheckpointError)
+    message = str(err.value)
+    assert message.startswith(f"{path}: a TensorFlow StyleGAN/StyleGAN2 network pickle (it refers to "
+                              "'dnnlib.tflib.network.Network')")
+    assert f"python legacy.py --source={path} --dest=converted.pkl" in message
+    assert "stylegan2-ada-pytorch" in message and "trust" not in message
+    assert cli_main(["info", str(path)]) == 2
+
+
 def test_unknown_class_inside_a_record_is_refused(tmp_path: Path, source_generator: Generator) -> None:
     def record_with_plain_module(fake):
         record = module_record(fake, source_generator, init_kwargs=source_generator.init_kwargs)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,8 @@ def _edit(ckpt: dict[str, Any], how: str, tmp_path: Path) -> None:
         del ckpt["opts"]
     elif how == "psp":
         opts["encoder_type"] = "GradualStyleEncoder"
+    elif how == "other_type":
+        opts["encoder_type"] = "SingleStyleCodeEncoder"
     elif how == "size":
         opts["stylegan_size"] = 1024
     elif how == "no_avg":
@@ -309,7 +312,9 @@ def _edit(ckpt: dict[str, Any], how: str, tmp_path: Path) -> None:
     ("stray_prefix", r"keys outside 'encoder\.' and 'decoder\.': discriminator\.fc\.weight"),
     ("top_level", r"top-level keys \['extra_stuff', 'latent_avg', 'opts', 'state_dict'\]"),
     ("no_opts", r"top-level keys \['latent_avg', 'state_dict'\]; expected \['opts', 'state_dict'\]"),
-    ("psp", r"'GradualStyleEncoder'; only 'Encoder4Editing'"),
+    ("psp", r"a pSp checkpoint \(opts\['encoder_type'\] = 'GradualStyleEncoder'\).*pti reads only e4e encoders "
+            r"\(opts\['encoder_type'\] = 'Encoder4Editing'"),
+    ("other_type", r"opts\['encoder_type'\] is 'SingleStyleCodeEncoder', not an e4e encoder; pti reads only e4e"),
     ("size", r"stylegan_size'\] = 1024 does not match the 10 style blocks"),
     ("no_avg", r"start_from_latent_avg'\] is set but the file has no 'latent_avg'"),
     ("avg_shape", r"'latent_avg' is \[3, 32\]; expected \[10, 32\] or \[32\]"),
@@ -322,6 +327,57 @@ def test_bad_layouts_are_refused(tmp_path: Path, how: str, message: str) -> None
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match=f"{path}.*{message}"):
         load_e4e(path)
+
+
+def _resnet_backbone_state_dict(prefix: str, input_nc: int = 6, n_styles: int = 10) -> dict[str, torch.Tensor]:
+    """A few tensors of a ReStyle/HyperStyle ResNet34 backbone (conv1, bn1, body, styles): no 'input_layer'."""
+    sd = {f"{prefix}conv1.weight": torch.zeros(64, input_nc, 7, 7), f"{prefix}bn1.weight": torch.ones(64),
+          f"{prefix}bn1.bias": torch.zeros(64), f"{prefix}body.0.conv1.weight": torch.zeros(64, 64, 3, 3)}
+    sd.update({f"{prefix}styles.{i}.linear.weight": torch.zeros(32, 32) for i in range(n_styles)})
+    return sd
+
+
+def _decoder_tensors() -> dict[str, torch.Tensor]:
+    return {"decoder.style.1.weight": torch.zeros(32, 32), "decoder.input.input": torch.zeros(1, 8, 4, 4)}
+
+
+# Issue 29 item 7b (hyperstyle #21): each file said "missing 'input_layer.0.weight'" because the tensors were
+# checked before opts. Synthetic checkpoints with the opts and key layout their training scripts save (pSp's
+# GradualStyleEncoder has e4e's tensor names: see the 'psp' case of test_bad_layouts_are_refused).
+FOREIGN_ENCODERS = {
+    "restyle_e4e": ({"state_dict": {**_resnet_backbone_state_dict("encoder."), **_decoder_tensors()},
+                     "latent_avg": torch.zeros(10, 32),
+                     "opts": {"encoder_type": "ResNetProgressiveBackboneEncoder", "input_nc": 6, "output_size": 128,
+                              "n_iters_per_batch": 5, "start_from_latent_avg": True, "progressive_steps": [0, 20000]}},
+                    r"a ReStyle-e4e checkpoint \(opts\['encoder_type'\] = 'ResNetProgressiveBackboneEncoder'\): "
+                    r"an iterative encoder"),
+    "restyle_psp": ({"state_dict": {**_resnet_backbone_state_dict("encoder."), **_decoder_tensors()},
+                     "latent_avg": torch.zeros(10, 32),
+                     "opts": {"encoder_type": "ResNetBackboneEncoder", "input_nc": 6, "output_size": 128,
+                              "n_iters_per_batch": 5, "start_from_latent_avg": True}},
+                    r"a ReStyle-pSp checkpoint \(opts\['encoder_type'\] = 'ResNetBackboneEncoder'\)"),
+    "hyperstyle": ({"state_dict": {**_resnet_backbone_state_dict("hypernet.", input_nc=6), **_decoder_tensors()},
+                    "latent_avg": torch.zeros(10, 32),
+                    "opts": {"encoder_type": "SharedWeightsHyperNetResNet", "output_size": 128,
+                             "layers_to_tune": "0,2,3,5,6,8", "hypernet_input_nc": 6, "n_iters_per_batch": 5,
+                             "load_w_encoder": True, "w_encoder_checkpoint_path": "faces_w_encoder.pt"}},
+                   r"a HyperStyle checkpoint \(opts\['encoder_type'\] = 'SharedWeightsHyperNetResNet'\): "
+                   r"a hypernetwork that predicts offsets to the generator's weights"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FOREIGN_ENCODERS))
+def test_other_encoder_families_are_named_from_their_opts(tmp_path: Path, kind: str) -> None:
+    ckpt, message = FOREIGN_ENCODERS[kind]
+    path = tmp_path / f"{kind}.pt"
+    torch.save(ckpt, path)
+    assert isinstance(torch.load(path, weights_only=True), dict)  # a plain file: torch's weights-only loader reads it
+    with pytest.raises(CheckpointError) as err:
+        load_e4e(path)
+    text = str(err.value)
+    assert re.search(f"{re.escape(str(path))}: {message}", text), text
+    assert "pti reads only e4e encoders (opts['encoder_type'] = 'Encoder4Editing'" in text
+    assert "input_layer" not in text and "missing" not in text
 
 
 def test_pickled_code_is_refused_and_not_run(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ top-level key       content
                     rosinality StyleGAN2 generator: ignored here)
 ``latent_avg``      the decoder's average w, ``[num_ws, w_dim]`` (``[18, 512]`` for FFHQ) or
                     ``[w_dim]``; present when the encoder was trained with ``start_from_latent_avg``
-``opts``            the training options as a plain dict; read: ``encoder_type`` (must be
-                    ``'Encoder4Editing'``), ``stylegan_size`` (checked: ``num_ws = 2 log2(size) - 2``),
+``opts``            the training options as a plain dict, read first; ``encoder_type`` (must be
+                    ``'Encoder4Editing'``; ReStyle, HyperStyle and pSp files are named as such,
+                    see :func:`foreign_encoder_kind`), ``stylegan_size`` (checked: ``num_ws = 2 log2(size) - 2``),
                     ``start_from_latent_avg``; ``input_nc`` and ``n_styles`` are checked when present
 training snapshots  ``global_step``, ``best_val_loss``, ``optimizer``, ``discriminator_state_dict``,
                     ``discriminator_optimizer_state_dict``: allowed, ignored
@@ -145,11 +146,68 @@ def _torch_load(path: Path) -> Any:
                               f"{expected}") from None
 
 
+# opts['encoder_type'] values of the encoder families next to e4e (the names their training scripts accept)
+PSP_ENCODER_TYPES = frozenset({"GradualStyleEncoder", "BackboneEncoderUsingLastLayerIntoW",
+                               "BackboneEncoderUsingLastLayerIntoWPlus"})
+RESTYLE_PSP_ENCODER_TYPES = frozenset({"BackboneEncoder", "ResNetBackboneEncoder"})
+RESTYLE_E4E_ENCODER_TYPES = frozenset({"ProgressiveBackboneEncoder", "ResNetProgressiveBackboneEncoder"})
+#: opts keys only HyperStyle's training options have
+HYPERSTYLE_OPTS = ("layers_to_tune", "hypernet_input_nc", "w_encoder_checkpoint_path", "load_w_encoder")
+_ONLY_E4E = (f"pti reads only e4e encoders (opts['encoder_type'] = {ENCODER_TYPE!r}, e.g. e4e_ffhq_encode.pt of "
+             "omertov/encoder4editing, or `pti download e4e`)")
+
+
+def foreign_encoder_kind(opts: Mapping[str, Any], state_keys: list[str] | tuple[str, ...] = ()) -> str | None:
+    """What a pSp-family checkpoint is when it is not an e4e encoder, from its training ``opts`` (read
+    before any tensor) and, without opts, its state-dict prefixes; ``None`` for e4e (or unknown).
+
+    HyperStyle (Alaluf et al. 2022): ``opts`` has ``layers_to_tune``/``hypernet_input_nc``/...
+    or ``encoder_type`` names a ``HyperNet``, tensors under ``hypernet.``; ReStyle (Alaluf et al. 2021):
+    ``encoder_type`` in :data:`RESTYLE_E4E_ENCODER_TYPES` (ReStyle-e4e) or
+    :data:`RESTYLE_PSP_ENCODER_TYPES` (ReStyle-pSp), or ``n_iters_per_batch`` in opts; pSp (Richardson
+    et al. 2021): ``encoder_type`` in :data:`PSP_ENCODER_TYPES`.
+    """
+    encoder_type = str(opts.get("encoder_type", ""))
+    if "HyperNet" in encoder_type or any(k in opts for k in HYPERSTYLE_OPTS) \
+            or any(k.startswith("hypernet.") for k in state_keys):
+        return "HyperStyle"
+    if encoder_type in RESTYLE_E4E_ENCODER_TYPES:
+        return "ReStyle-e4e"
+    if encoder_type in RESTYLE_PSP_ENCODER_TYPES or (encoder_type == "GradualStyleEncoder"
+                                                     and "n_iters_per_batch" in opts):
+        return "ReStyle-pSp"
+    if encoder_type in PSP_ENCODER_TYPES:
+        return "pSp"
+    if "n_iters_per_batch" in opts:
+        return "ReStyle"
+    return None
+
+
+_RESTYLE = ("an iterative encoder: it takes the photo and the current reconstruction (input_nc 6) and refines "
+            "the code over n_iters_per_batch passes; its layout differs from e4e's")
+_WHY_NOT = {
+    "HyperStyle": "a hypernetwork that predicts offsets to the generator's weights (the step pti's pivotal "
+                  "tuning does by optimisation), not an encoder of W+ codes",
+    "ReStyle-e4e": _RESTYLE, "ReStyle-pSp": _RESTYLE, "ReStyle": _RESTYLE,
+    "pSp": "its GradualStyleEncoder maps each style from a feature-pyramid level independently, without "
+           "e4e's base code plus offsets",
+}
+
+
+def refuse_foreign_encoder(opts: Mapping[str, Any], state_keys: list[str] | tuple[str, ...], source: str) -> None:
+    """Raise :class:`CheckpointError` naming what the file is when :func:`foreign_encoder_kind` knows it."""
+    kind = foreign_encoder_kind(opts, state_keys)
+    if kind is None:
+        return
+    encoder_type = opts.get("encoder_type")
+    named = f"opts['encoder_type'] = {encoder_type!r}" if encoder_type else "its opts"
+    raise CheckpointError(f"{source}: a {kind} checkpoint ({named}): {_WHY_NOT[kind]}; {_ONLY_E4E}")
+
+
 def _check_opts(opts: Mapping[str, Any], config: E4EConfig, source: str) -> None:
     encoder_type = opts.get("encoder_type", ENCODER_TYPE)
     if encoder_type != ENCODER_TYPE:
-        raise CheckpointError(f"{source}: opts['encoder_type'] is {encoder_type!r}; only {ENCODER_TYPE!r} (e4e) "
-                              f"is supported (pSp's GradualStyleEncoder predicts each style independently)")
+        raise CheckpointError(f"{source}: opts['encoder_type'] is {encoder_type!r}, not an e4e encoder; {_ONLY_E4E}")
     size = opts.get("stylegan_size")
     if size is not None and (not isinstance(size, int) or size < 4 or size & (size - 1)
                              or 2 * int(math.log2(size)) - 2 != config.num_ws):
@@ -174,11 +232,14 @@ def load_official_e4e(path: str | Path) -> Encoder4Editing:
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{source}: holds a {type(ckpt).__name__}, not a dict; expected an {FORMAT_DESCRIPTION}")
+    opts, sd = ckpt.get("opts"), ckpt.get("state_dict")
+    # say what the file is (ReStyle, HyperStyle, pSp) before any layout check complains about a tensor
+    refuse_foreign_encoder(opts if isinstance(opts, dict) else {},
+                           tuple(map(str, sd)) if isinstance(sd, dict) else (), source)
     keys = set(map(str, ckpt))
     if not REQUIRED_KEYS <= keys or keys - REQUIRED_KEYS - OPTIONAL_KEYS:
         raise CheckpointError(f"{source}: top-level keys {sorted(keys)}; expected {sorted(REQUIRED_KEYS)} plus "
                               f"some of {sorted(OPTIONAL_KEYS)} ({FORMAT_DESCRIPTION})")
-    opts, sd = ckpt["opts"], ckpt["state_dict"]
     if not isinstance(opts, dict):
         raise CheckpointError(f"{source}: 'opts' is a {type(opts).__name__}, expected a plain dict")
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):

@@ -182,11 +182,35 @@ _GLOBAL_HANDLERS: dict[str, Callable[..., Any] | type] = {
 ALLOWED_GLOBALS: frozenset[str] = frozenset(_GLOBAL_HANDLERS)
 
 
+#: modules of NVIDIA's TensorFlow StyleGAN/StyleGAN2 code (``dnnlib.tflib.network.Network`` objects)
+TENSORFLOW_MODULE_PREFIX = "dnnlib.tflib"
+
+
+class TensorFlowPickleError(CheckpointError):
+    """The file is a TensorFlow StyleGAN/StyleGAN2 network pickle (official NVIDIA, not malicious): it
+    must be converted to the PyTorch format first; the message says how."""
+
+
+def tensorflow_pickle_message(path: str | Path, key: str) -> str:
+    """One line saying that ``path`` is a TensorFlow-era pickle (it names ``key``) and how to convert it."""
+    return (f"{path}: a TensorFlow StyleGAN/StyleGAN2 network pickle (it refers to {key!r}), which pti does not "
+            "read directly. Convert it once with NVIDIA's stylegan2-ada-pytorch (PyTorch only, no TensorFlow "
+            "needed): `python legacy.py --source=" f"{path} --dest=converted.pkl` in a clone of "
+            "github.com/NVlabs/stylegan2-ada-pytorch, then give converted.pkl to pti (e.g. `pti info "
+            "converted.pkl`); nothing from this file was executed")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only :data:`ALLOWED_GLOBALS` and never imports a module."""
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS` and never imports a module.
+
+    Raises :class:`UnsafeCheckpointError` for any other global, except the globals of NVIDIA's
+    TensorFlow code (module ``dnnlib.tflib...``), which raise :class:`TensorFlowPickleError`.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         key = f"{module}.{name}"
+        if module == TENSORFLOW_MODULE_PREFIX or module.startswith(TENSORFLOW_MODULE_PREFIX + "."):
+            raise TensorFlowPickleError(key)
         if key not in _GLOBAL_HANDLERS:
             raise UnsafeCheckpointError(
                 f"refused global {key!r}: a StyleGAN2-ADA network pickle never needs it "
@@ -204,6 +228,8 @@ def read_network_pickle(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = RestrictedUnpickler(f).load()
+    except TensorFlowPickleError as exc:
+        raise TensorFlowPickleError(tensorflow_pickle_message(path, str(exc))) from None
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"{path}: {exc}. Nothing from the file was executed; do not use this file "
                                     f"unless you trust its source and know why it needs this") from None
