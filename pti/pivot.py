@@ -3,7 +3,8 @@
 A :class:`Pivot` holds ``w_p`` (``[1, num_ws, w_dim]``), the optimised noise maps, the loss
 histories and where it came from. ``Pivot.save``/``Pivot.load`` write and read it as a
 ``weights_only``-loadable torch file (format ``pti-pivot-v1``: a dict of the fields below plus
-``"format"``), so loading a pivot never runs code from the file.
+``"format"``), so loading a pivot never runs code from the file. :func:`load_pivot` also reads
+codes written by other tools (bare tensors, NVIDIA's ``projected_w.npz``).
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class Pivot:
             divided by the number of photos, see :mod:`pti.fast`); config: the InversionConfig as a dict.
         c: the class label ``[1, c_dim]`` it was inverted with (conditional generators), else None.
         origin: where ``w`` came from: 'projector' (optimised from the mean w, :func:`pti.projector.project`),
-            'e4e' (an encoder's W+ code, then ``steps`` refinement steps of the projector) or 'w_init' (a given
-            start, then ``steps`` steps).
+            'e4e' (an encoder's W+ code, then ``steps`` refinement steps of the projector), 'w_init' (a given
+            start, then ``steps`` steps) or 'file' (a bare code from another tool, :func:`load_pivot`: no noise
+            maps, no generator fingerprint).
     """
 
     w: torch.Tensor
@@ -94,3 +96,75 @@ class Pivot:
             raise ValueError(f"{path}: not a pti pivot file (expected format 'pti-pivot-v1')")
         data.pop("format")
         return cls(**data)
+
+
+
+def _read_pivot_file(path: Path) -> Any:
+    """The content of a pivot file without running code from it: numpy for ``.npz`` (its ``'w'``) and
+    ``.npy`` (``allow_pickle=False``), ``torch.load(weights_only=True)`` for anything else."""
+    import pickle
+
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if "w" not in data.files:
+                    raise ValueError(f"{path}: an .npz without a 'w' array (found {sorted(data.files)}); expected "
+                                     "NVIDIA's projected_w.npz (np.savez(path, w=[1, num_ws, w_dim]))")
+                return np.array(data["w"])
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable pivot ({exc}); numpy files must hold plain number arrays, "
+                         "not pickled objects") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: not a readable pivot file ({type(exc).__name__}: {first})") from None
+
+
+def load_pivot(path: str | Path, G: torch.nn.Module, map_location: str | torch.device = "cpu") -> Pivot:
+    """A pivot for ``G`` from a pti pivot file or a W+ code written by another tool.
+
+    Accepted: pti's ``pivot.pt`` (:meth:`Pivot.load`); a bare tensor of shape ``[num_ws, w_dim]`` or
+    ``[1, num_ws, w_dim]`` saved with ``torch.save`` (``.pt``, read with ``weights_only=True``) or
+    ``np.save`` (``.npy``); NVIDIA's projector output ``projected_w.npz`` (``np.savez(path, w=...)``,
+    ``w`` of shape ``[1, num_ws, w_dim]``; stylegan2-ada-pytorch ``projector.py``). Numpy files are
+    read with ``allow_pickle=False``. A code from elsewhere becomes a float32 ``Pivot`` with
+    ``origin='file'``, no noise maps (G renders with its own ``noise_const``), no generator
+    fingerprint, ``space='w'`` when its rows are equal else ``'w+'``.
+
+    Raises:
+        ValueError: unreadable file, or a code of any other shape (the message names it and
+            ``[num_ws, w_dim]`` of ``G``). A pti pivot is returned as stored: check it with
+            :meth:`Pivot.check_fits`.
+    """
+    import numpy as np
+
+    path = Path(path)
+    num_ws, w_dim = int(G.num_ws), int(G.w_dim)
+    data = _read_pivot_file(path)
+    if isinstance(data, dict) and data.get("format") == "pti-pivot-v1":
+        return Pivot.load(path, map_location=map_location)  # the caller checks it with Pivot.check_fits
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "fiu":
+            raise ValueError(f"{path}: holds a {data.dtype} array, expected float numbers")
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if not isinstance(data, torch.Tensor):
+        found = f"a dict with keys {sorted(map(str, data))[:6]}" if isinstance(data, dict) else \
+            f"a {type(data).__name__}"
+        raise ValueError(f"{path}: holds {found}, not a pivot: expected pti's pivot.pt, a [{num_ws}, {w_dim}] or "
+                         f"[1, {num_ws}, {w_dim}] tensor (num_ws, w_dim of the generator), or projected_w.npz")
+    shape = tuple(data.shape)
+    if shape not in ((num_ws, w_dim), (1, num_ws, w_dim)):
+        raise ValueError(f"{path}: a code of shape {list(shape)}, but the generator needs [{num_ws}, {w_dim}] or "
+                         f"[1, {num_ws}, {w_dim}] (num_ws, w_dim)")
+    w = data.detach().to(torch.float32).reshape(1, num_ws, w_dim)
+    if not torch.isfinite(w).all():
+        raise ValueError(f"{path}: the code contains NaN or infinite values")
+    space = "w" if bool((w == w[:, :1]).all()) else "w+"
+    return Pivot(w=w.to(map_location), space=space, origin="file", config={"source": str(path)})
