@@ -458,6 +458,40 @@ def test_info_command_reports_every_format(tmp_path: Path, capsys: pytest.Captur
     assert f"parameters:     {n_params:,}" in out
 
 
+@pytest.mark.parametrize("fmt", ["nvidia-pkl", "rosinality-pt", "pti-safetensors"])
+def test_info_prints_constructor_arguments_that_rebuild_the_generator(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                      fmt: str) -> None:
+    """Issue 29 item 12: `pti info` gives the constructor arguments, as a Python line and in JSON."""
+    import ast
+
+    G = randomize(make_tiny_generator(architecture="resnet", conv_clamp=256, num_fp16_res=2))
+    if fmt == "nvidia-pkl":
+        path = write_network_pickle(G, tmp_path / "g.pkl")
+    elif fmt == "rosinality-pt":
+        G = randomize(make_tiny_generator())  # rosinality's layout has no resnet/clamp options
+        path = tmp_path / "g.pt"
+        torch.save(to_rosinality_checkpoint(G), path)
+    else:
+        path = save(G, tmp_path / "g.safetensors")
+    capsys.readouterr()
+    assert cli_main(["info", str(path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("constructor:"))
+    call = line.split(":", 1)[1].strip()
+    assert call.startswith("Generator(**{") and call.endswith("})")
+    from_line = ast.literal_eval(call[len("Generator(**"):-1])
+    assert cli_main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == fmt and info["num_ws"] == G.num_ws and info["parameters"] == sum(
+        p.numel() for p in G.parameters())
+    assert from_line == info["init_kwargs"]
+    for kwargs in (from_line, info["init_kwargs"]):
+        twin = Generator(**kwargs)
+        if fmt != "rosinality-pt":
+            assert kwargs == G.init_kwargs
+        assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in G.state_dict().items()}
+        twin.load_state_dict(load(path).state_dict(), strict=True)
+
+
 def test_saved_metadata_is_plain_json(tmp_path: Path, source_generator: Generator) -> None:
     from safetensors import safe_open
     path = save(source_generator, tmp_path / "g.safetensors")
