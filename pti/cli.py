@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "edit": "edit",
     "fit-boundaries": "fit_boundaries",
     "info": "info",
+    "export": "export",
     "download": "download",
     "smoke": "smoke",
     "train-demo": "train_demo",

@@ -1,0 +1,115 @@
+"""`pti export RUN/PHOTO --format nvidia` (issue 29 item 15; PTI #24/#26, DragGAN #56/#75: "convert the tuned
+model to pickle"): the tuned generator as a weights-only state dict with NVIDIA's constructor arguments, and the
+pivot as NVIDIA's projected_w.npz. A tiny random StyleGAN2 (16 px), 2 inversion and 2 tuning steps, one thread,
+as in tests/test_run_edits.py. That NVIDIA's own Generator loads the file strict=True is checked by
+tools/check_export_nvidia.py (needs a stylegan2-ada-pytorch source tree; not part of this suite)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_generator
+from pti.cli import main
+from pti.images import write_image
+from test_run_edits import STEP_ARGS  # the same tiny run: 2 inversion and 2 tuning steps, EfficientNet-Lite0
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "pti-cache"))
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """RUN/ of `pti run --save-generator` on one 16x16 photo rendered by a tiny generator (read-only)."""
+    from pti.stylegan2.checkpoints import save
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("export")
+    G = make_tiny_generator(resolution=16, seed=2)
+    (root / "photos").mkdir()
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None),
+                        noise_mode="const")
+    write_image(x[0], root / "photos" / "face.png")
+    save(G, root / "g.safetensors")
+    assert main(["run", str(root / "photos"), "--output", str(root / "run"), "--generator",
+                 str(root / "g.safetensors"), "--save-generator", *STEP_ARGS]) == 0
+    return root / "run"
+
+
+def test_export_writes_weights_only_state_dict_and_projected_w(run_folder, tmp_path, capsys):
+    from pti.pivot import Pivot
+    from pti.stylegan2 import Generator
+    from pti.stylegan2.checkpoints import load
+
+    photo = run_folder / "face"
+    assert main(["export", str(photo), "--format", "nvidia", "--output", str(tmp_path / "out")]) == 0
+    assert "weights_only=True" in capsys.readouterr().out
+    tuned = load(photo / "tuned.safetensors")
+    ckpt = torch.load(tmp_path / "out" / "tuned_nvidia.pt", weights_only=True)
+    assert ckpt["format"] == "pti-nvidia-state-dict-v1" and ckpt["class"] == "training.networks.Generator"
+    assert list(ckpt["init_kwargs"]) == ["z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
+                                         "mapping_kwargs", "synthesis_kwargs"]
+    assert ckpt["init_kwargs"] == tuned.init_kwargs and ckpt["noise_const"] == "generator"
+    ours = tuned.state_dict()
+    assert set(ckpt["state_dict"]) == set(ours)
+    for key, value in ckpt["state_dict"].items():
+        assert value.dtype == torch.float32 and value.shape == ours[key].shape, key
+        assert torch.equal(value, ours[key].float()), key
+    twin = Generator(**ckpt["init_kwargs"]).eval()
+    twin.load_state_dict(ckpt["state_dict"], strict=True)
+
+    with np.load(tmp_path / "out" / "projected_w.npz", allow_pickle=False) as data:
+        assert data.files == ["w"]
+        w = data["w"]
+    pivot = Pivot.load(photo / "pivot.pt")
+    assert w.dtype == np.float32 and w.shape == (1, tuned.num_ws, tuned.w_dim) == tuple(pivot.w.shape)
+    assert np.array_equal(w, pivot.w.numpy())
+    with torch.no_grad():  # what NVIDIA's generate.py --projected-w renders, here with our twin
+        image = twin.synthesis(torch.from_numpy(w), noise_mode="const")
+        expected = tuned.synthesis(pivot.w, noise_mode="const")
+    assert torch.equal(image, expected)
+
+
+def test_export_default_output_and_pivot_noise_baked_in(run_folder, tmp_path):
+    import json
+
+    from pti.pivot import Pivot
+
+    photo = tmp_path / "face"
+    shutil.copytree(run_folder / "face", photo)
+    assert main(["export", str(photo)]) == 0
+    assert (photo / "export" / "tuned_nvidia.pt").is_file() and (photo / "export" / "projected_w.npz").is_file()
+
+    pivot = Pivot(w=Pivot.load(photo / "pivot.pt").w, noise=[torch.randn(1, 1, r, r) for r in (4, 8, 8, 16, 16)])
+    pivot.save(photo / "pivot.pt")
+    metrics = json.loads((photo / "metrics.json").read_text())
+    metrics["config"]["tuning"]["use_pivot_noise"] = True
+    (photo / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["export", str(photo), "--output", str(tmp_path / "noisy")]) == 0
+    ckpt = torch.load(tmp_path / "noisy" / "tuned_nvidia.pt", weights_only=True)
+    assert ckpt["noise_const"] == "pivot"
+    consts = [k for k in ckpt["state_dict"] if k.endswith("noise_const")]
+    assert len(consts) == 5
+    for key, n in zip(consts, pivot.noise):
+        assert torch.equal(ckpt["state_dict"][key], n[0, 0]), key
+
+
+def test_export_refuses_a_run_without_tuned_weights(run_folder, tmp_path, capsys):
+    photo = tmp_path / "face"
+    shutil.copytree(run_folder / "face", photo)
+    (photo / "tuned.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["export", str(photo), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"pti export: {photo}: no tuned.safetensors" in err and "--save-generator" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert main(["export", str(tmp_path / "nothing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
