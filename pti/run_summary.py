@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pti.run_folder import ImageOutcome, Stage, is_finished, output_name, read_failure, read_metrics
-from pti.run_html import PAGE_SIZE, make_thumbnails, markdown_pictures, write_html_pages
+from pti.labels import metrics_pivot
+from pti.run_html import (EDITS_GRID, PAGE_SIZE, edit_images, entry_pivot_label, make_thumbnails, markdown_pictures,
+                          picture_files, write_html_pages)
 
 SUMMARY_FORMAT = "pti-run-summary-v1"
 SHARDING = "strided: rank r of W takes images r, r+W, r+2W, ... of the input sorted by file name"
@@ -44,7 +46,12 @@ def _image_entry(name: str, file: str, metrics: dict[str, Any]) -> dict[str, Any
         "name": name, "file": file, "status": "done", "stage": metrics.get("stage"),
         "rank": metrics.get("worker", {}).get("rank"), "seconds": metrics.get("seconds"),
         "inversion": {k: inv.get(k) for k in ("mse", "psnr", "perceptual", "steps", "reused_pivot")},
+        # what the pivot is: {"origin", "space", "steps", "label"} (pti.labels)
+        "pivot": metrics_pivot(metrics),
     }
+    files = metrics.get("files") or {}
+    entry["edits"] = edit_images(files)  # edits/<key>_<s>.png of `pti run --edit`
+    entry["edit_grid"] = EDITS_GRID if EDITS_GRID in files else None
     if "tuning" in metrics:
         tun = metrics["tuning"]
         entry["tuning"] = {k: tun.get(k) for k in ("mse", "psnr", "perceptual", "steps", "stopped_early")}
@@ -159,14 +166,17 @@ def summary_markdown(summary: dict[str, Any], thumbs: dict[str, dict[str, str]] 
             lines += ["  ```", *("  " + r for r in rest.rstrip().splitlines()), "  ```"]
     if not summary["failures"]:
         lines.append("None.")
-    pictures = "" if thumbs is None else " original | W inversion | PTI | edits |"
-    lines += ["", "## Images", "", "| image | status | rank | inversion PSNR | PTI PSNR | PTI perceptual | seconds |"
-              + pictures, "|---|---|---|---|---|---|---|" + ("---|" * 4 if thumbs is not None else "")]
+    pictures = "" if thumbs is None else " original | pivot | PTI | PTI edits |"
+    lines += ["", "## Images", "",
+              "| image | status | rank | pivot | pivot PSNR | PTI PSNR | PTI perceptual | seconds |" + pictures,
+              "|---|---|---|---|---|---|---|---|" + ("---|" * 4 if thumbs is not None else "")]
     for e in summary["images"]:
         inv, tun = e.get("inversion", {}), e.get("tuning", {})
-        lines.append(f"| {_cell(e['name'])} | {e['status']} | {e.get('rank', '-')} | {_num(inv.get('psnr'))} | "
+        pivot = _cell(entry_pivot_label(e)) if e["status"] == "done" else "-"
+        lines.append(f"| {_cell(e['name'])} | {e['status']} | {e.get('rank', '-')} | {pivot} | {_num(inv.get('psnr'))} "
+                     f"| "
                      f"{_num(tun.get('psnr'))} | {_num(tun.get('perceptual'), 4)} | {_num(e.get('seconds'), 1)} |"
-                     + ("" if thumbs is None else f" {markdown_pictures(e['name'], thumbs)} |"))
+                     + ("" if thumbs is None else f" {markdown_pictures(e, thumbs)} |"))
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +188,7 @@ def write_summary(summary: dict[str, Any], run_dir: Path, page_size: int = PAGE_
     from pti.io_utils import atomic_write_json, atomic_write_text
 
     run_dir = Path(run_dir)
-    thumbs = make_thumbnails(run_dir, [e["name"] for e in summary["images"]], progress=progress)
+    thumbs = make_thumbnails(run_dir, {e["name"]: picture_files(e) for e in summary["images"]}, progress=progress)
     atomic_write_json(summary, run_dir / "summary.json")
     atomic_write_text(summary_markdown(summary, thumbs), run_dir / "summary.md")
     write_html_pages(summary, run_dir, thumbs, page_size)

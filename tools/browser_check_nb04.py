@@ -344,19 +344,26 @@ def explorer_checks(page: Any, result: dict[str, Any], fail: Any, timings: dict[
     result["_last_png"] = shown
 
 
+def browser_missing(chromium: str) -> str | None:
+    """Why the browser checks cannot run (no Chromium at ``chromium``, no Playwright), or None when they can."""
+    if not Path(chromium).is_file():
+        return f"no Chromium at {chromium} (Debian: apt-get install chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (pip install -c constraints.txt playwright)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chromium", default=DEFAULT_CHROMIUM, help="the Chromium binary (nothing is downloaded)")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one, removed)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for Run All")
     args = parser.parse_args(argv)
-    if not Path(args.chromium).is_file():
-        print(f"no Chromium at {args.chromium} (Debian: apt-get install chromium)", file=sys.stderr)
-        return 2
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        print("Playwright is not installed (pip install -c constraints.txt playwright)", file=sys.stderr)
+    missing = browser_missing(args.chromium)
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="pti-browser-"))
     try:

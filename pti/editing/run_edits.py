@@ -5,9 +5,11 @@ After tuning, while the tuned generator θ* is still in memory, each requested e
 ``w_p`` is rendered into the photo's (staging) folder::
 
     edits/<key>_<s>.png   G(w_p + s·scale·d; θ*) for each strength s (e.g. edits/smile_-3.png)
-    edits/grid.png        labelled grid: for each direction a row "W: <key>" (the W pivot edited on the
-                          original generator θ, as ``pti edit`` on the original would show it) above a row
-                          "PTI: <key>" (the same edit on θ*); one column per strength
+    edits/grid.png        labelled grid: for each direction a row "<pivot> (orig. G): <key>" (the pivot
+                          edited on the original generator θ, as ``pti edit`` on the original would show
+                          it; <pivot> names its origin and space, :func:`grid_row_names`, e.g. "W inversion"
+                          or "e4e W+ + 25 steps") above a row "PTI: <key>" (the same edit on θ*); one
+                          column per strength
 
 ``<key>`` is the direction spec made file-safe (:func:`edit_key`: ``smile``, ``sefa_2``, ``age`` for
 ``dir/age.pt``). The PTI edit at strength 0 is the PTI reconstruction (same code, noise and noise
@@ -141,12 +143,21 @@ def render_w_and_pti(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot",
     return w_edits, pti_edits
 
 
+def grid_row_names(pivot: "Pivot") -> tuple[str, str]:
+    """The two row names of each direction in ``edits/grid.png``: the pivot edited on the original generator
+    (named by :func:`pti.labels.pivot_label`, e.g. ``"e4e W+ + 25 steps (orig. G)"``) and ``"PTI"``."""
+    from pti.labels import pivot_label
+
+    return f"{pivot_label(pivot.origin, pivot.space, pivot.steps)} (orig. G)", "PTI"
+
+
 def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edits: Sequence[RunEdit],
                     out_dir: Path, tune_cfg: "TuningConfig") -> list[str]:
     """Render ``edits`` of ``pivot`` and write them into ``out_dir/edits/`` (see the module docstring);
     returns the relative paths written. Each file is written atomically; ``out_dir`` is meant to be
     the photo's staging folder (:func:`pti.runner.run_one`)."""
     from pti.images import save_grid, write_image
+    from pti.labels import pivot_label
 
     out_dir = Path(out_dir)
     columns = sorted({float(s) for e in edits for s in e.strengths})
@@ -157,14 +168,15 @@ def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", 
                                           tune_cfg.use_pivot_noise)
         for name, img in zip(e.files(), pti_img):
             write_image(img, out_dir / name)
-        for method, images in (("W", w_img), ("PTI", pti_img)):
+        for method, images in zip(grid_row_names(pivot), (w_img, pti_img)):
             by_strength = {float(s): img for s, img in zip(e.strengths, images)}
             rows.append([by_strength.get(s) for s in columns])
             labels.append(f"{method}: {e.key}")
     resolution = int(getattr(tuned, "img_resolution", 256))
     save_grid(rows, out_dir / "edits" / "grid.png", row_labels=labels,
               col_labels=[f"s={strength_text(s)}" for s in columns], cell_size=min(256, max(128, resolution)),
-              title="W edits on the original generator vs PTI edits on the tuned one")
+              title=f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot\n"
+                    f"orig. G: the original generator; PTI: the tuned one")
     return edit_files(edits)
 
 

@@ -5,7 +5,9 @@ given), edited by ``strength`` along a chosen :class:`~pti.editing.Direction` re
 the half-open style-input range ``[start, stop)``. The rendering (:meth:`EditExplorer.render`)
 needs no front end; :meth:`EditExplorer.widgets` wraps it in ipywidgets (imported only
 there) whose callback :meth:`EditExplorer.update` re-renders into an ``Image`` widget, so
-the callback can be called and checked headlessly (tests, papermill).
+the callback can be called and checked headlessly (tests, papermill). Without ipywidgets (a
+plain kernel, Colab without it) :meth:`EditExplorer.widgets` raises :class:`WidgetsUnavailable`,
+whose one-line message notebook 04 prints instead of the sliders; everything else works.
 """
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from pti.editing.direction import Direction, render_edits
+
+
+class WidgetsUnavailable(ImportError):
+    """ipywidgets cannot be imported: the live sliders are skipped (the message is one line to print)."""
+
+
+#: what a notebook prints in place of the sliders when ipywidgets is missing
+NO_WIDGETS = "ipywidgets is not installed: the interactive slider is skipped; pip install ipywidgets"
 
 
 @dataclass
@@ -148,13 +158,13 @@ class EditExplorer:
     def widgets(self) -> Any:
         """An ipywidgets ``VBox``: direction drop-down, strength and layer-range sliders, image.
 
-        Every control change calls :meth:`update`. Needs ``ipywidgets`` (``pip install pti[notebooks]``).
+        Every control change calls :meth:`update`. Needs ``ipywidgets`` (``pip install pti[notebooks]``);
+        raises :class:`WidgetsUnavailable` (an ``ImportError``; message :data:`NO_WIDGETS`) without it.
         """
         try:
             import ipywidgets as W
         except ImportError as exc:
-            raise ImportError("the live edit sliders need ipywidgets: pip install 'pti[notebooks]' "
-                              "(the static figure works without it)") from exc
+            raise WidgetsUnavailable(NO_WIDGETS) from exc
         self.controls = {
             "direction": W.Dropdown(options=list(self.directions), description="direction"),
             "strength": W.FloatSlider(value=0.0, min=-self.max_strength, max=self.max_strength, step=0.25,

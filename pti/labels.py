@@ -1,0 +1,43 @@
+"""What a pivot is called wherever results are shown (summary.html/.md/.json, edit grids).
+
+A pivot's name says where its code came from and in which space it lives (issue 29, item 13: an
+e4e W+ code must not be shown as "W inversion"). The origin and space are stored in ``pivot.pt``
+(:attr:`pti.pivot.Pivot.origin`, :attr:`~pti.pivot.Pivot.space`) and in a photo's ``metrics.json``
+(``"space"``, ``inversion.origin``, ``inversion.steps``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+_SPACES = {"w": "W", "w+": "W+"}
+
+
+def pivot_label(origin: str | None, space: str | None, steps: int | None = 0) -> str:
+    """The pivot's display name from its origin, space and (for an encoder's or a given start) refinement steps.
+
+    >>> [pivot_label("projector", "w"), pivot_label("projector", "w+", 450)]
+    ['W inversion', 'W+ inversion']
+    >>> [pivot_label("e4e", "w+"), pivot_label("e4e", "w+", 25), pivot_label("w_init", "w", 1)]
+    ['e4e W+', 'e4e W+ + 25 steps', 'given W + 1 step']
+
+    ``origin``: 'projector' (None: an older pivot, written before origins were stored, is a
+    projector's), 'e4e', 'w_init' or 'file' (a bare code read by :func:`pti.pivot.load_pivot`); ``space``: 'w' or 'w+' (None: 'w'); ``steps``: projector steps
+    run after the encoder or the given start (ignored for 'projector'). An unknown origin or space
+    is shown as stored.
+    """
+    shown = _SPACES.get(space or "w", str(space))
+    origin = origin or "projector"
+    if origin == "projector":
+        return f"{shown} inversion"
+    name = {"e4e": f"e4e {shown}", "w_init": f"given {shown}", "file": f"{shown} from a file"}.get(
+        origin, f"{origin} {shown}")
+    steps = int(steps or 0)
+    return name + (f" + {steps} step{'s' if steps != 1 else ''}" if steps > 0 else "")
+
+
+def metrics_pivot(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"origin", "space", "steps", "label"}`` of the pivot of a photo's ``metrics.json``
+    (:func:`pti.runner.run_one`); an older file without ``inversion.origin`` is a projector's."""
+    inversion = metrics.get("inversion") or {}
+    origin, space, steps = inversion.get("origin") or "projector", metrics.get("space") or "w", inversion.get("steps")
+    return {"origin": origin, "space": space, "steps": steps, "label": pivot_label(origin, space, steps)}
