@@ -196,8 +196,9 @@ def tensorflow_pickle_message(path: str | Path, key: str) -> str:
     return (f"{path}: a TensorFlow StyleGAN/StyleGAN2 network pickle (it refers to {key!r}), which pti does not "
             "read directly. Convert it once with NVIDIA's stylegan2-ada-pytorch (PyTorch only, no TensorFlow "
             "needed): `python legacy.py --source=" f"{path} --dest=converted.pkl` in a clone of "
-            "github.com/NVlabs/stylegan2-ada-pytorch, then give converted.pkl to pti (e.g. `pti info "
-            "converted.pkl`); nothing from this file was executed")
+            "github.com/NVlabs/stylegan2-ada-pytorch (it converts TensorFlow StyleGAN2 and StyleGAN2-ADA pickles, "
+            "not those of the first StyleGAN), then give converted.pkl to pti (e.g. `pti info converted.pkl`); "
+            "nothing from this file was executed")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
