@@ -7,7 +7,10 @@ N_r = 1 sample per step, w_z drawn from the mapping network with truncation 0.5.
 Every field is a plain value so that configs round-trip through JSON, the CLI and
 notebook parameters (see :func:`config_from_dict`, :func:`config_to_dict`). Each field has an
 attribute docstring (the string under it): what it is, its unit and choices. ``pti`` shows it as the
-option's help text (:mod:`pti.commands._config_args`), so it is written only here.
+option's help text (:mod:`pti.commands._config_args`), so it is written only here. So is each numeric
+field's valid range (``ranged(default, ge=/gt=/le=)``, a :class:`Range` in the field's metadata): a config
+outside it cannot be made (``ValueError`` from :func:`validate`), and the command line refuses it while
+parsing, before any photo is read.
 
 These configs hold only the paper's knobs: what is optimised, never how fast. How the steps are
 computed (autocast, channels_last, Adam implementation, torch.compile, host syncs) is
@@ -16,6 +19,8 @@ computed (autocast, channels_last, Adam implementation, torch.compile, host sync
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -24,6 +29,93 @@ Space = Literal["w", "w+"]
 NoiseMode = Literal["const", "random", "none"]
 LocalityNorm = Literal["paper", "official"]
 PerceptualNet = Literal["alex", "vgg", "squeeze", "effnet-lite0", "random-alex", "random-vgg", "random-squeeze"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field: ``low <= x`` (``low < x`` when ``low_open``), ``x <= high``.
+
+    Every value must also be finite (no NaN or inf). A field annotated ``X | None`` also accepts None.
+    Written once, next to its field (:func:`ranged`); checked by :func:`validate` (the Python API) and by the
+    command-line option's parser (:mod:`pti.commands._config_args`), which both print :meth:`describe`.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def describe(self, integer: bool = False, optional: bool = False) -> str:
+        """E.g. 'an integer >= 1', 'a number > 0', 'a number in [0, 1]', '... or none'."""
+        kind = "an integer" if integer else "a number"
+        if self.low is not None and self.high is not None:
+            text = f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{kind} <= {self.high:g}"
+        else:
+            text = f"a finite {kind.split()[-1]}"
+        return text + (" or none" if optional else "")
+
+    def error(self, value: Any, integer: bool = False, optional: bool = False) -> str | None:
+        """Why ``value`` is invalid ('must be ..., got ...'), or None when it is valid."""
+        if value is None and optional:
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number and (not integer or isinstance(value, int)) and math.isfinite(value)
+        if ok and self.low is not None:
+            ok = value > self.low if self.low_open else value >= self.low
+        if ok and self.high is not None:
+            ok = value <= self.high
+        return None if ok else f"must be {self.describe(integer, optional)}, got {value!r}"
+
+
+def ranged(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with ``default`` and its valid range (``ge``: >=, ``gt``: >, ``le``: <=)."""
+    if ge is not None and gt is not None:
+        raise TypeError("give ge or gt, not both")
+    valid = Range(low=gt if gt is not None else ge, high=le, low_open=gt is not None)
+    return field(default=default, metadata={"range": valid})
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The :class:`Range` written next to a config field (None for fields without one)."""
+    return f.metadata.get("range")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def is_integer_field(annotation: Any) -> bool:
+    """True for ``int`` and ``int | None`` annotations."""
+    return annotation is int or (int in typing.get_args(annotation) and float not in typing.get_args(annotation))
+
+
+def validate(cfg: Any) -> None:
+    """Check every field of a config dataclass (nested ones too) against its range and ``Literal`` choices.
+
+    Raises ``ValueError`` naming the field and what it must be, e.g. ``LocalityConfig.interval must be an
+    integer >= 1, got 0``. Called when a config is made (``__post_init__``) and again by
+    :func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune` and :func:`pti.runner.process_images`
+    (fields may be assigned after construction).
+    """
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value)
+            continue
+        optional = type(None) in typing.get_args(hints[f.name])
+        choices = literal_choices(hints[f.name])
+        if choices is not None and value not in choices and not (value is None and optional):
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be one of {', '.join(map(repr, choices))}, "
+                             f"got {value!r}")
+        valid = field_range(f)
+        problem = valid.error(value, is_integer_field(hints[f.name]), optional) if valid is not None else None
+        if problem:
+            raise ValueError(f"{type(cfg).__name__}.{f.name} {problem}")
 
 
 @dataclass
@@ -35,35 +127,38 @@ class InversionConfig:
 
     space: Space = "w"
     """latent space of the pivot: 'w' = one code broadcast to all layers (the paper), 'w+' = one code per layer"""
-    steps: int = 450
+    steps: int = ranged(450, ge=0)
     """Adam steps of the projector (the paper: 450)"""
-    lr: float = 5e-3
+    lr: float = ranged(5e-3, gt=0)
     """peak Adam learning rate (official PTI: first_inv_lr = 5e-3; the commands and notebooks use 0.02 on the
     'demo' generator, its zoo entry's projector_lr)"""
-    lr_rampup: float = 0.05
+    lr_rampup: float = ranged(0.05, ge=0, le=1)
     """fraction of the steps (0-1) with a linear learning-rate warm-up from 0"""
-    lr_rampdown: float = 0.25
+    lr_rampdown: float = ranged(0.25, ge=0, le=1)
     """fraction of the steps (0-1) at the end with a cosine learning-rate ramp-down to 0"""
-    w_noise_factor: float = 0.05
+    w_noise_factor: float = ranged(0.05, ge=0)
     """initial Gaussian noise added to w, in units of the std of the mapped w samples"""
-    w_noise_ramp: float = 0.75
+    w_noise_ramp: float = ranged(0.75, ge=0, le=1)
     """fraction of the steps (0-1) over which that noise decays (quadratically) to 0"""
-    noise_reg_weight: float = 1e5
+    noise_reg_weight: float = ranged(1e5, ge=0)
     """weight of the noise-map autocorrelation penalty (StyleGAN2's projector: 1e5)"""
     optimize_noise: bool = True
     """optimise the per-layer noise maps together with w"""
-    w_avg_samples: int = 10_000
+    w_avg_samples: int = ranged(10_000, ge=1)
     """number of mapping samples z -> w whose mean is the start and whose std scales the w noise"""
     perceptual_net: PerceptualNet = "vgg"
     """perceptual distance of the projector: LPIPS on 'vgg' (StyleGAN2's), 'alex' or 'squeeze' (the offline
     EfficientNet-Lite0 fallback when the backbone cannot be had), 'effnet-lite0' (that fallback on purpose),
     'random-*' (random backbone: tests only)"""
-    perceptual_resolution: int | None = 256
+    perceptual_resolution: int | None = ranged(256, ge=1)
     """images larger than this side (pixels) are area-downsampled before the perceptual distance; none: never"""
-    l2_weight: float = 0.0
+    l2_weight: float = ranged(0.0, ge=0)
     """weight of an extra pixel MSE term on [-1, 1] images (0: the projector's pure perceptual loss)"""
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     """seed of the mapping samples, the initial noise maps and the per-step w noise"""
+
+    def __post_init__(self) -> None:
+        validate(self)  # the ranges written next to the fields
 
 
 @dataclass
@@ -75,23 +170,29 @@ class LocalityConfig:
 
     enabled: bool = False
     """turn the regulariser on (the official code's default is off; the paper's ablation turns it on)"""
-    alpha: float = 30.0
-    """distance in W of the regularisation codes w_r from the pivot (the paper: 30)"""
-    l2_weight: float = 0.1
+    alpha: float = ranged(30.0, gt=0)
+    """distance in W of the regularisation codes w_r from the pivot (the paper: 30); > 0: at 0 every w_r is
+    the pivot itself, where the regulariser would pull G back to the original and undo the tuning (turn
+    locality off instead)"""
+    l2_weight: float = ranged(0.1, ge=0)
     """weight λ_R^L2 of the MSE between tuned and original renders of w_r (the paper: 0.1)"""
-    lpips_weight: float = 0.1
+    lpips_weight: float = ranged(0.1, ge=0)
     """weight λ_R^LPIPS of their perceptual distance (the paper: 0.1)"""
-    num_samples: int = 1
+    num_samples: int = ranged(1, ge=1)
     """codes w_r drawn per regularised step (N_r; the paper: 1)"""
-    interval: int = 1
+    interval: int = ranged(1, ge=1)
     """apply the regulariser every N tuning steps (1: every step)"""
-    truncation_psi: float = 0.5
-    """truncation of the random codes w_z = mapping(z) that w_r moves towards (the paper: 0.5)"""
+    truncation_psi: float = ranged(0.5, ge=0, le=1)
+    """truncation of the random codes w_z = mapping(z) that w_r moves towards (the paper: 0.5); 0-1: 0 = the
+    mean w, 1 = untruncated; above 1 (or below 0) w_z leaves the region the generator models well"""
     norm: LocalityNorm = "paper"
     """how w_r - w_p is scaled to length alpha: 'paper' = per layer (a distance of alpha in W), 'official' =
     the stacked [num_ws, w_dim] difference, as the official code (each layer moves alpha / sqrt(num_ws))"""
     noise_mode: NoiseMode = "none"
     """noise inputs when rendering w_r: 'none' (the official code), 'const' or 'random'"""
+
+    def __post_init__(self) -> None:
+        validate(self)  # the ranges written next to the fields
 
 
 @dataclass
@@ -101,34 +202,37 @@ class TuningConfig:
     Each field's docstring is its help text on the command line (``--tune-<field>``).
     """
 
-    steps: int = 350
+    steps: int = ranged(350, ge=0)
     """Adam steps of pivotal tuning (the paper: 350)"""
-    lr: float = 3e-4
+    lr: float = ranged(3e-4, gt=0)
     """Adam learning rate of the generator's weights (the paper: 3e-4)"""
-    l2_weight: float = 1.0
+    l2_weight: float = ranged(1.0, ge=0)
     """weight λ_L2 of the MSE on [-1, 1] images (the paper: 1)"""
-    lpips_weight: float = 1.0
+    lpips_weight: float = ranged(1.0, ge=0)
     """weight λ_LPIPS of the perceptual distance (the paper: 1)"""
-    lpips_threshold: float | None = 0.06
+    lpips_threshold: float | None = ranged(0.06, ge=0)
     """stop early once every photo's perceptual distance is at most this (the paper: 0.06 on the LPIPS
     scale); none: run every step"""
     perceptual_net: PerceptualNet = "alex"
     """perceptual distance of tuning: LPIPS on 'alex' (the paper's), 'vgg' or 'squeeze' (the offline
     EfficientNet-Lite0 fallback when the backbone cannot be had), 'effnet-lite0' (that fallback on purpose),
     'random-*' (random backbone: tests only)"""
-    perceptual_resolution: int | None = None
+    perceptual_resolution: int | None = ranged(None, ge=1)
     """images larger than this side (pixels) are area-downsampled before the perceptual distance; none: full
     resolution, as the official code"""
     noise_mode: NoiseMode = "const"
     """noise inputs of the generator while tuning: 'const' (the official code), 'random' or 'none'"""
     use_pivot_noise: bool = False
     """render with the pivot's optimised noise maps instead of the generator's constant ones"""
-    batch_size: int | None = None
+    batch_size: int | None = ranged(None, ge=1)
     """multi-image tuning: pivots per step (none: all of them)"""
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     """seed of the multi-image batch order and of the locality samples"""
     locality: LocalityConfig = field(default_factory=LocalityConfig)
     """the locality regulariser (options --locality-*)"""
+
+    def __post_init__(self) -> None:
+        validate(self)  # the ranges written next to the fields
 
 
 C = TypeVar("C")
@@ -140,8 +244,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any] | None = None, **overrides: Any) -> C:
-    """Build ``cls`` from a (possibly partial, possibly nested) dict; unknown keys, and values outside a
-    ``Literal`` field's choices, raise ``ValueError``.
+    """Build ``cls`` from a (possibly partial, possibly nested) dict; unknown keys, values outside a
+    ``Literal`` field's choices and values outside a field's range (:func:`validate`) raise ``ValueError``.
 
     ``overrides`` may use dotted names for nested fields: ``locality.alpha=10``.
     """
@@ -170,16 +274,11 @@ def _build(cls: type[C], values: dict[str, Any]) -> C:
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} option(s): {sorted(unknown)}; valid: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
             else fields[name].default
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = _build(type(default), value)
-        choices = literal_choices(hints[name])
-        if choices is not None and value not in choices and not (value is None and type(None) in
-                                                                 typing.get_args(hints[name])):
-            raise ValueError(f"{cls.__name__}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
         kwargs[name] = value
-    return cls(**kwargs)
+    return cls(**kwargs)  # __post_init__ checks choices and ranges (validate)

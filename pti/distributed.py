@@ -53,9 +53,34 @@ class DistContext:
         return self.backend is not None
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready record of this worker: rank, world size, local rank, host, device."""
+        """A JSON-ready record of this worker: rank, world size, local rank, host, device, and what its
+        results' last bits depend on (:func:`numerics_record`: thread count, kernel ISA, GPU name)."""
         return {"rank": self.rank, "world_size": self.world_size, "local_rank": self.local_rank,
-                "host": socket.gethostname(), "device": str(self.device)}
+                "host": socket.gethostname(), "device": str(self.device), **numerics_record(self.device)}
+
+
+#: environment variables that choose CPU kernels (oneDNN's and ATen's instruction set caps)
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def numerics_record(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a result's rounding depends on besides the seed, for ``metrics.json``'s "worker" record.
+
+    ``threads``: ``torch.get_num_threads()`` (intra-op threads split reductions differently: torchrun sets
+    ``OMP_NUM_THREADS=1`` per process, a plain run uses every core, and outputs then differ in their last
+    bits, which hundreds of optimisation steps grow to whole 8-bit levels); ``cpu_capability``: the ISA of
+    ATen's CPU kernels (``torch.backends.cpu.get_cpu_capability()``: 'AVX2', 'AVX512', ...); ``isa_env``:
+    :data:`ISA_ENV` variables that are set; ``cuda_device``: the GPU's name on a CUDA device, else None.
+    Per-image results are reproducible for equal values of these (and equal torch builds).
+    """
+    device = torch.device(device)
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    cuda_name = None
+    if device.type == "cuda" and torch.cuda.is_available():
+        cuda_name = torch.cuda.get_device_name(device)
+    return {"threads": torch.get_num_threads(), "cpu_capability": capability() if capability else None,
+            "isa_env": {name: os.environ[name] for name in ISA_ENV if name in os.environ},
+            "cuda_device": cuda_name, "torch": torch.__version__}
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:

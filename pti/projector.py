@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from pti.conditioning import Label, class_label
-from pti.config import InversionConfig, config_to_dict
+from pti.config import InversionConfig, config_to_dict, validate
 from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.images import prepare_target
 from pti.losses import PerceptualLoss, l2_loss, noise_regularization
@@ -115,6 +115,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
     NaN/inf and :class:`~pti.divergence.DivergenceError` if the image leaves any sane range.
     """
     cfg = cfg or InversionConfig()
+    validate(cfg)  # every field in its range (pti.config.ranged) before any work
     if cfg.steps < (0 if init is not None or w_init is not None else 1):
         raise ValueError(f"steps must be >= 1 (>= 0 from an encoder or w_init), got {cfg.steps}")
     if target.ndim == 4 and target.shape[0] != 1:

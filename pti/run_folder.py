@@ -30,11 +30,12 @@ class ImageOutcome:
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     file: str = ""
+    redone: tuple[str, ...] = ()  # a finished result processed again, and why (see what_changed)
 
     def brief(self) -> dict[str, Any]:
         """The outcome without its metrics (small enough to send between ranks)."""
         return {"name": self.name, "status": self.status, "seconds": self.seconds, "error": self.error,
-                "file": self.file}
+                "file": self.file, "redone": list(self.redone)}
 
 
 def list_images(source: str | Path) -> list[Path]:
@@ -100,6 +101,33 @@ def is_finished(out_dir: Path, stage: Stage) -> bool:
     if data is None or not (data.get("stage") == stage or (stage == "invert" and data.get("stage") == "tune")):
         return False
     return _manifest_ok(out_dir, data.get("files"))
+
+
+#: what a differing "made_from" entry of metrics.json means (see pti.runner.made_from_record)
+CHANGE_NAMES = {"generator": "generator changed", "photo_sha256": "photo changed", "align": "alignment changed",
+                "face_index": "alignment changed", "class_index": "class changed", "init": "pivot start changed",
+                "encoder": "pivot start changed"}
+#: the reason given for a result whose metrics.json has no "made_from" record
+NOT_RECORDED = "inputs not recorded (made by an older pti)"
+
+
+def what_changed(metrics: dict[str, Any], made_from: dict[str, Any], config: dict[str, Any],
+                 ignore: Sequence[str] = ()) -> list[str]:
+    """Why a finished result (its ``metrics``) is not what this run would make: [] when it is.
+
+    ``made_from``: the record this run would write (keys of :data:`CHANGE_NAMES`; those in ``ignore`` are
+    not compared); ``config``: the config sections that count, e.g. ``{"inversion": {...}}``, compared with
+    the result's ``"config"``. A result without a ``"made_from"`` record gives ``[NOT_RECORDED]``.
+    Reasons are in :data:`CHANGE_NAMES` order, without repeats ('tuning settings changed', ...).
+    """
+    recorded = metrics.get("made_from")
+    if not isinstance(recorded, dict):
+        return [NOT_RECORDED]
+    reasons = [CHANGE_NAMES[key] for key, value in made_from.items()
+               if key not in ignore and recorded.get(key) != value]
+    done_config = metrics.get("config") or {}
+    reasons += [f"{section} settings changed" for section, value in config.items() if done_config.get(section) != value]
+    return list(dict.fromkeys(reasons))
 
 
 def failure_path(run_dir: Path, name: str) -> Path:

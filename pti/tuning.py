@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pti.conditioning import Label, class_label
-from pti.config import TuningConfig
+from pti.config import TuningConfig, validate
 from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.images import prepare_target
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
@@ -144,6 +144,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
     rendered images leave any sane range (:mod:`pti.divergence`).
     """
     cfg = cfg or TuningConfig()
+    validate(cfg)  # every field in its range (pti.config.ranged) before any work
     device = next(G.parameters()).device
     t0 = time.perf_counter()
     x, ws, noises = prepare_inputs(G, targets, pivots, device)

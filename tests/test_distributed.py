@@ -138,6 +138,25 @@ def test_two_processes_share_the_work_and_match_one_process(workspace, tmp_path)
             for key in ("mse", "psnr", "perceptual"):
                 assert m1[part][key] == m2[part][key], (name, part, key)
         assert m1["files"] == m2["files"]
+        # the condition of that equality, recorded in each result (README: same thread count and kernel ISA)
+        numerics = ("threads", "cpu_capability", "isa_env")
+        assert [m1["worker"][k] for k in numerics] == [m2["worker"][k] for k in numerics], name
+        assert m1["worker"]["threads"] == 1 and m2["worker"]["world_size"] == 2
+
+
+def test_worker_record_names_threads_and_kernel_isa(monkeypatch):
+    """stylegan2-ada-pytorch #285: one process with 2 threads and torchrun's 1 thread per process gave
+    results up to 29 levels apart; what decides it is recorded with every result."""
+    from pti.distributed import DistContext
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    torch.set_num_threads(1)
+    record = DistContext().describe()
+    assert record["threads"] == 1 and record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["isa_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"} and record["cuda_device"] is None
+    assert record["torch"] == torch.__version__
+    json.dumps(record)  # goes into metrics.json and summary.json
 
 
 def _children(pid: int) -> list[int]:

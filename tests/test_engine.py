@@ -190,7 +190,7 @@ def test_non_finite_loss_raises(G, perceptual):
     target = _patched_target(G)
     w = G.mapping.w_avg.reshape(1, 1, -1).expand(1, G.num_ws, G.w_dim)
     with pytest.raises(NonFiniteLossError):
-        pivotal_tune(G, target, w, TuningConfig(steps=5, lr=float("inf"), lpips_threshold=None), perceptual=perceptual,
+        pivotal_tune(G, target, w, TuningConfig(steps=5, lr=1e30, lpips_threshold=None), perceptual=perceptual,
              progress=False)
     with pytest.raises(NonFiniteLossError):
         project(G, target * float("nan"), dataclasses.replace(INV, steps=3), perceptual=perceptual, progress=False)

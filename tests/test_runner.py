@@ -8,11 +8,13 @@ from __future__ import annotations
 import copy
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,11 +81,9 @@ def test_finished_image_is_skipped(G, images, tmp_path):
     again = process_images(G, images[:2], run, INV, TUNE, OPTS)
     assert [o.status for o in again] == ["skipped", "skipped"]
     assert [mtime(run / p.stem / "metrics.json") for p in images[:2]] == stamps
-    with pytest.warns(RuntimeWarning, match="other inversion/tuning settings"):
-        other = process_images(G, images[:1], run, INV, dataclasses.replace(TUNE, steps=3), OPTS)
-    assert other[0].status == "skipped"
     redo = process_images(G, images[:1], run, INV, TUNE, dataclasses.replace(OPTS, skip_finished=False))
     assert redo[0].status == "done" and mtime(run / images[0].stem / "metrics.json") != stamps[0]
+    assert redo[0].redone == ()  # --redo: asked for, not a change to report
 
 
 def _finished_run(G, image: Path, run: Path) -> Path:
@@ -224,12 +224,13 @@ def test_non_finite_loss_aborts_only_that_image(G, images, tmp_path):
     assert not failure_path(run, images[1].stem).exists()
 
 
-def test_inf_learning_rate_writes_nothing_and_keeps_older_result(G, images, tmp_path):
+def test_diverging_learning_rate_writes_nothing_and_keeps_older_result(G, images, tmp_path):
     run = tmp_path / "run"
     invert_only = RunOptions(stage="invert", align=False, progress=False)
     process_images(G, images[:1], run, INV, TUNE, invert_only)
     before = (run / images[0].stem / "metrics.json").read_text()
-    bad = TuningConfig(steps=2, lr=float("inf"), perceptual_net="effnet-lite0", lpips_threshold=None)
+    # a finite learning rate at which tuning diverges (inf itself is refused by the config: tests/test_config_ranges.py)
+    bad = TuningConfig(steps=2, lr=1e30, perceptual_net="effnet-lite0", lpips_threshold=None)
     with pytest.raises(RuntimeError, match="tuning loss became"):
         run_one(G, images[0], run / images[0].stem, INV, bad, OPTS)
     assert (run / images[0].stem / "metrics.json").read_text() == before  # the invert result is untouched
@@ -274,3 +275,168 @@ def test_pti_run_cli_reports_unreadable_image(G, images, tmp_path, capsys):
     assert summary["counts"]["done"] == 4 and summary["failures"] == []
     assert (summary["this_run"]["processed"], summary["this_run"]["skipped_finished"]) == (1, 3)
     assert not failure_path(run, "broken").exists()
+
+
+# --- issue 29, item 1: a finished result is reused only when what it was made from is unchanged ---------------
+
+def _metrics(run: Path, name: str) -> dict:
+    return json.loads((run / name / "metrics.json").read_text())
+
+
+def test_finished_result_records_what_it_was_made_from(G, images, tmp_path):
+    run = tmp_path / "run"
+    process_images(G, images[:1], run, INV, TUNE, OPTS)
+    made = _metrics(run, images[0].stem)["made_from"]
+    assert made["generator"] == weights_fingerprint(G)
+    assert made["photo_sha256"] == hashlib.sha256(images[0].read_bytes()).hexdigest()
+    assert (made["align"], made["face_index"], made["class_index"], made["init"]) == (False, None, None, "mean")
+
+
+@pytest.mark.parametrize("change", ["generator", "tuning", "inversion", "photo", "old_metrics"])
+def test_finished_result_is_redone_when_what_it_was_made_from_changed(G, images, tmp_path, change):
+    """The report: `pti run photos/`, then the same with `-g other.safetensors` said '0 done, 2 already
+    finished'. Every input of a result counts: the generator's weights, the settings, the photo's bytes."""
+    from pti.run_folder import NOT_RECORDED
+    from pti.runner import redone_message
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in images[:2]:
+        shutil.copy(p, folder / p.name)
+    photos = sorted(folder.glob("*.png"))
+    run = tmp_path / "run"
+    assert [o.status for o in process_images(G, photos, run, INV, TUNE, OPTS)] == ["done", "done"]
+    assert [o.status for o in process_images(G, photos, run, INV, TUNE, OPTS)] == ["skipped", "skipped"]
+    g, inv, tune, names = G, INV, TUNE, [p.stem for p in photos]
+    if change == "generator":
+        g, reason = make_tiny_generator(resolution=G.img_resolution, seed=99), "generator changed"
+    elif change == "tuning":
+        tune, reason = dataclasses.replace(TUNE, steps=3), "tuning settings changed"
+    elif change == "inversion":
+        inv, reason = dataclasses.replace(INV, steps=3), "inversion settings changed"
+    elif change == "photo":
+        shutil.copy(images[2], photos[0])  # same name, other content
+        reason, names = "photo changed", names[:1]
+    else:  # a result of an older pti: no record of its inputs
+        for name in names:
+            data = _metrics(run, name)
+            del data["made_from"]
+            (run / name / "metrics.json").write_text(json.dumps(data))
+        reason = NOT_RECORDED
+    outcomes = process_images(g, photos, run, inv, tune, OPTS)
+    assert {o.name: o.status for o in outcomes} == {p.stem: "done" if p.stem in names else "skipped" for p in photos}
+    assert [o.redone for o in outcomes if o.status == "done"] == [(reason,)] * len(names)
+    assert redone_message(outcomes) == f"{len(names)} finished image(s) redone: {reason}"
+    for o in outcomes:
+        data = _metrics(run, o.name)
+        assert data["made_from"]["generator"] == weights_fingerprint(g)
+        assert data["made_from"]["photo_sha256"] == hashlib.sha256((folder / f"{o.name}.png").read_bytes()).hexdigest()
+        assert data["config"]["tuning"] == config_to_dict(tune) and data["config"]["inversion"] == config_to_dict(inv)
+        assert Pivot.load(run / o.name / "pivot.pt").generator == weights_fingerprint(g)
+    # the pivot is reused only when it still fits: same generator, inversion settings and photo
+    reused = outcomes[0].metrics["inversion"]["reused_pivot"]
+    assert reused is (change == "tuning"), (change, reused)
+    # and the redone results are finished: the next run skips them
+    assert {o.status for o in process_images(g, photos, run, inv, tune, OPTS)} == {"skipped"}
+
+
+def test_invert_and_tune_compare_only_what_their_stage_uses(G, images, tmp_path):
+    """`pti invert` ignores the tuning settings; `pti tune` takes the pivot as found (any inversion settings)
+    but not for a photo that changed since the pivot was made."""
+    run = tmp_path / "run"
+    process_images(G, images[:1], run, INV, TUNE, OPTS)
+    invert_only = RunOptions(stage="invert", align=False, progress=False)
+    assert process_images(G, images[:1], run, INV, dataclasses.replace(TUNE, steps=3), invert_only)[0].status == "skipped"
+    tune_only = RunOptions(align=False, progress=False, require_pivot=True)
+    assert process_images(G, images[:1], run, dataclasses.replace(INV, steps=3), TUNE, tune_only)[0].status == "skipped"
+    tuned = process_images(G, images[:1], run, INV, dataclasses.replace(TUNE, steps=3), tune_only)[0]
+    assert tuned.status == "done" and tuned.redone == ("tuning settings changed",)
+    assert tuned.metrics["inversion"]["reused_pivot"] is True
+
+    photo = tmp_path / images[0].name
+    shutil.copy(images[1], photo)  # another photo under the name of the one the pivot was made from
+    outcome = process_images(G, [photo], run, INV, TUNE, tune_only)[0]
+    assert outcome.status == "failed" and "photo changed" in outcome.error and "pti invert" in outcome.error
+    assert process_images(G, [photo], run, INV, TUNE, OPTS)[0].metrics["inversion"]["reused_pivot"] is False
+
+
+def test_save_generator_on_a_result_without_it_redoes_it(G, images, tmp_path):
+    """`pti edit` tells users to rerun with --save-generator: that must not say 'already finished'."""
+    run = tmp_path / "run"
+    process_images(G, images[:1], run, INV, TUNE, OPTS)
+    keep = dataclasses.replace(OPTS, save_generator=True)
+    outcome = process_images(G, images[:1], run, INV, TUNE, keep)[0]
+    assert outcome.status == "done" and "tuned.safetensors" in outcome.metrics["files"]
+    assert outcome.metrics["inversion"]["reused_pivot"] is True
+    assert process_images(G, images[:1], run, INV, TUNE, OPTS)[0].status == "skipped"  # a superset: kept
+
+
+def test_pti_run_with_another_generator_redoes_and_says_so(G, images, tmp_path, capsys):
+    """The report, through the command line: the second run redoes both photos and says why in one line."""
+    from pti.cli import main
+    from pti.stylegan2.checkpoints import save
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in images[:2]:
+        shutil.copy(p, folder / p.name)
+    save(G, tmp_path / "g.safetensors")
+    save(make_tiny_generator(resolution=G.img_resolution, seed=99), tmp_path / "other.safetensors")
+    run = tmp_path / "run"
+    argv = ["run", str(folder), "-o", str(run), "--device", "cpu", "--no-align", "--quiet", "--inv-steps", "2",
+            "--tune-steps", "2", "--inv-w-avg-samples", "100", "--inv-perceptual-net", "effnet-lite0",
+            "--tune-perceptual-net", "effnet-lite0"]
+    assert main([*argv, "-g", str(tmp_path / "g.safetensors")]) == 0
+    capsys.readouterr()
+    assert main([*argv, "-g", str(tmp_path / "other.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "2 done, 0 already finished" in out and "2 finished image(s) redone: generator changed" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["generator"] == str(tmp_path / "other.safetensors")
+    fingerprint = weights_fingerprint(make_tiny_generator(resolution=G.img_resolution, seed=99))
+    assert all(_metrics(run, p.stem)["made_from"]["generator"] == fingerprint for p in images[:2])
+
+
+# --- issue 29, item 10: what a result's last bits depend on is recorded --------------------------------------
+
+def test_metrics_record_thread_count_and_kernel_isa(G, images, tmp_path):
+    run = tmp_path / "run"
+    process_images(G, images[:1], run, INV, TUNE, OPTS, worker={"rank": 0, "world_size": 1})
+    worker = _metrics(run, images[0].stem)["worker"]
+    assert worker["threads"] == torch.get_num_threads() == 1  # the autouse fixture's one thread
+    assert worker["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert worker["rank"] == 0 and "isa_env" in worker and worker["cuda_device"] is None
+
+
+# --- issue 29, item 9: reconstruction.png is what the kept generator renders ---------------------------------
+
+def _find_cell(grid: "np.ndarray", cell: "np.ndarray") -> list[tuple[int, int]]:
+    """Every (y, x) where ``cell`` [h, w, 3] sits in ``grid`` [H, W, 3] with all its bytes equal."""
+    h, w = cell.shape[:2]
+    return [(y, x) for y in range(grid.shape[0] - h + 1) for x in range(grid.shape[1] - w + 1)
+            if np.array_equal(grid[y:y + h, x:x + w], cell)]
+
+
+@pytest.mark.parametrize("noise", ["const", "pivot"])
+def test_pti_edit_at_strength_0_gives_reconstruction_png_exactly(G, images, tmp_path, noise):
+    """The report: `pti edit RUN/PHOTO --strengths 0` differed from reconstruction.png by one 8-bit level on
+    ~2 % of pixels (reconstruction.png from the float32 weights, tuned.safetensors in float16). With
+    --save-generator the run renders (and measures) the kept fp16 weights, so the two are equal, byte for
+    byte. Checked on the real `pti edit` output: its grid's strength-0 cell is found in it unchanged."""
+    from PIL import Image
+
+    from pti.cli import main
+
+    run = tmp_path / "run"
+    tune = dataclasses.replace(TUNE, steps=20, lr=3e-3, use_pivot_noise=noise == "pivot")  # moved well off G
+    outcome = process_images(G, images[:1], run, INV, tune, dataclasses.replace(OPTS, save_generator=True))[0]
+    assert outcome.status == "done" and outcome.metrics["tuning"]["weights"] == "float16"
+    photo = run / images[0].stem
+    direction = tmp_path / "d.pt"
+    torch.save(torch.randn(G.w_dim, generator=torch.Generator().manual_seed(0)), direction)
+    (run / "summary.json").write_text(json.dumps({"generator": ""}))  # directions: none to compute
+    out = tmp_path / "edit.png"
+    assert main(["edit", str(photo), "--direction", str(direction), "--strengths", "0", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    reconstruction = np.asarray(Image.open(photo / "reconstruction.png").convert("RGB"))
+    assert len(_find_cell(np.asarray(Image.open(out).convert("RGB")), reconstruction)) == 1

@@ -5,9 +5,10 @@
 (with ``--fast``: a preset, :func:`pti.fast.fast_preset`). The option's type comes from the field's resolved
 annotation (``typing.get_type_hints``): ``int``, ``float``, ``str``, ``bool`` (``true``/``false``),
 ``X | None`` (also accepts ``none``) and ``Literal[...]`` (argparse ``choices``: any other value exits
-with status 2 and a message listing them). The help text is the field's attribute docstring in
-:mod:`pti.config`, followed by the default, so it is written once. Only options given on the command
-line override the base configs.
+with status 2 and a message listing them). A value outside the field's range (``pti.config.ranged``)
+exits with status 2 while the options are parsed, naming the option and the range. The help text is
+the field's attribute docstring in :mod:`pti.config`, followed by the range and the default, so it is
+written once. Only options given on the command line override the base configs.
 
 Own code rather than a library such as tyro: those name options after the dataclass path
 (``--inversion.steps``) and spell booleans as flags, which would rename the options users have.
@@ -58,9 +59,22 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _argument_kwargs(annotation: Any, where: str) -> dict[str, Any]:
-    """argparse ``type``, ``choices`` and ``metavar`` for a field annotation."""
-    from pti.config import literal_choices
+def _in_range(parse: Callable[[str], Any], valid: Any, integer: bool, optional: bool) -> Callable[[str], Any]:
+    """``parse``, then refuse a value outside the field's :class:`~pti.config.Range` while argparse parses
+    (exit 2 before anything runs: 'argument --locality-interval: must be an integer >= 1, got 0')."""
+    def parse_checked(text: str) -> Any:
+        value = parse(text)
+        problem = valid.error(value, integer, optional)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    parse_checked.__name__ = getattr(parse, "__name__", "value")
+    return parse_checked
+
+
+def _argument_kwargs(annotation: Any, where: str, valid: Any = None) -> dict[str, Any]:
+    """argparse ``type``, ``choices`` and ``metavar`` for a field annotation (and its range ``valid``)."""
+    from pti.config import is_integer_field, literal_choices
 
     args = typing.get_args(annotation)
     optional = type(None) in args
@@ -78,6 +92,8 @@ def _argument_kwargs(annotation: Any, where: str) -> dict[str, Any]:
     if base not in parsers:
         raise TypeError(f"{where}: no command-line type for annotation {annotation}")
     parse, metavar = parsers[base]
+    if valid is not None:
+        parse = _in_range(parse, valid, is_integer_field(annotation), optional)
     if optional:
         return {"type": _parse_optional(parse), "metavar": f"{metavar}|none"}
     return {"type": parse, "metavar": metavar}
@@ -92,7 +108,11 @@ def _show(value: Any) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type) -> None:
-    """Add ``--<prefix>-<field>`` options for each (non-nested) field of ``config_classes``."""
+    """Add ``--<prefix>-<field>`` options for each (non-nested) field of ``config_classes``.
+
+    A field's range (``pti.config.ranged``) is checked by the option's parser and shown in its help."""
+    from pti.config import field_range, is_integer_field
+
     for cls in config_classes:
         prefix = PREFIXES[cls.__name__]
         summary = (cls.__doc__ or "").strip().splitlines()[0]
@@ -107,10 +127,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type)
             if not docs.get(f.name):
                 raise ValueError(f"{where} has no docstring: write one under the field (it is the option's help)")
             default = f.default if f.default is not dataclasses.MISSING else None
-            kwargs = _argument_kwargs(hints[f.name], where)
-            text = f"{docs[f.name]} (default: {_show(default)})".replace("%", "%%")
+            valid = field_range(f)
+            kwargs = _argument_kwargs(hints[f.name], where, valid)
+            optional = type(None) in typing.get_args(hints[f.name])
+            allowed = f"; valid: {valid.describe(is_integer_field(hints[f.name]), optional)}" if valid else ""
+            text = f"{docs[f.name]}{allowed} (default: {_show(default)})".replace("%", "%%")
             group.add_argument(f"--{prefix}-{f.name.replace('_', '-')}", dest=f"{prefix}__{f.name}",
                                default=argparse.SUPPRESS, help=text, **kwargs)
+
+
+def option_type(cls: type, name: str) -> Callable[[str], Any]:
+    """The argparse ``type`` of field ``name`` of ``cls`` (its range checked), for an option named otherwise
+    (``pti run --seed``)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    from pti.config import field_range
+
+    return _argument_kwargs(typing.get_type_hints(cls)[name], f"{cls.__name__}.{name}", field_range(f))["type"]
 
 
 def config_overrides(args: argparse.Namespace, prefix: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pti.commands._config_args import add_config_arguments, add_execution_arguments, build_configs, build_execution
+from pti.commands._config_args import (add_config_arguments, add_execution_arguments, build_configs, build_execution,
+                                       option_type)
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda' "
                              "(cuda:LOCAL_RANK), 'cuda:1', ...")
-    parser.add_argument("--seed", type=int, default=None, help="seed for inversion and tuning (default: 0)")
+    parser.add_argument("--seed", type=option_type(InversionConfig, "seed"), default=None, metavar="INT",
+                        help="seed for inversion and tuning (default: 0)")
     parser.add_argument("--space", choices=["w", "w+"], default=None, help="pivot space (default: w, the paper's)")
     parser.add_argument("--init", choices=["mean", "e4e"], default="mean",
                         help="start of the pivot: 'mean' (the mean w, optimised by --inv-steps, the paper's) or 'e4e' "
@@ -41,7 +43,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--locality", action="store_true", help="turn on locality regularisation")
     parser.add_argument("--save-generator", action="store_true", help="write tuned.safetensors per image")
     parser.add_argument("--no-reuse-pivot", action="store_true", help="invert again even if pivot.pt exists")
-    parser.add_argument("--redo", action="store_true", help="process images even if already finished")
+    parser.add_argument("--redo", action="store_true",
+                        help="process images even if already finished (without it, a finished image is redone "
+                             "anyway when its generator, photo or settings changed, and the run says so)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--dist-timeout-min", type=float, default=24 * 60, metavar="MIN",
                         help="under torchrun: how long the end-of-job barrier waits for the slowest rank "
@@ -78,7 +82,7 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     from pti.config import config_to_dict
     from pti.editing.run_edits import resolve_run_edits
     from pti.run_summary import build_summary, session_record, write_summary
-    from pti.runner import RunOptions, check_unique_names, list_images, process_images
+    from pti.runner import RunOptions, check_unique_names, list_images, process_images, redone_message
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.encoders import default_encoder, encoder_for
     from pti.zoo import inversion_defaults
@@ -148,6 +152,9 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         failed = [o for o in outcomes if o.status == "failed"]
         print(f"{tag}: {done} done, {skipped} already finished, {len(failed)} failed of {len(share)} "
               f"-> {run_dir}", file=sys.stderr if ctx.distributed else sys.stdout)
+        redone = redone_message(outcomes)
+        if redone:
+            print(f"{tag}: {redone}", file=sys.stderr if ctx.distributed else sys.stdout)
         for o in failed:
             print(f"  FAILED {o.name}: {o.error}", file=sys.stderr)
 

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from pti.config import ranged
+
 Precision = Literal["fp32", "bf16", "fp16"]
 AdamImpl = Literal["auto", "loop", "foreach", "fused"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -42,7 +44,7 @@ class ExecutionConfig:
     """torch.compile the fixed-shape forward (and the masked Adam step)"""
     compile_mode: CompileMode = "default"
     """torch.compile mode; 'reduce-overhead' adds CUDA graphs"""
-    sync_every: int = 1
+    sync_every: int = ranged(1, ge=1)
     """read losses back to the host (history, NaN check, progress bar) only every N steps (1: every step);
     >1: tuning's early stop is decided on the device and the weights are frozen there"""
 
