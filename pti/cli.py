@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "tune": "tune",
     "edit": "edit",
     "fit-boundaries": "fit_boundaries",
+    "styleclip-prepare": "styleclip_prepare",
     "info": "info",
     "export": "export",
     "download": "download",

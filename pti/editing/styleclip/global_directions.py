@@ -246,6 +246,13 @@ def edit_styles(G: torch.nn.Module, ws: torch.Tensor, deltas: Sequence[torch.Ten
 
 # --- computing and caching ------------------------------------------------------------------------------------
 
+def cache_root() -> Path:
+    """Default folder of prepared directions: ``<pti cache>/styleclip`` (``$PTI_CACHE_DIR`` or ``~/.cache/pti``)."""
+    from pti.zoo import cache_dir
+
+    return cache_dir() / "styleclip"
+
+
 def cache_folder(root: Path, generator_fp: str, clip_key: str) -> Path:
     """``root/<fingerprint[:16]>_<clip key>``: one folder per generator weights and CLIP model."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in clip_key)
@@ -256,9 +263,9 @@ def prepare(G: torch.nn.Module, clip: "Clip", folder: Path, cfg: PrepareConfig =
             progress: bool = True, encode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> GlobalDirections:
     """Compute (or resume) statistics and Δi_c for ``G`` and ``clip`` in ``folder``; return them.
 
-    ``folder`` holds ``meta.json`` (config, generator fingerprint, CLIP key), ``stats.pt`` and one
-    ``dirs_<layer>.pt`` per finished layer, each written atomically: an interrupted run resumes at the first
-    unfinished layer. A folder made with other settings is refused (``ValueError``).
+    ``folder`` holds ``meta.json`` (config, generator fingerprint, CLIP key), ``stats.pt``, one
+    ``dirs_<layer>.pt`` per finished layer and, at the end, ``directions.pt`` (:func:`save_prepared`), each
+    written atomically: an interrupted run resumes at the first unfinished layer. A folder made with other settings is refused (``ValueError``).
     ``encode`` overrides the image encoder (default ``clip.encode_images``).
     """
     from pti.io_utils import atomic_torch_save, atomic_write_text
@@ -308,8 +315,46 @@ def prepare(G: torch.nn.Module, clip: "Clip", folder: Path, cfg: PrepareConfig =
         raise ValueError(f"no conv layer is at or below max_resolution={cfg.max_resolution}")
     full = torch.cat([r if r is not None else torch.zeros([layer.channels, dim])
                       for r, (_, layer) in zip(rows, todo)])
-    return GlobalDirections(layers, list(mean), list(std), full, clip=clip.key, generator=fp,
-                            source=f"computed by pti styleclip-prepare in {folder}")
+    gd = GlobalDirections(layers, list(mean), list(std), full, clip=clip.key, generator=fp,
+                          source=f"computed by pti styleclip-prepare in {folder}")
+    save_prepared(gd, folder)
+    return gd
+
+
+DIRECTIONS_FILE = "directions.pt"
+
+
+def save_prepared(gd: GlobalDirections, folder: Path) -> Path:
+    """Write ``gd`` to ``folder/directions.pt`` (plain tensors and strings, atomically); returns the path."""
+    from pti.io_utils import atomic_torch_save
+
+    path = Path(folder) / DIRECTIONS_FILE
+    atomic_torch_save({"format": CACHE_FORMAT, "mean": list(gd.mean), "std": list(gd.std),
+                       "channel_dirs": gd.channel_dirs, "clip": gd.clip, "generator": gd.generator,
+                       "source": gd.source, "layers": [layer.name for layer in gd.layers]}, path)
+    return path
+
+
+def load_prepared(G: torch.nn.Module, root: Path, clip_key: str) -> GlobalDirections:
+    """The prepared directions of ``G`` (by weights fingerprint) and CLIP ``clip_key`` under ``root``.
+
+    Raises ``FileNotFoundError`` naming the command that makes them.
+    """
+    from pti.stylegan2.checkpoints import weights_fingerprint
+
+    fp = weights_fingerprint(G)
+    path = cache_folder(root, fp, clip_key) / DIRECTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no StyleCLIP global directions for this generator and CLIP {clip_key}; run `pti "
+            f"styleclip-prepare --generator G` (G: the run's original generator; with NVIDIA's FFHQ generator "
+            f"`--import-ffhq` uses StyleCLIP's precomputed fs3.npy)")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    layers = style_layers(G)
+    if data.get("format") != CACHE_FORMAT or data.get("layers") != [layer.name for layer in layers]:
+        raise ValueError(f"{path}: not prepared directions of this generator's style layers; delete it and prepare again")
+    return GlobalDirections(layers, data["mean"], data["std"], data["channel_dirs"], clip=data["clip"],
+                            generator=data["generator"], source=data["source"])
 
 
 @dataclass(frozen=True)
@@ -336,6 +381,6 @@ def text_edit(gd: GlobalDirections, clip: "Clip", target: str, neutral: str = "a
     return TextEdit(target, neutral, deltas, used, kept)
 
 
-__all__ = ["PrepareConfig", "GlobalDirections", "NoChannelError", "channel_stats",
-           "layer_channel_directions", "text_direction", "channels_kept", "auto_beta", "style_delta",
-           "edit_styles", "prepare", "cache_folder", "TextEdit", "text_edit", "DEFAULT_ALPHA", "DEFAULT_BETA"]
+__all__ = ["PrepareConfig", "GlobalDirections", "NoChannelError", "channel_stats", "layer_channel_directions",
+           "text_direction", "channels_kept", "auto_beta", "style_delta", "edit_styles", "prepare", "cache_root",
+           "cache_folder", "save_prepared", "load_prepared", "TextEdit", "text_edit", "DEFAULT_ALPHA", "DEFAULT_BETA"]
