@@ -40,13 +40,20 @@ def _command_help(module_name: str) -> str:
     return getattr(module, "HELP", "")
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: a usage error is one line (exit 2) naming the option, not the whole usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pti",
         description="Pivotal Tuning Inversion for StyleGAN2: align, invert, tune and edit real photos.",
     )
     parser.add_argument("--version", action="version", version=f"pti {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"pti.commands.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -61,8 +62,8 @@ class Range:
         """Why ``value`` is invalid ('must be ..., got ...'), or None when it is valid."""
         if value is None and optional:
             return None
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = number and (not integer or isinstance(value, int)) and math.isfinite(value)
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars too
+        ok = number and (not integer or isinstance(value, numbers.Integral)) and math.isfinite(value)
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:

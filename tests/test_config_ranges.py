@@ -106,7 +106,8 @@ def test_the_reported_options_are_refused_with_one_line(argv, message, tmp_path,
     with pytest.raises(SystemExit) as exc:
         main(["run", str(photos), "-o", str(tmp_path / "run"), *argv])
     assert exc.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"pti run: error: {message} " in err, err  # one line, no usage block
     assert not (tmp_path / "run").exists()
 
 
