@@ -132,7 +132,7 @@ def as_kept(G: torch.nn.Module, dtype: torch.dtype = KEPT_DTYPE) -> torch.nn.Mod
 
 
 def made_from_record(G: torch.nn.Module, path: Path, options: RunOptions, generator: str | None = None,
-              encoder: str | None = None) -> dict[str, Any]:
+                     encoder: str | None = None) -> dict[str, Any]:
     """What a result of the photo ``path`` is made from, besides the configs (``metrics.json``'s "made_from"):
     ``generator`` (its :func:`~pti.stylegan2.checkpoints.weights_fingerprint`; computed when None),
     ``photo_sha256`` (of the file's bytes), ``align``, ``face_index`` (None without alignment),

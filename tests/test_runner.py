@@ -340,6 +340,16 @@ def test_finished_result_is_redone_when_what_it_was_made_from_changed(G, images,
     assert {o.status for o in process_images(g, photos, run, inv, tune, OPTS)} == {"skipped"}
 
 
+def test_another_class_redoes_a_conditional_result(images, tmp_path):
+    G = make_tiny_generator(resolution=16, seed=3, c_dim=2)
+    run = tmp_path / "run"
+    first = process_images(G, images[:1], run, INV, TUNE, dataclasses.replace(OPTS, class_index=0))[0]
+    assert first.status == "done", first.error
+    again = process_images(G, images[:1], run, INV, TUNE, dataclasses.replace(OPTS, class_index=1))[0]
+    assert again.status == "done" and again.redone == ("class changed",)
+    assert again.metrics["made_from"]["class_index"] == 1 and again.metrics["inversion"]["reused_pivot"] is False
+
+
 def test_invert_and_tune_compare_only_what_their_stage_uses(G, images, tmp_path):
     """`pti invert` ignores the tuning settings; `pti tune` takes the pivot as found (any inversion settings)
     but not for a photo that changed since the pivot was made."""
