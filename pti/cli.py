@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "align": "align",
     "demo": "demo",
     "run": "run",
+    "compare": "compare",
     "invert": "invert",
     "tune": "tune",
     "edit": "edit",

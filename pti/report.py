@@ -22,6 +22,9 @@ from pti.io_utils import atomic_path, atomic_write_json
 
 NOTEBOOKS: tuple[str, ...] = ("01_inversion", "02_pivotal_tuning", "03_locality_regularization", "04_editing",
                               "05_multi_id")
+#: notebooks that report on a run folder (parameter ``run``, e.g. ``pti report 07 -p run=runs/cmp``): run only
+#: when named, never by ``pti report`` alone
+RUN_NOTEBOOKS: tuple[str, ...] = ("07_compare_report",)
 #: parameters of ``pti report --quick``: the same notebooks with short optimisations (a smoke run, not the paper)
 QUICK_PARAMETERS: dict[str, Any] = {"inversion_steps": 100, "tuning_steps": 100, "w_avg_samples": 2000,
                                     "num_drift_samples": 16, "alphas": [30.0]}
@@ -61,16 +64,17 @@ def notebooks_dir(root: str | Path | None = None) -> Path:
 
 
 def select(names: Iterable[str] | None) -> list[str]:
-    """Full notebook names from prefixes (``'01'``, ``'03_locality'``) or all of them for None/empty."""
+    """Full notebook names from prefixes (``'01'``, ``'03_locality'``, ``'07'``) or all of :data:`NOTEBOOKS` for
+    None/empty (:data:`RUN_NOTEBOOKS` only by name)."""
     wanted = list(names or [])
     if not wanted:
         return list(NOTEBOOKS)
     chosen = []
     for w in wanted:
-        matches = [n for n in NOTEBOOKS if n.startswith(w) or n == Path(w).stem]
+        matches = [n for n in NOTEBOOKS + RUN_NOTEBOOKS if n.startswith(w) or n == Path(w).stem]
         if len(matches) != 1:
             raise ReportError(f"notebook {w!r}: {'ambiguous' if matches else 'unknown'}; choose from "
-                              f"{', '.join(NOTEBOOKS)} (a number like 03 is enough)")
+                              f"{', '.join(NOTEBOOKS + RUN_NOTEBOOKS)} (a number like 03 is enough)")
         chosen.append(matches[0])
     return chosen
 
@@ -118,10 +122,10 @@ def check_kernel(kernel_name: str = KERNEL_NAME, install: bool = True) -> str:
 
 
 def absolute_paths(parameters: dict[str, Any]) -> dict[str, Any]:
-    """``generator`` / ``images`` / ``output_dir`` values that name existing files or folders,
+    """``generator`` / ``images`` / ``output_dir`` / ``run`` values that name existing files or folders,
     made absolute: the kernels run in the notebooks' folder, not in the caller's."""
     out = dict(parameters)
-    for key in ("generator", "images", "output_dir"):
+    for key in ("generator", "images", "output_dir", "run"):
         value = out.get(key)
         if isinstance(value, str) and value and Path(value).exists():
             out[key] = str(Path(value).resolve())

@@ -63,6 +63,20 @@ def test_committed_notebook_has_parameters_first_and_no_outputs(name):
     assert "$$" in prose, f"{name}: the prose should give the paper's equations"
 
 
+def test_run_folder_notebook_07_is_committed_clean_and_selected_by_name_only():
+    """07_compare_report reads a `pti compare` run folder (executed in tests/test_compare.py)."""
+    from pti.report import RUN_NOTEBOOKS
+
+    assert RUN_NOTEBOOKS == ("07_compare_report",) and select(["07"]) == ["07_compare_report"]
+    assert "07_compare_report" not in select(None)
+    nb = nbformat.read(str(NOTEBOOK_DIR / "07_compare_report.ipynb"), as_version=4)
+    nbformat.validate(nb)
+    assert "parameters" in nb.cells[0].metadata.get("tags", [])
+    assert {"run", "output_dir"} <= set(notebook_parameters(NOTEBOOK_DIR / "07_compare_report.ipynb"))
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    assert "$$" in " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
 def test_select_and_unknown_parameters(tmp_path):
     assert select(["01", "03"]) == ["01_inversion", "03_locality_regularization"]
     assert select(None) == list(NOTEBOOKS)
