@@ -557,10 +557,47 @@ def test_edit_command_writes_a_labelled_grid(tmp_path: Path, capsys: pytest.Capt
         width, height = img.size
     assert width >= 3 * G.img_resolution and height >= 2 * G.img_resolution
     assert "sefa_1" in capsys.readouterr().out
-    # default output: PIVOT_DIR/edits/<direction>.png
+    # default output: PIVOT_DIR/edits/<direction>[_L<layers>][_s<strengths>].png
+    assert main(["edit", "--generator", str(gen_path), "--pivot", str(pivot_path), "--direction", "ganspace:0"]) == 0
+    assert (pivot_path.parent / "edits" / "ganspace_0.png").is_file()
     assert main(["edit", "--generator", str(gen_path), "--pivot", str(pivot_path), "--direction", "ganspace:0",
                  "--strengths=-1,1"]) == 0
-    assert (pivot_path.parent / "edits" / "ganspace_0.png").is_file()
+    assert (pivot_path.parent / "edits" / "ganspace_0_s-1_1.png").is_file()
+
+
+def test_edit_outputs_never_overwrite_each_other_silently(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Issue 29 item 5: `pti edit RUN/PHOTO --direction smile --layers 0:4`, then `--layers 4:10`, both wrote
+    edits/smile.png. Names now carry the layers and strengths; an existing file holding another edit is kept
+    (exit 2, one line) unless --overwrite; the same command again rewrites its own file."""
+    from PIL import Image
+
+    from pti.cli import main
+
+    G, gen_path, pivot_path = _saved_tiny_setup(tmp_path)
+    base = ["edit", "--generator", str(gen_path), "--pivot", str(pivot_path), "--direction", "sefa:0"]
+    edits = pivot_path.parent / "edits"
+    assert main(base + ["--layers", "0:2"]) == 0 and main(base + ["--layers", "2:6"]) == 0
+    first, second = edits / "sefa_0_L0-2.png", edits / "sefa_0_L2-6.png"
+    assert first.is_file() and second.is_file()
+    assert not np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+    stamp = first.read_bytes()
+    assert main(base + ["--layers", "0:2"]) == 0 and first.read_bytes() == stamp  # the same edit again: fine
+    # another edit aimed at an existing name (--out): refused, one line, the file untouched
+    capsys.readouterr()
+    assert main(base + ["--layers", "2:6", "--out", str(first)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err and str(first) in err and first.read_bytes() == stamp
+    assert main(base + ["--layers", "2:6", "--out", str(first), "--overwrite"]) == 0
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+    assert not list(edits.glob(".*.tmp"))  # nothing half-written
+
+    # issue 29 item 16: a combined edit is one image (strength 1 = the weights as written), its own name and label
+    capsys.readouterr()
+    assert main(["edit", "--generator", str(gen_path), "--pivot", str(pivot_path), "--direction",
+                 "sefa:0:1+sefa:1:2", "--direction", "sefa:0:-1,1"]) == 0
+    out = capsys.readouterr().out
+    assert "sefa_0 1 + sefa_1 2: combination" in out
+    assert (edits / "sefa_0_1+sefa_1_2,sefa_0_s-1_1.png").is_file()  # rows joined by ',', columns -1 and 1
 
 
 def test_edit_command_reports_a_direction_for_another_generator(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -65,20 +65,78 @@ def read_png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
+def _parsed(text: str) -> tuple[str, tuple[float, ...]]:
+    spec = parse_edit(text)
+    assert not spec.combined, text
+    return spec.terms[0][0], spec.strengths or spec.default_strengths
+
+
 def test_parse_edit_and_keys():
-    assert parse_edit("smile") == ("smile", (-3.0, 0.0, 3.0))
-    assert parse_edit("yaw:-3,0,3") == ("yaw", (-3.0, 0.0, 3.0))
-    assert parse_edit("sefa:2") == ("sefa:2", (-3.0, 0.0, 3.0))  # a component, not a strength
-    assert parse_edit("sefa:2:-1.5,2") == ("sefa:2", (-1.5, 2.0))
-    assert parse_edit("dir/x.pt#smile:1") == ("dir/x.pt#smile", (1.0,))
+    assert _parsed("smile") == ("smile", (-3.0, 0.0, 3.0))
+    assert _parsed("yaw:-3,0,3") == ("yaw", (-3.0, 0.0, 3.0))
+    assert _parsed("sefa:2") == ("sefa:2", (-3.0, 0.0, 3.0))  # a component, not a strength
+    assert _parsed("sefa:2:-1.5,2") == ("sefa:2", (-1.5, 2.0))
+    assert _parsed("dir/x.pt#smile:1") == ("dir/x.pt#smile", (1.0,))
+    assert _parsed("yaw@-1,1") == ("yaw", (-1.0, 1.0))
     with pytest.raises(ValueError, match="strengths"):
         parse_edit("yaw:big")
     assert [edit_key(s) for s in ("smile", "sefa:2", "a/b/age.pt", "pca.npz#3")] == ["smile", "sefa_2", "age",
                                                                                       "pca_3"]
 
 
+def test_windows_paths_and_colons_in_paths_are_directions(tmp_path, monkeypatch):
+    """Issue 29 item 6 (cookcli #335, strix #1285): `--edit 'C:\\d\\age.pt'` read direction `C` with strengths
+    `\\d\\age.pt`. A drive letter and a colon inside an existing file's path belong to the path; only a
+    trailing `:NUMBERS` is strengths."""
+    for path in ("C:\\d\\age.pt", "C:/d/age.pt", "d:\\boundaries\\pose.npy"):
+        assert _parsed(path) == (path, (-3.0, 0.0, 3.0))
+        assert _parsed(path + ":-2,2") == (path, (-2.0, 2.0))
+        assert _parsed(path + "#smile:1")[1] == (1.0,)
+    assert edit_key("C:\\d\\age.pt") == "age" and edit_key("D:\\x\\pcs.npz#3") == "pcs_3"
+    assert _parsed("runs:3/age.pt") == ("runs:3/age.pt", (-3.0, 0.0, 3.0))  # a path-like rest: not strengths
+    monkeypatch.chdir(tmp_path)
+    odd = tmp_path / "t:1" / "age:2.pt"  # colons (and a number after one) inside an existing path
+    odd.parent.mkdir()
+    odd.write_bytes(b"")
+    assert _parsed("t:1/age:2.pt") == ("t:1/age:2.pt", (-3.0, 0.0, 3.0))
+    assert _parsed("t:1/age:2.pt:0.5") == ("t:1/age:2.pt", (0.5,))
+    plus = tmp_path / "a+b@2.pt"  # '+' and '@' in an existing file's name are part of it
+    plus.write_bytes(b"")
+    assert _parsed("a+b@2.pt") == ("a+b@2.pt", (-3.0, 0.0, 3.0))
+
+
+def test_windows_path_error_names_the_path_and_says_edit_once(photos, tmp_path, capsys):
+    from pti.cli import main
+
+    rc = main(["run", str(photos / "photos"), "--output", str(tmp_path / "r"), "--generator",
+               str(photos / "g.safetensors"), "--edit", "C:\\d\\age.pt", *STEP_ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and "C:\\d\\age.pt: no such direction file" in err and err.count("--edit") == 1, err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*/metrics.json"))
+    rc = main(["run", str(photos / "photos"), "--output", str(tmp_path / "r"), "--generator",
+               str(photos / "g.safetensors"), "--edit", "yaw:big", *STEP_ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("--edit") == 1 and "'yaw:big'" in err, err
+
+
+def test_combined_edit_syntax():
+    """Issue 29 item 16 (e4e #15, STIT #26: "age + pose + 0.2 smile"): one value, several directions."""
+    spec = parse_edit("smile:1+yaw:2")
+    assert spec.combined and spec.terms == (("smile", 1.0), ("yaw", 2.0)) and spec.strengths is None
+    assert spec.default_strengths == (1.0,) and spec.key == "smile1+yaw2" and spec.label == "smile 1 + yaw 2"
+    spec = parse_edit("age+yaw:-1+smile:0.2@-1,0,1")
+    assert spec.terms == (("age", 1.0), ("yaw", -1.0), ("smile", 0.2)) and spec.strengths == (-1.0, 0.0, 1.0)
+    assert spec.key == "age1+yaw-1+smile0.2" and spec.label == "age 1 + yaw -1 + smile 0.2"
+    assert parse_edit("sefa:2+C:\\d\\age.pt:+3").terms == (("sefa:2", 1.0), ("C:\\d\\age.pt", 3.0))
+    for bad, why in (("smile:1,2+yaw", "one weight"), ("smile++yaw", "empty term")):
+        with pytest.raises(ValueError, match=why):
+            parse_edit(bad)
+
+
 def test_run_edits_files_strength0_and_resume(G, photos, tmp_path):
-    edits = resolve_run_edits(["sefa:0:-2,0,2", f"{photos / 'tilt.pt'}:0,1"], G)
+    edits = resolve_run_edits(["sefa:0:-2,0,2", f"{photos / 'tilt.pt'}:0,1", "sefa:0:1+tilt_pt:-1@0,2"
+                               .replace("tilt_pt", str(photos / "tilt.pt"))], G)
+    assert edits[2].key == "sefa_0_1+tilt-1" and edits[2].label == "sefa_0 1 + tilt -1"
     with pytest.raises(ValueError, match="more than once"):
         resolve_run_edits(["sefa:0", "sefa:0:1"], G)
     options = RunOptions(align=False, progress=False, edits=edits)
@@ -87,11 +145,11 @@ def test_run_edits_files_strength0_and_resume(G, photos, tmp_path):
     assert [o.status for o in process_images(G, images, run, INV, TUNE, options)] == ["done", "done"]
     photo = run / "img 0"
     expected = {"edits/sefa_0_-2.png", "edits/sefa_0_0.png", "edits/sefa_0_2.png", "edits/tilt_0.png",
-                "edits/tilt_1.png", "edits/grid.png"}
+                "edits/tilt_1.png", "edits/sefa_0_1+tilt-1_0.png", "edits/sefa_0_1+tilt-1_2.png", "edits/grid.png"}
     files = json.loads((photo / "metrics.json").read_text())["files"]
     assert expected <= set(files) and all((photo / f).stat().st_size == files[f] for f in expected)
-    # grid: title, column labels and 4 rows (W and PTI per direction) of 128 px cells
-    assert Image.open(photo / "edits" / "grid.png").height > 4 * 128
+    # grid: title, column labels and 6 rows (W and PTI per direction) of 128 px cells
+    assert Image.open(photo / "edits" / "grid.png").height > 6 * 128
     # strength 0 is the reconstruction: same code, noise and noise mode. Measured on the float images
     # (before PNG rounding) with this generator: max |difference| 0 alone, 2.1e-6 in a batch of 3 or 9
     # (batched convolutions round differently); the PNGs are identical.
@@ -99,6 +157,10 @@ def test_run_edits_files_strength0_and_resume(G, photos, tmp_path):
     assert np.array_equal(read_png(photo / "edits" / "sefa_0_0.png"), recon)
     assert np.array_equal(read_png(photo / "edits" / "tilt_0.png"), recon)
     assert not np.array_equal(read_png(photo / "edits" / "sefa_0_2.png"), recon)  # the edit does something
+    assert np.array_equal(read_png(photo / "edits" / "sefa_0_1+tilt-1_0.png"), recon)  # a combination at 0
+    combined = read_png(photo / "edits" / "sefa_0_1+tilt-1_2.png")
+    assert not np.array_equal(combined, recon) and not np.array_equal(combined, read_png(photo / "edits" /
+                                                                                         "sefa_0_2.png"))
 
     # resume: finished photos are not redone, nor their edits
     stamps = {f: (photo / f).stat().st_mtime_ns for f in expected}
@@ -174,7 +236,7 @@ def test_summary_html_rows_thumbnails_and_pages(photos, tmp_path):
     assert 'href="img%200/edits/grid.png"' in page
     assert re.search(r'<tr id="broken">.*class="failed".*cannot read', page, re.S)
     thumbs = sorted((run / THUMB_DIR).rglob("*.jpg"))
-    assert len(thumbs) == 3 * 6  # original, pivot, PTI and the edits at -2, 0, 2 per photo (the grid is a link)
+    assert len(thumbs) == 3 * 4  # original, W, PTI, edits grid per photo
     assert all(max(Image.open(t).size) <= 128 for t in thumbs)
     assert "](.thumbs/img%200/reconstruction.jpg)" in (run / "summary.md").read_text()
 

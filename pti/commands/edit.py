@@ -33,17 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors; "
                              "default with a photo folder: its tuned.safetensors)")
     parser.add_argument("--pivot", default=None,
-                        help="pivot file written by inversion (pivot.pt), a bare [num_ws, w_dim] or "
-                             "[1, num_ws, w_dim] W+ code (.pt, .npy), NVIDIA's projected_w.npz, or a run's "
-                             "photo folder")
-    parser.add_argument("--direction", required=True, action="append",
-                        help="ganspace:K, sefa:K, FILE.pt (InterFaceGAN [1, w_dim]), FILE.npz#K (GANSpace), "
-                             "FILE.pt#NAME (pti collection) or a shipped name (yaw, smile, mouth_open for the demo "
-                             "generator); repeat for several rows")
-    parser.add_argument("--strengths", default=DEFAULT_STRENGTHS,
-                        help="comma-separated strengths; for computed/fitted directions 1 unit = a 4/255 mean image "
-                             "change (pti.editing.strength), for official InterFaceGAN files the file's units "
-                             "(default -3,0,3)")
+                        help="pivot file written by inversion (pivot.pt), or a run's photo folder")
+    parser.add_argument("--direction", required=True, action="append", metavar="DIRECTION[:STRENGTHS]",
+                        help="ganspace:K, sefa:K, FILE.pt (InterFaceGAN [1, w_dim] or [num_ws, w_dim]; also .npy, "
+                             ".npz), FILE.npz#K (GANSpace), FILE.pt#NAME (pti collection) or a shipped name (yaw, "
+                             "smile, mouth_open for the demo generator), optionally with its own strengths "
+                             "(yaw:-3,0,3); combine directions with + and a weight each, e.g. 'smile:1+yaw:2' (one "
+                             "image: smile 1 and yaw 2 together), and scale the combination with @STRENGTHS "
+                             "('smile:1+yaw:2@-1,0,1'); a file whose name has + or @ must exist. Repeat for "
+                             "several rows")
+    parser.add_argument("--strengths", default=None,
+                        help="comma-separated strengths for rows without their own; for computed/fitted directions "
+                             "1 unit = a 4/255 mean image change (pti.editing.strength), for official InterFaceGAN "
+                             f"files the file's units (default {DEFAULT_STRENGTHS}; 1 for a combination)")
     parser.add_argument("--layers", default=None,
                         help="restrict the edit to style inputs START:STOP (half-open, e.g. 0:4); default: the "
                              "direction's own range, usually all")
@@ -52,12 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: the run's original generator for a photo folder, else --generator; give "
                              "the original checkpoint when --generator is a tuned one)")
     parser.add_argument("--out", default=None,
-                        help="output PNG (default: PIVOT_DIR/edits/<direction>.png)")
+                        help="output PNG (default: PIVOT_DIR/edits/<name>.png, the name carrying the directions, "
+                             "the layer range and non-default strengths: smile.png, smile_L0-4.png, "
+                             "smile,yaw_s-2_2.png, smile1+yaw2.png)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output that holds another edit (without it, pti edit refuses "
+                             "with exit 2; rewriting the same edit is always allowed)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    from pti.commands._styleclip_edit import add_styleclip_arguments
 
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name if "/" in text else text).strip("_") or "edit"
+    add_styleclip_arguments(parser)  # --text, --mapper, --method optimize (StyleCLIP)
 
 
 class _UsageError(ValueError):
@@ -125,17 +131,22 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pti.commands._styleclip_edit import run_styleclip_edit, wants_styleclip
+
+    if wants_styleclip(args):
+        return run_styleclip_edit(args, resolve_inputs)
     import torch
 
     from pti.editing.direction import DirectionMismatchError, render_edits
-    from pti.editing.loaders import parse_layers, resolve_direction
-    from pti.editing.run_edits import parse_strengths
-    from pti.images import save_grid
-    from pti.pivot import load_pivot
+    from pti.editing.loaders import parse_layers
+    from pti.editing.run_edits import edit_file_stem, parse_edit, parse_strengths, resolve_edit, strength_text
+    from pti.images import render_grid
+    from pti.pivot import Pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
 
     try:
-        strengths = parse_strengths(args.strengths)
+        strengths = tuple(parse_strengths(args.strengths)) if args.strengths is not None else None
+        specs = [parse_edit(text) for text in args.direction]
         layers = parse_layers(args.layers)
         inputs = resolve_inputs(args)
         generator, pivot_path = inputs.generator, inputs.pivot
@@ -143,27 +154,90 @@ def run(args: argparse.Namespace) -> int:
         G = load(generator).eval().requires_grad_(False).to(device)
         G_dir = G if inputs.direction_generator is None else \
             load(inputs.direction_generator).eval().requires_grad_(False)
-        pivot = load_pivot(pivot_path, G, map_location=device)
+        pivot = Pivot.load(pivot_path, map_location=device)
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 2
     try:
         pivot.check_fits(G, what=f"generator {generator}")
-        directions = [resolve_direction(spec, G_dir.to(device), layers=layers) for spec in args.direction]
+        directions = [resolve_edit(spec, G_dir.to(device), layers=layers) for spec in specs]
         for d in directions:
             d.check(int(G.w_dim), int(G.num_ws), what=f"generator {generator}")
     except (DirectionMismatchError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 1
+    # each row at its own strengths (given in its value, else --strengths, else its default); columns: all of them
+    row_strengths = [spec.strengths or strengths or spec.default_strengths for spec in specs]
+    columns = sorted({s for row in row_strengths for s in row})
+    defaults = sorted({s for spec in specs for s in spec.default_strengths})
+    out = Path(args.out) if args.out else pivot_path.parent / "edits" / (edit_file_stem(
+        [spec.key for spec in specs], layers, None if columns == defaults else columns) + ".png")
     noise = pivot.noise_maps(device) if inputs.pivot_noise else None
-    images = render_edits(G, pivot.w.to(device), directions, strengths, noise=noise, noise_mode=inputs.noise_mode)[0]
-    out = Path(args.out) if args.out else pivot_path.parent / "edits" / (
-        "+".join(_safe_name(s) for s in args.direction) + ".png")
-    col_labels = [f"{s:+g}" if s else "0" for s in strengths]
+    rows = []
+    for d, row in zip(directions, row_strengths):
+        images = render_edits(G, pivot.w.to(device), d, list(row), noise=noise, noise_mode=inputs.noise_mode)[0, 0]
+        by_strength = dict(zip(row, images))
+        rows.append([by_strength.get(s) for s in columns])
+    col_labels = [f"{s:+g}" if s else "0" for s in columns]
     row_labels = [d.name + (f" [{d.layers[0]}:{d.layers[1]}]" if d.layers else "") for d in directions]
-    save_grid([row for row in images], out, row_labels=row_labels, col_labels=col_labels,
-              title=f"{pivot_path.parent.name}/{pivot_path.name} on {Path(str(generator)).name}")
+    grid = render_grid(rows, row_labels=row_labels, col_labels=col_labels, what=str(out),
+                       title=f"{pivot_path.parent.name}/{pivot_path.name} on {Path(str(generator)).name}")
+    record = {"generator": _path_text(generator), "pivot": _path_text(pivot_path), "layers": layers,
+              "direction_generator": _path_text(inputs.direction_generator),
+              "rows": [[spec.text, [strength_text(s) for s in row]] for spec, row in zip(specs, row_strengths)]}
+    refusal = _overwrite_refusal(out, grid, record, args.overwrite)
+    if refusal:
+        print(f"pti edit: {refusal}", file=sys.stderr)
+        return 2
+    _save_png_with_record(grid, out, record)
     for d in directions:
         print(f"{d.name}: {d.source} (one unit of strength = {d.scale:.4g} in W)")
     print(f"wrote {out}")
     return 0
+
+
+#: PNG text chunk that records what an edit grid shows (its generator, pivot, rows and strengths)
+RECORD_KEY = "pti-edit"
+
+
+def _path_text(value: str | Path | None) -> str | None:
+    """An absolute path for an existing file (the same file under any working directory), else the text."""
+    if value is None:
+        return None
+    return str(Path(value).resolve()) if Path(value).exists() else str(value)
+
+
+def _overwrite_refusal(out: Path, grid, record: dict, overwrite: bool) -> str | None:
+    """Why ``out`` must not be replaced by ``grid``, or None: it does not exist, ``overwrite`` is set, it records
+    the same edit (``record``), or its pixels equal ``grid``'s."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    if overwrite or not out.exists():
+        return None
+    try:
+        with Image.open(out) as old:
+            if getattr(old, "text", {}).get(RECORD_KEY) == json.dumps(record, sort_keys=True):
+                return None
+            if old.size == grid.size and np.array_equal(np.asarray(old.convert("RGB")),
+                                                        np.asarray(grid.convert("RGB"))):
+                return None
+    except (OSError, ValueError):
+        pass  # not a readable image: another file, refuse below
+    return (f"{out} exists and holds another edit (other directions, layers, strengths, pivot or generator); "
+            f"pass --overwrite to replace it, or --out to write elsewhere")
+
+
+def _save_png_with_record(grid, out: Path, record: dict) -> None:
+    import json
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from pti.io_utils import atomic_path
+
+    info = PngInfo()
+    info.add_text(RECORD_KEY, json.dumps(record, sort_keys=True))
+    with atomic_path(out) as tmp:
+        grid.save(tmp, format="PNG", pnginfo=info)

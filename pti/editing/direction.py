@@ -1,11 +1,14 @@
-"""Edit directions in W and how to apply them.
+"""Edit directions in W and W+ and how to apply them.
 
-A :class:`Direction` is a unit vector in W (``[w_dim]``, float32), an optional range of
+A :class:`Direction` is a unit vector in W (``[w_dim]``, float32) or in W+ (``[num_ws, w_dim]``:
+one row per style input, unit norm over all rows; e.g. an InterFaceGAN-style file saved per
+layer, or a combination of directions on different layers: :func:`combine`), an optional range of
 the ``num_ws`` style inputs it acts on (GANSpace-style layer-restricted edits), a name, a
 note on where it came from, and a ``scale``: the W-space length of one unit of strength.
 
 ``apply(w, d, s)`` moves ``w`` by ``s * d.scale * d.vector`` on the layers ``d.layers``
-(all layers when None). Conventions for ``scale``:
+(all layers when None); a W+ direction moves each style input by its own row (W codes are
+broadcast to W+ first). Conventions for ``scale``:
 
 - official InterFaceGAN / PTI ``.pt`` files: the norm of the stored vector (1 for the
   published files), so ``apply`` equals the official ``latent + factor * direction``;
@@ -33,10 +36,11 @@ class DirectionMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class Direction:
-    """A W-space edit direction.
+    """A W-space (or W+, one row per style input) edit direction.
 
     Attributes:
-        vector: ``[w_dim]`` float32 with unit L2 norm (normalised on construction).
+        vector: ``[w_dim]`` (W) or ``[num_ws, w_dim]`` (W+) float32 with unit L2 norm over all its
+            entries (normalised on construction; a ``[1, w_dim]`` input becomes ``[w_dim]``).
         layers: ``(start, stop)``, a Python-style half-open range over the ``num_ws`` style
             inputs the edit touches; None means all of them.
         name: short label (used in grids and file keys), e.g. ``"yaw"`` or ``"ganspace_3"``.
@@ -51,7 +55,12 @@ class Direction:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        v = torch.as_tensor(self.vector).detach().to("cpu", torch.float32).reshape(-1).clone()
+        v = torch.as_tensor(self.vector).detach().to("cpu", torch.float32).clone()
+        if v.ndim == 2 and v.shape[0] == 1 or v.ndim == 0:
+            v = v.reshape(-1)
+        if v.ndim not in (1, 2):
+            raise ValueError(f"direction {self.name!r}: the vector must be [w_dim] or [num_ws, w_dim], got "
+                             f"{tuple(v.shape)}")
         if v.numel() == 0 or not bool(torch.isfinite(v).all()):
             raise ValueError(f"direction {self.name!r}: the vector must be non-empty and finite")
         norm = float(v.double().norm())
@@ -71,7 +80,29 @@ class Direction:
 
     @property
     def w_dim(self) -> int:
-        return int(self.vector.numel())
+        return int(self.vector.shape[-1])
+
+    @property
+    def num_ws(self) -> int | None:
+        """The number of style inputs of a W+ direction (its rows); None for a W direction."""
+        return int(self.vector.shape[0]) if self.vector.ndim == 2 else None
+
+    @property
+    def space(self) -> str:
+        """``"W"`` (one vector for every style input) or ``"W+"`` (one row per style input)."""
+        return "W+" if self.vector.ndim == 2 else "W"
+
+    def steps(self, num_ws: int) -> torch.Tensor:
+        """``[num_ws, w_dim]``: what strength 1 adds to each style input (``scale * vector`` on the rows in
+        ``layers``, zero elsewhere), float64."""
+        self.check(self.w_dim, num_ws)
+        rows = self.vector.double() * self.scale
+        rows = rows.expand(num_ws, -1).clone() if rows.ndim == 1 else rows.clone()
+        if self.layers is not None:
+            keep = torch.zeros(num_ws, 1, dtype=torch.float64)
+            keep[self.layers[0]:self.layers[1]] = 1
+            rows = rows * keep
+        return rows
 
     def with_layers(self, layers: tuple[int, int] | None) -> "Direction":
         """The same direction restricted to ``layers`` (None: all layers)."""
@@ -85,6 +116,12 @@ class Direction:
                 f"direction {self.name!r}{origin} has dimension {self.w_dim} but {what} has w_dim {w_dim}: "
                 f"it was made for another generator. Compute one for this generator ('ganspace:K', 'sefa:K') "
                 f"or fit one with `pti fit-boundaries`.")
+        if self.num_ws is not None and num_ws is not None and self.num_ws != num_ws:
+            raise DirectionMismatchError(
+                f"direction {self.name!r}{origin} has {self.num_ws} rows (one per style input, W+) but {what} has "
+                f"num_ws {num_ws}: it was made for another generator (a W direction has one row).")
+        if self.layers is not None and num_ws is None and self.num_ws is not None:
+            num_ws = self.num_ws
         if self.layers is not None and num_ws is not None and self.layers[1] > num_ws:
             raise DirectionMismatchError(
                 f"direction {self.name!r}{origin} acts on layers {self.layers[0]}..{self.layers[1] - 1} but {what} "
@@ -103,6 +140,45 @@ class Direction:
                    scale=float(data.get("scale", 1.0)))
 
 
+def combine(terms: Sequence[tuple[Direction, float]], num_ws: int, name: str = "") -> Direction:
+    """One direction that moves codes by ``sum_i weight_i * d_i.scale * d_i.vector`` (each term in its own
+    strength unit, on its own layers), e.g. ``smile 1 + yaw 2``; its strength 1 is that sum.
+
+    Args:
+        terms: ``(direction, weight)`` pairs, at least one; every direction of the same ``w_dim``.
+        num_ws: the generator's number of style inputs (W+ terms must have as many rows).
+        name: the combination's label (default: ``"smile 1 + yaw 2"`` from the terms).
+
+    Returns:
+        A W direction when every term is a W direction on the same layers, else a W+ direction
+        ``[num_ws, w_dim]`` (``layers`` None: each term's layer range is in its rows). ``scale`` is
+        the length of the sum, so ``apply(w, combined, 1)`` adds the sum.
+
+    Raises:
+        ValueError: no terms, or terms that cancel (a zero sum).
+        DirectionMismatchError: terms of another ``w_dim`` or ``num_ws`` than the first / the generator.
+    """
+    if not terms:
+        raise ValueError("a combination needs at least one direction")
+    label = name or " + ".join(f"{d.name} {float(weight) + 0.0:g}" for d, weight in terms)
+    w_dim = terms[0][0].w_dim
+    for d, _ in terms:
+        d.check(w_dim, num_ws)
+    source = "combination: " + " + ".join(f"{float(weight):g} x {d.name} ({d.source or 'no source'})"
+                                          for d, weight in terms)
+    same_layers = len({d.layers for d, _ in terms}) == 1
+    if same_layers and all(d.num_ws is None for d, _ in terms):
+        total = sum(float(weight) * d.scale * d.vector.double() for d, weight in terms)
+        layers = terms[0][0].layers
+    else:
+        total = sum(float(weight) * d.steps(num_ws) for d, weight in terms)
+        layers = None
+    length = float(torch.as_tensor(total).norm())
+    if length == 0.0:
+        raise ValueError(f"combination {label!r}: the terms cancel (their weighted sum is zero)")
+    return Direction(vector=total, layers=layers, name=label, source=source, scale=length)
+
+
 def _strength_column(strength: float | torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
     s = torch.as_tensor(strength, dtype=like.dtype, device=like.device).reshape(-1)
     if s.numel() not in (1, n):
@@ -116,10 +192,12 @@ def apply(w: torch.Tensor, direction: Direction, strength: float | torch.Tensor,
 
     Args:
         w: ``[N, w_dim]`` (W) or ``[N, num_ws, w_dim]`` (W+, or W broadcast to layers).
-        direction: the edit; ``strength * direction.scale * direction.vector`` is added.
+        direction: the edit; ``strength * direction.scale * direction.vector`` is added (row by row for
+            a W+ direction, whose rows must match ``num_ws``).
         strength: a number or ``[N]`` (one strength per code).
-        num_ws: needed only for a layer-restricted direction applied to ``[N, w_dim]`` codes;
-            the result is then ``[N, num_ws, w_dim]``.
+        num_ws: needed only for a layer-restricted W direction applied to ``[N, w_dim]`` codes;
+            the result is then ``[N, num_ws, w_dim]``. ``[N, w_dim]`` codes edited by a W+
+            direction are broadcast to its rows first (result ``[N, num_ws, w_dim]``).
 
     Returns:
         Edited codes, same dtype/device as ``w``; shape as ``w`` except as noted above.
@@ -127,8 +205,13 @@ def apply(w: torch.Tensor, direction: Direction, strength: float | torch.Tensor,
     if w.ndim not in (2, 3):
         raise ValueError(f"w must be [N, w_dim] or [N, num_ws, w_dim], got {tuple(w.shape)}")
     direction.check(w.shape[-1], w.shape[1] if w.ndim == 3 else num_ws, what="the codes")
-    step = direction.vector.to(device=w.device, dtype=w.dtype) * direction.scale
     s = _strength_column(strength, w.shape[0], w)
+    if direction.num_ws is not None:  # W+: one row per style input
+        if w.ndim == 2:
+            w = w[:, None, :].expand(-1, direction.num_ws, -1)
+        rows = direction.steps(direction.num_ws).to(device=w.device, dtype=w.dtype)
+        return w + s[:, None, None] * rows[None]
+    step = direction.vector.to(device=w.device, dtype=w.dtype) * direction.scale
     if direction.layers is None:
         delta = s[:, None] * step[None, :]
         return w + (delta if w.ndim == 2 else delta[:, None, :])

@@ -6,7 +6,12 @@ Formats read (never with pickle code execution: ``torch.load(weights_only=True)`
 - **InterFaceGAN, as shipped by the official PTI repo** (``editings/interfacegan_directions/
   age.pt, smile.pt, rotation.pt``): a bare tensor ``[1, w_dim]`` written with ``torch.save``,
   applied there as ``w + factor * direction``. InterFaceGAN's own boundaries are the same
-  array as ``.npy``.
+  array as ``.npy``; an ``.npz`` holding one array (or ``FILE.npz#ARRAY``) is read the same way.
+  **One row per style input** (``[num_ws, w_dim]``, or ``[1, num_ws, w_dim]``, as STIT and
+  others save directions for W+ codes): rows equal to within :data:`ROW_TOLERANCE` are one W
+  direction; differing rows are a W+ direction, each row added to its style input
+  (``w + factor * direction`` row-wise; a W pivot is broadcast to W+ first). Any other row
+  count than 1 or the generator's ``num_ws`` is refused, naming both.
 - **GANSpace** component files (``.npz`` from the GANSpace repo): ``lat_comp [K, 1, w_dim]``
   (unit rows), ``lat_mean [1, w_dim]``, ``lat_stdev [K]``, plus activation-space keys
   (``act_comp``, ``act_mean``, ``act_stdev``, ``var_ratio``, ``random_stdevs``) that editing
@@ -47,12 +52,36 @@ def _torch_load(path: Path) -> Any:
                          "direction files must hold plain tensors (re-save it with torch.save(tensor))") from exc
 
 
-def _as_vector(array: Any, path: Path, what: str) -> torch.Tensor:
+#: rows of a ``[num_ws, w_dim]`` direction file closer than this, relative to the largest entry, are equal
+#: (a W direction). Rows written as one vector repeated are bitwise equal; rows computed one by one in
+#: float32 (e.g. normalised per row) differ by a few ulps (float32 eps 1.2e-7; measured up to 2.6e-7 relative
+#: for 512-d rows normalised one by one at 18 scales, tests/test_direction_files.py). 1e-5 admits that
+#: rounding, and a W+ difference this small moves a code by 1e-5 of the edit's own size: no visible change.
+ROW_TOLERANCE = 1e-5
+
+
+def _as_vector(array: Any, path: Path, what: str, num_ws: int | None = None) -> torch.Tensor:
+    """``[w_dim]`` (a W direction) or ``[num_ws, w_dim]`` (a W+ direction, rows differ) from a file's array."""
     t = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array).float()
+    if t.ndim == 3 and t.shape[0] == 1:  # [1, num_ws, w_dim], a batch of one
+        t = t[0]
     if t.ndim == 2 and t.shape[0] == 1:
         t = t[0]
-    if t.ndim != 1:
-        raise ValueError(f"{path}: {what} must have shape [1, w_dim] or [w_dim], got {tuple(t.shape)}")
+    if t.ndim == 1:
+        return t
+    if t.ndim != 2:
+        raise ValueError(f"{path}: {what} must have shape [w_dim], [1, w_dim] or [num_ws, w_dim], got "
+                         f"{tuple(t.shape)}")
+    rows = int(t.shape[0])
+    if num_ws is not None and rows != num_ws:
+        raise DirectionMismatchError(
+            f"{path}: {what} has {rows} rows but the generator has num_ws {num_ws} style inputs; a direction "
+            f"file holds one row [1, w_dim] (W) or one row per style input [{num_ws}, w_dim] (W+)")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{path}: {what} holds non-finite values")
+    spread = float((t - t[0:1]).abs().max())
+    if spread <= ROW_TOLERANCE * float(t.abs().max()):
+        return t[0]  # one vector repeated: a W direction
     return t
 
 
@@ -65,33 +94,50 @@ def _check(direction: Direction, w_dim: int | None, num_ws: int | None) -> Direc
 # --- InterFaceGAN ------------------------------------------------------------------------
 
 def load_interfacegan(path: str | Path, name: str | None = None, layers: tuple[int, int] | None = None,
-                      w_dim: int | None = None, num_ws: int | None = None) -> Direction:
-    """Read an InterFaceGAN boundary (``.pt`` tensor as in the PTI repo, or ``.npy``).
+                      w_dim: int | None = None, num_ws: int | None = None, key: str = "") -> Direction:
+    """Read an InterFaceGAN boundary: a ``.pt`` tensor as in the PTI repo, an ``.npy`` array, or an
+    ``.npz`` holding one array (``key`` names it when it holds several).
 
-    ``scale`` is the stored vector's norm, so ``apply(w, d, f)`` equals the official
-    ``w + f * direction``. Pass the generator's ``w_dim`` (and ``num_ws``) to have a
-    mismatch reported as :class:`DirectionMismatchError` naming the file.
+    Shapes: ``[w_dim]`` or ``[1, w_dim]`` (W); ``[num_ws, w_dim]`` or ``[1, num_ws, w_dim]``: equal rows
+    (within :data:`ROW_TOLERANCE`) are a W direction, differing rows a W+ direction. ``scale`` is the
+    stored array's norm, so ``apply(w, d, f)`` equals the official ``w + f * direction`` (row by row).
+    Pass the generator's ``w_dim`` and ``num_ws`` to have a mismatch (another ``w_dim``, a row count
+    other than 1 or ``num_ws``) reported as :class:`DirectionMismatchError` naming the file.
     """
     path = Path(path)
-    if path.suffix == ".npy":
+    if path.suffix in (".npy", ".npz"):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such direction file")
-        raw: Any = np.load(path, allow_pickle=False)
+        raw: Any = _npz_array(path, key) if path.suffix == ".npz" else np.load(path, allow_pickle=False)
     else:
         raw = _torch_load(path)
     if not isinstance(raw, (torch.Tensor, np.ndarray)):
-        raise ValueError(f"{path}: expected a bare tensor [1, w_dim] (InterFaceGAN format), got {type(raw).__name__}"
-                         "; for a pti direction collection use PATH#NAME")
-    vec = _as_vector(raw, path, "an InterFaceGAN boundary")
+        raise ValueError(f"{path}: expected a bare tensor [1, w_dim] or [num_ws, w_dim] (InterFaceGAN format), "
+                         f"got {type(raw).__name__}; for a pti direction collection use PATH#NAME")
+    vec = _as_vector(raw, path, "an InterFaceGAN boundary", num_ws)
     norm = float(vec.double().norm())
+    space = " (W+, one row per style input)" if vec.ndim == 2 else ""
     return _check(Direction(vector=vec, layers=layers, name=name or path.stem,
-                            source=f"InterFaceGAN boundary {path}", scale=norm), w_dim, num_ws)
+                            source=f"InterFaceGAN boundary {path}{space}", scale=norm), w_dim, num_ws)
+
+
+def _npz_array(path: Path, key: str) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        if key:
+            if key not in data.files:
+                raise KeyError(f"{path}: no array {key!r}; it holds {sorted(data.files)} (use {path}#ARRAY)")
+            return data[key]
+        if len(data.files) != 1:
+            raise ValueError(f"{path}: holds {len(data.files)} arrays {sorted(data.files)}; choose the direction "
+                             f"with {path}#ARRAY")
+        return data[data.files[0]]
 
 
 def save_interfacegan(direction: Direction, path: str | Path) -> None:
-    """Write ``scale * vector`` as a ``[1, w_dim]`` float32 tensor, the official PTI format
-    (the layer range is not representable there and is dropped)."""
-    tensor = (direction.vector.double() * direction.scale).float().reshape(1, -1).contiguous()
+    """Write ``scale * vector`` as a ``[1, w_dim]`` float32 tensor, the official PTI format, or
+    ``[num_ws, w_dim]`` for a W+ direction (the layer range is not representable there and is dropped)."""
+    tensor = (direction.vector.double() * direction.scale).float()
+    tensor = (tensor if tensor.ndim == 2 else tensor.reshape(1, -1)).contiguous()
     atomic_torch_save(tensor, path)
 
 
@@ -207,7 +253,9 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
         by :mod:`pti.editing.strength` (1 = a 4/255 mean image change);
       - ``FILE.npz#K`` or ``FILE.pt#K`` (GANSpace dict): GANSpace component K;
       - ``FILE.pt#NAME``: direction NAME of a pti collection;
-      - ``FILE.pt`` / ``FILE.npy``: an InterFaceGAN boundary, or a one-direction collection;
+      - ``FILE.pt`` / ``FILE.npy`` / ``FILE.npz`` (one array, or ``FILE.npz#ARRAY``): an InterFaceGAN
+        boundary ``[1, w_dim]`` or ``[num_ws, w_dim]`` (:func:`load_interfacegan`), or a one-direction
+        collection;
       - ``NAME``: a boundary shipped for the demo generator (``pti/assets/boundaries_demo.pt``).
     ``layers`` overrides the direction's layer range. The result is checked against
     ``G.w_dim`` and ``G.num_ws``.
@@ -236,7 +284,7 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
     file_part, _, key = spec.partition("#")
     path = Path(file_part)
     if path.suffix in (".pt", ".npy", ".npz") or path.exists():
-        d = _load_file_direction(path, key)
+        d = _load_file_direction(path, key, num_ws)
         return _check(d.with_layers(layers) if layers is not None else d, w_dim, num_ws)
 
     names = demo_boundary_names()
@@ -256,16 +304,22 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
                      f"or a shipped name ({', '.join(names) if names else f'none shipped: {DEMO_BOUNDARIES} missing'})")
 
 
-def _load_file_direction(path: Path, key: str) -> Direction:
+def _load_file_direction(path: Path, key: str, num_ws: int | None = None) -> Direction:
     if path.suffix == ".npz":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such direction file")
+        with np.load(path, allow_pickle=False) as data:
+            ganspace = "lat_comp" in data.files
+        if not ganspace:
+            return load_interfacegan(path, num_ws=num_ws, key=key)
         if not key:
             raise ValueError(f"{path}: a GANSpace file holds several components; choose one with {path}#K")
         return load_ganspace(path, int(key))
     if path.suffix == ".npy":
-        return load_interfacegan(path)
+        return load_interfacegan(path, num_ws=num_ws)
     data = _torch_load(path)
     if isinstance(data, torch.Tensor):
-        return load_interfacegan(path)
+        return load_interfacegan(path, num_ws=num_ws)
     if isinstance(data, dict) and data.get("format") == COLLECTION_FORMAT:
         found, _ = load_directions(path)
         if not key and len(found) == 1:
@@ -277,8 +331,8 @@ def _load_file_direction(path: Path, key: str) -> Direction:
         if not key:
             raise ValueError(f"{path}: a GANSpace file holds several components; choose one with {path}#K")
         return load_ganspace(path, int(key))
-    raise ValueError(f"{path}: not a direction file (expected an InterFaceGAN tensor [1, w_dim], a GANSpace "
-                     "dict/npz or a pti direction collection)")
+    raise ValueError(f"{path}: not a direction file (expected an InterFaceGAN tensor [1, w_dim] or [num_ws, "
+                     "w_dim], a GANSpace dict/npz or a pti direction collection)")
 
 
 __all__ = ["load_interfacegan", "save_interfacegan", "load_ganspace", "load_ganspace_basis", "save_ganspace_npz",

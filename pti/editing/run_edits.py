@@ -12,13 +12,15 @@ After tuning, while the tuned generator θ* is still in memory, each requested e
                           column per strength
 
 ``<key>`` is the direction spec made file-safe (:func:`edit_key`: ``smile``, ``sefa_2``, ``age`` for
-``dir/age.pt``). The PTI edit at strength 0 is the PTI reconstruction (same code, noise and noise
+``dir/age.pt``; ``smile1+yaw2`` for the combined edit ``smile:1+yaw:2``, :class:`EditSpec`).
+The PTI edit at strength 0 is the PTI reconstruction (same code, noise and noise
 mode: :func:`render_w_and_pti`). A finished photo is not tuned again, so edits asked for later need
 its tuned weights (``--save-generator``): :func:`missing_edits_message` says so.
 """
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -48,29 +50,166 @@ def parse_strengths(text: str) -> list[float]:
     return values
 
 
-def parse_edit(text: str) -> tuple[str, tuple[float, ...]]:
-    """``"DIRECTION[:STRENGTHS]"`` -> ``(direction spec, strengths)``.
+#: joins the terms of a combined edit (``smile:1+yaw:2``); a ``+`` followed by a digit or ``.`` is a sign
+COMBINE = "+"
+#: separates a value's overall strengths (``smile:1+yaw:2@-1,0,1``; also ``yaw@-3,0,3``)
+OVERALL = "@"
+_DIRECTION_FILES = (".pt", ".npy", ".npz")
 
-    The strengths follow the last colon (``yaw:-3,0,3``, ``sefa:2:-2,2``); ``sefa:2`` and
-    ``ganspace:5`` alone are directions with :data:`DEFAULT_STRENGTHS`. Raises ``ValueError``.
+
+def _names_existing_file(text: str) -> bool:
+    """Whether ``text`` (up to a ``#KEY``) is an existing file: then its ``:``, ``+`` and ``@`` are part of it."""
+    file_part = text.partition("#")[0]
+    return bool(file_part) and Path(file_part).is_file()
+
+
+def _colon_in_path(text: str, index: int) -> bool:
+    """Whether the colon at ``index`` belongs to a path: a drive letter (``C:\\`` or ``C:/`` at the start) or a
+    colon inside the file part of ``text`` that names an existing file."""
+    if index == 1 and text[0].isalpha() and text[2:3] in ("\\", "/"):
+        return True
+    return index < len(text.partition("#")[0]) and _names_existing_file(text)
+
+
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or "\\" in text or text.lower().endswith(_DIRECTION_FILES)
+
+
+def split_strengths(text: str) -> tuple[str, tuple[float, ...] | None]:
+    """``"DIRECTION[:STRENGTHS]"`` -> ``(direction, strengths or None)``.
+
+    The strengths follow the last colon when they parse as numbers (``yaw:-3,0,3``, ``sefa:2:-2,2``,
+    ``C:\\d\\age.pt:1``). ``sefa:2`` and ``ganspace:5`` alone are directions, and so is a colon of a
+    drive letter (``C:\\d\\age.pt``, ``C:/d/age.pt``) or inside the path of an existing file, or before a
+    path-like rest (``runs:3/age.pt``). Raises ``ValueError`` (without an option name) for other text.
     """
     head, sep, tail = text.rpartition(":")
-    if not sep or not head or head in _INDEXED_METHODS:
-        return text, tuple(parse_strengths(DEFAULT_STRENGTHS))
+    if not sep or not head or head in _INDEXED_METHODS or _colon_in_path(text, len(head)):
+        return text, None
     try:
         return head, tuple(parse_strengths(tail))
     except ValueError as exc:
-        raise ValueError(f"--edit {text!r}: after the last ':' come the strengths ({exc}); write e.g. "
-                         f"yaw:-3,0,3 or sefa:2:-3,0,3") from None
+        if _looks_like_path(tail):
+            return text, None
+        raise ValueError(f"{text!r}: after the last ':' come the strengths ({exc}); write e.g. yaw:-3,0,3 or "
+                         f"sefa:2:-3,0,3") from None
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """One parsed edit value (``pti run --edit``, ``pti edit --direction``).
+
+    Syntax: ``DIRECTION[:STRENGTHS]`` (one direction, e.g. ``yaw:-3,0,3``), or a combined edit
+    ``DIRECTION[:WEIGHT]+DIRECTION[:WEIGHT]...[@STRENGTHS]`` (e.g. ``smile:1+yaw:2``, ``age:3+yaw:1@-1,0,1``):
+    the sum of each direction at its weight (default 1) in its own strength unit, rendered at each of the
+    overall STRENGTHS (default 1: the combination as written). ``DIRECTION@STRENGTHS`` works too.
+
+    Attributes:
+        terms: ``(direction spec, weight)`` pairs; one pair with weight 1 for a plain direction.
+        strengths: the strengths given in the text, or None (then :attr:`default_strengths` or the
+            command's ``--strengths``).
+        text: the value as given.
+    """
+
+    terms: tuple[tuple[str, float], ...]
+    strengths: tuple[float, ...] | None
+    text: str
+
+    @property
+    def combined(self) -> bool:
+        """More than one direction, or one at a weight other than 1."""
+        return len(self.terms) > 1 or self.terms[0][1] != 1.0
+
+    @property
+    def default_strengths(self) -> tuple[float, ...]:
+        """:data:`DEFAULT_STRENGTHS` for a plain direction, ``(1.0,)`` (as written) for a combined edit."""
+        return (1.0,) if self.combined else tuple(parse_strengths(DEFAULT_STRENGTHS))
+
+    @property
+    def key(self) -> str:
+        """File-safe key: :func:`edit_key` of a plain direction; ``smile1+yaw2`` (``+`` joins terms, a key ending
+        in a digit gets ``_`` before its weight: ``sefa_2_1``) for a combined edit."""
+        if not self.combined:
+            return edit_key(self.terms[0][0])
+        parts = []
+        for spec, weight in self.terms:
+            k = edit_key(spec)
+            parts.append(k + ("_" if k[-1].isdigit() else "") + strength_text(weight))
+        return COMBINE.join(parts)
+
+    @property
+    def label(self) -> str:
+        """Grid label: the key of a plain direction, ``smile 1 + yaw 2`` for a combined edit."""
+        if not self.combined:
+            return self.key
+        return " + ".join(f"{edit_key(spec)} {strength_text(weight)}" for spec, weight in self.terms)
+
+
+def parse_edit(text: str) -> EditSpec:
+    """Parse an edit value (syntax in :class:`EditSpec`). ``+`` and ``@`` are read as syntax unless the whole
+    value (up to ``#KEY``) names an existing file; an ``@`` is read as one only when numbers follow it.
+
+    Raises ``ValueError`` with a message that does not repeat the option name (callers prefix it).
+    """
+    if not text or not text.strip():
+        raise ValueError("empty edit: give a direction, e.g. smile, yaw:-3,0,3 or smile:1+yaw:2")
+    if _names_existing_file(text):
+        return EditSpec(((text, 1.0),), None, text)
+    body, overall = text, None
+    head, sep, tail = text.rpartition(OVERALL)
+    if sep and head:
+        try:
+            body, overall = head, tuple(parse_strengths(tail))
+        except ValueError:
+            pass  # an '@' of a name
+    terms_text = re.split(r"\+(?![\d.])", body) if not _names_existing_file(body) else [body]
+    if len(terms_text) == 1 and overall is None:
+        spec, strengths = split_strengths(body)
+        return EditSpec(((spec, 1.0),), strengths, text)
+    terms = []
+    for term in terms_text:
+        if not term:
+            raise ValueError(f"{text!r}: an empty term; write e.g. smile:1+yaw:2")
+        spec, weights = split_strengths(term)
+        if weights is not None and len(weights) != 1:
+            raise ValueError(f"{text!r}: each term of a combined edit takes one weight ({term!r} has "
+                             f"{len(weights)}); put a strength list after '@', e.g. smile:1+yaw:2@-1,0,1")
+        terms.append((spec, weights[0] if weights else 1.0))
+    return EditSpec(tuple(terms), overall, text)
+
+
+def resolve_edit(spec: EditSpec, G: torch.nn.Module, layers: tuple[int, int] | None = None) -> Direction:
+    """The direction of ``spec`` for ``G`` (:func:`pti.editing.loaders.resolve_direction` per term); a combined
+    edit is :func:`pti.editing.direction.combine` of its terms, named by :attr:`EditSpec.label`."""
+    from pti.editing.direction import combine
+    from pti.editing.loaders import resolve_direction
+
+    if not spec.combined:
+        return resolve_direction(spec.terms[0][0], G, layers=layers)
+    return combine([(resolve_direction(d, G, layers=layers), w) for d, w in spec.terms], int(G.num_ws),
+                   name=spec.label)
 
 
 def edit_key(spec: str) -> str:
     """A file-safe key for a direction spec: ``smile`` -> ``smile``, ``sefa:2`` -> ``sefa_2``,
-    ``dir/age.pt`` -> ``age``, ``pca.npz#3`` -> ``pca_3``."""
+    ``dir/age.pt`` and ``C:\\d\\age.pt`` -> ``age``, ``pca.npz#3`` -> ``pca_3``."""
     file_part, _, key = spec.partition("#")
-    path = Path(file_part)
-    base = path.stem if path.suffix in (".pt", ".npy", ".npz") else file_part
+    name = re.split(r"[\\/]", file_part)[-1]
+    base = Path(name).stem if Path(name).suffix in _DIRECTION_FILES else file_part
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base + (f"_{key}" if key else "")).strip("_.") or "edit"
+
+
+def edit_file_stem(keys: Sequence[str], layers: tuple[int, int] | None = None,
+                   strengths: Sequence[float] | None = None) -> str:
+    """The output name of a grid of edit rows (``pti edit``): the rows' keys joined by ``,``, then ``_L0-4``
+    for a layer range and ``_s-1_0_1`` for strengths other than the default ones (None), e.g.
+    ``smile_L0-4``, ``smile,yaw_s-2_2``, ``smile1+yaw2``."""
+    stem = ",".join(keys)
+    if layers is not None:
+        stem += f"_L{layers[0]}-{layers[1]}"
+    if strengths is not None:
+        stem += "_s" + "_".join(strength_text(s) for s in strengths)
+    return stem
 
 
 def strength_text(strength: float) -> str:
@@ -82,13 +221,15 @@ def strength_text(strength: float) -> str:
 class RunEdit:
     """One requested edit: ``direction`` (resolved for the run's original generator) at ``strengths``.
 
-    ``key`` names its files (:func:`edit_key`), ``spec`` is the command-line text it came from.
+    ``key`` names its files (:attr:`EditSpec.key`), ``spec`` is the command-line text it came from,
+    ``label`` names its grid rows (:attr:`EditSpec.label`; empty: the key).
     """
 
     key: str
     direction: Direction
     strengths: tuple[float, ...]
     spec: str = ""
+    label: str = ""
 
     def files(self) -> list[str]:
         """Its PTI edit images, relative to the photo folder: ``edits/<key>_<s>.png`` per strength."""
@@ -99,19 +240,19 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
     """Parse and resolve ``--edit`` values for the original generator ``G`` (see
     :func:`pti.editing.loaders.resolve_direction` for the direction syntax).
 
-    Raises ``ValueError`` (bad syntax, unknown or misfitting direction, a direction given twice),
-    ``KeyError``/``IndexError`` (no such entry in a direction file) or ``FileNotFoundError``.
+    Combined edits (``smile:1+yaw:2``, :class:`EditSpec`) are one RunEdit each. Raises ``ValueError`` (bad
+    syntax, unknown or misfitting direction, a direction given twice), ``KeyError``/``IndexError`` (no such
+    entry in a direction file) or ``FileNotFoundError``; messages do not repeat ``--edit`` (callers prefix it).
     """
-    from pti.editing.loaders import resolve_direction
-
     edits: list[RunEdit] = []
     for text in texts:
-        spec, strengths = parse_edit(text)
-        edits.append(RunEdit(edit_key(spec), resolve_direction(spec, G), strengths, text))
+        spec = parse_edit(text)
+        edits.append(RunEdit(spec.key, resolve_edit(spec, G), spec.strengths or spec.default_strengths, text,
+                             spec.label))
     keys = [e.key for e in edits]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
-        raise ValueError(f"--edit: {', '.join(repeated)} given more than once; list all its strengths in one "
+        raise ValueError(f"{', '.join(repeated)} given more than once; list all its strengths in one "
                          f"--edit (e.g. {repeated[0]}:-3,0,3)")
     return edits
 
@@ -171,7 +312,7 @@ def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", 
         for method, images in zip(grid_row_names(pivot), (w_img, pti_img)):
             by_strength = {float(s): img for s, img in zip(e.strengths, images)}
             rows.append([by_strength.get(s) for s in columns])
-            labels.append(f"{method}: {e.key}")
+            labels.append(f"{method}: {e.label or e.key}")
     resolution = int(getattr(tuned, "img_resolution", 256))
     save_grid(rows, out_dir / "edits" / "grid.png", row_labels=labels,
               col_labels=[f"s={strength_text(s)}" for s in columns], cell_size=min(256, max(128, resolution)),
@@ -192,9 +333,8 @@ def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[R
     text = (f"{run_dir}: {len(names)} finished photo(s) lack some of the requested edits ({few(list(names))}); "
             f"a finished photo is not tuned again, and its edits need its tuned weights.")
     if kept:
-        spec, strengths = parse_edit(edits[0].spec)
-        text += (f" {len(kept)} kept them (tuned.safetensors): render with `pti edit {run_dir / kept[0]} "
-                 f"--direction {spec} --strengths={','.join(strength_text(s) for s in strengths)}`.")
+        text += (f" {len(kept)} kept them (tuned.safetensors): render with `pti edit "
+                 f"{shlex.quote(str(run_dir / kept[0]))} --direction {shlex.quote(edits[0].spec)}`.")
     if lost:
         text += (f" {len(lost)} were run without --save-generator ({few(lost)}): run again with --redo "
                  f"--save-generator to tune them again (their pivot.pt is reused) and keep the weights for "

@@ -47,7 +47,9 @@ def image_change(G: torch.nn.Module, w: torch.Tensor, direction: Direction, leng
     Args:
         G: generator with ``synthesis`` and ``num_ws``.
         w: ``[N, w_dim]`` codes.
-        direction: its ``vector`` and ``layers`` are used, its ``scale`` is not.
+        direction: its ``vector`` (``[w_dim]``, or ``[num_ws, w_dim]`` for a W+ direction, each row moving
+            its style input) and ``layers`` are used, its ``scale`` is not; ``length`` is the norm of the
+            whole step (over all rows for a W+ direction).
         length: W-space length of the step (> 0).
 
     Returns:
@@ -125,7 +127,8 @@ def calibrated(G: torch.nn.Module, directions: Sequence[Direction], *, pixels_pe
     codes: dict[str, torch.Tensor] = {}
     out = []
     for d in directions:
-        key = hashlib.sha256(d.vector.numpy().tobytes() + repr((d.layers, d.scale)).encode()).hexdigest()[:16]
+        shape = repr(tuple(d.vector.shape)).encode() if d.num_ws is not None else b""  # W keys as before
+        key = hashlib.sha256(d.vector.numpy().tobytes() + shape + repr((d.layers, d.scale)).encode()).hexdigest()[:16]
         params = {"direction": key, "pixels_per_unit": pixels_per_unit, "num_samples": num_samples, "seed": seed}
 
         def compute(d: Direction = d) -> dict[str, float]:
