@@ -236,7 +236,7 @@ def test_summary_html_rows_thumbnails_and_pages(photos, tmp_path):
     assert 'href="img%200/edits/grid.png"' in page
     assert re.search(r'<tr id="broken">.*class="failed".*cannot read', page, re.S)
     thumbs = sorted((run / THUMB_DIR).rglob("*.jpg"))
-    assert len(thumbs) == 3 * 4  # original, W, PTI, edits grid per photo
+    assert len(thumbs) == 3 * 6  # original, pivot, PTI and the edits at -2, 0, 2 per photo (the grid is a link)
     assert all(max(Image.open(t).size) <= 128 for t in thumbs)
     assert "](.thumbs/img%200/reconstruction.jpg)" in (run / "summary.md").read_text()
 

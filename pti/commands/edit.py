@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors; "
                              "default with a photo folder: its tuned.safetensors)")
     parser.add_argument("--pivot", default=None,
-                        help="pivot file written by inversion (pivot.pt), or a run's photo folder")
+                        help="pivot file written by inversion (pivot.pt), a bare [num_ws, w_dim] or "
+                             "[1, num_ws, w_dim] W+ code (.pt, .npy), NVIDIA's projected_w.npz, or a run's "
+                             "photo folder")
     parser.add_argument("--direction", required=True, action="append", metavar="DIRECTION[:STRENGTHS]",
                         help="ganspace:K, sefa:K, FILE.pt (InterFaceGAN [1, w_dim] or [num_ws, w_dim]; also .npy, "
                              ".npz), FILE.npz#K (GANSpace), FILE.pt#NAME (pti collection) or a shipped name (yaw, "
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.editing.loaders import parse_layers
     from pti.editing.run_edits import edit_file_stem, parse_edit, parse_strengths, resolve_edit, strength_text
     from pti.images import render_grid
-    from pti.pivot import Pivot
+    from pti.pivot import load_pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
 
     try:
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         G = load(generator).eval().requires_grad_(False).to(device)
         G_dir = G if inputs.direction_generator is None else \
             load(inputs.direction_generator).eval().requires_grad_(False)
-        pivot = Pivot.load(pivot_path, map_location=device)
+        pivot = load_pivot(pivot_path, G, map_location=device)
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 2
