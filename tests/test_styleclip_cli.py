@@ -44,3 +44,104 @@ def test_prepare_computes_resumes_and_imports(generator_file, tmp_path, capsys):
     assert main(["styleclip-prepare", "--generator", str(generator_file), "--import-ffhq", "--fs3",
                  str(tmp_path / "bad.npy"), "--cache", str(cache)]) == 2
     assert "does not fit this generator" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def photo_folder(generator_file, tmp_path_factory):
+    """A `pti run` photo folder: pivot.pt (W), tuned.safetensors (the generator with its affine layers moved, as
+    PTI moves them), metrics.json with the tuning's noise settings, and RUN/summary.json naming the original."""
+    import json
+
+    from pti.pivot import Pivot
+    from pti.stylegan2.checkpoints import load
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "summary.json").write_text(json.dumps({"generator": str(generator_file)}))
+    photo = run / "photo"
+    photo.mkdir()
+    G = load(generator_file)
+    with torch.no_grad():
+        w = G.mapping(torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(3)), None)
+        for name, p in G.named_parameters():
+            if name.startswith("synthesis.") and name.endswith(".weight"):
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    Pivot(w=w, noise=[], space="w").save(photo / "pivot.pt")
+    save(G, photo / "tuned.safetensors")
+    (photo / "metrics.json").write_text(json.dumps({"config": {"tuning": {"noise_mode": "const",
+                                                                           "use_pivot_noise": False}}}))
+    return photo
+
+
+def _mapper_file(path, dim=32):
+    g = torch.Generator().manual_seed(0)
+    state = {f"mapper.{group}_mapping.mapping.{i}.{kind}": (torch.randn([dim, dim], generator=g) / 0.01
+                                                             if kind == "weight" else torch.randn([dim], generator=g))
+             for group in ("course", "medium", "fine") for i in range(1, 5) for kind in ("weight", "bias")}
+    torch.save({"state_dict": state, "opts": {"mapper_type": "LevelsMapper"}}, path)
+    return path
+
+
+def test_edit_with_a_mapper_writes_w_and_pti_rows(photo_folder, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    mapper = _mapper_file(tmp_path / "curly.pt")
+    assert main(["edit", str(photo_folder), "--mapper", str(mapper), "--mapper-strength", "0.5"]) == 0
+    edits = photo_folder / "edits"
+    grid = Image.open(edits / "mapper_curly.png")
+    assert grid.size[1] >= 2 * 128  # a W row and a PTI row
+    k0, k1 = (np.asarray(Image.open(edits / f"mapper_curly_{s}.png")) for s in ("0", "0.5"))
+    assert not np.array_equal(k0, k1)
+    record = json.loads((edits / "mapper_curly.json").read_text())
+    assert record["method"] == "mapper" and record["strengths"] == [0.0, 0.5]
+    # k = 0 is the PTI reconstruction: the tuned generator at the pivot, rendered as the run renders it
+    from pti.images import to_uint8_array
+    from pti.pivot import Pivot
+    from pti.stylegan2.checkpoints import load
+
+    tuned = load(photo_folder / "tuned.safetensors")
+    with torch.no_grad():
+        recon = tuned.synthesis(Pivot.load(photo_folder / "pivot.pt").w, noise_mode="const")
+    assert np.array_equal(k0, to_uint8_array(recon[0]))
+    assert main(["edit", str(photo_folder), "--mapper", str(tmp_path / "nothing.pt")]) == 2
+    assert "no such mapper" in capsys.readouterr().err
+    assert main(["edit", str(photo_folder)]) == 2
+    assert "--text" in capsys.readouterr().err
+
+
+def test_text_edit_needs_prepared_directions(photo_folder, tmp_path, capsys):
+    assert main(["edit", str(photo_folder), "--text", "a smiling face", "--random-clip",
+                 "--styleclip-cache", str(tmp_path / "empty")]) == 2
+    assert "pti styleclip-prepare --generator" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~40 s on one thread: 2 x 79 prompt templates through a random ViT-B-32 text encoder
+def test_text_edit_with_global_directions(generator_file, photo_folder, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    cache = tmp_path / "cache"
+    assert main(["styleclip-prepare", "--generator", str(generator_file), "--random-clip", "--cache", str(cache),
+                 "--stat-samples", "200", "--samples", "1", "--max-resolution", "4"]) == 0
+    assert main(["edit", str(photo_folder), "--text", "a smiling face", "--beta", "auto", "--random-clip",
+                 "--styleclip-cache", str(cache)]) == 0
+    edits = photo_folder / "edits"
+    record = json.loads((edits / "text_a_smiling_face.json").read_text())
+    assert record["method"] == "global" and "4 channels" in record["description"]  # b4.conv1 only: auto keeps all
+    a0 = np.asarray(Image.open(edits / "text_a_smiling_face_0.png"))
+    a1 = np.asarray(Image.open(edits / "text_a_smiling_face_4.1.png"))
+    assert not np.array_equal(a0, a1)
+    assert "RANDOM weights" in capsys.readouterr().err
+    assert main(["edit", str(photo_folder), "--text", "a smiling face", "--beta", "5", "--random-clip",
+                 "--styleclip-cache", str(cache)]) == 2
+    assert "largest beta that keeps a channel" in capsys.readouterr().err
+
+
+def test_text_edit_by_latent_optimisation(photo_folder, capsys):
+    assert main(["edit", str(photo_folder), "--text", "a smiling face", "--method", "optimize", "--steps", "2",
+                 "--random-clip"]) == 0
+    edits = photo_folder / "edits"
+    assert (edits / "optimize_a_smiling_face_0.png").is_file() and (edits / "optimize_a_smiling_face_1.png").is_file()
+    assert "latent optimisation" in capsys.readouterr().out

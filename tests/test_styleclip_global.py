@@ -80,20 +80,29 @@ def test_offline_clip_error_names_the_file(monkeypatch, tmp_path):
         raise AssertionError("unexpected")
 
     monkeypatch.setattr(open_clip, "create_model", offline)
-    with pytest.raises(ClipWeightsError, match="open_clip_model.safetensors.*--clip-weights"):
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
+    expected = tmp_path / "cache" / "clip" / "ViT-B-32" / "open_clip_model.safetensors"
+    with pytest.raises(ClipWeightsError, match=f"open_clip_model.safetensors.*put it at {expected}.*--clip-weights"):
         load_clip()
     with pytest.raises(ClipWeightsError, match="no such CLIP weights file"):
         load_clip(weights=tmp_path / "missing.safetensors")
 
 
 @pytest.mark.slow  # 18 s on one shared core: a second ViT-B-32 and its safetensors round trip
-def test_local_clip_weights_file_loads(clip, tmp_path):
+def test_local_clip_weights_file_loads(clip, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     path = tmp_path / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in clip.model.state_dict().items()}, str(path))
     loaded = load_clip(weights=path)
     assert not loaded.random_weights and loaded.key == "ViT-B-32"
+    # the same file in the cache is found without --clip-weights (offline use of pti run --edit text:...)
+    from pti.editing.styleclip.clip_model import local_weights_path
+
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
+    local_weights_path().parent.mkdir(parents=True)
+    path.rename(local_weights_path())
+    assert load_clip().weights == str(local_weights_path())
     x = torch.rand([1, 3, 16, 16]) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(loaded.encode_images(x), clip.encode_images(x), atol=1e-6)

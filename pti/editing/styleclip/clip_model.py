@@ -7,9 +7,10 @@ centre crop reduce to one resize) and normalised with CLIP's mean and std.
 
 Weights:
 
-- ``pretrained="openai"`` (default): open_clip's download of OpenAI's weights (the Hugging Face copy
-  ``timm/vit_base_patch32_clip_224.openai``, a safetensors file, or OpenAI's URL). Offline, the error
-  names the file and where to put it.
+- ``pretrained="openai"`` (default): ``<pti cache>/clip/ViT-B-32/open_clip_model.safetensors`` when that
+  file is there (:func:`local_weights_path`), else open_clip's download of OpenAI's weights (the Hugging
+  Face copy ``timm/vit_base_patch32_clip_224.openai``, a safetensors file, or OpenAI's URL). Offline, the
+  error names the file and where to put it.
 - ``weights=PATH``: a local state dict (``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``
   from that Hugging Face repository). OpenAI's own ``ViT-B-32.pt`` is a TorchScript archive, i.e. code,
   and is refused (pti never runs code from a weights file).
@@ -115,6 +116,14 @@ class Clip:
         return F.normalize(self.encode_texts([t.format(prompt) for t in templates]).mean(dim=0), dim=0)
 
 
+def local_weights_path(name: str = DEFAULT_MODEL) -> Path:
+    """Where a downloaded-by-hand weights file is found without ``--clip-weights``:
+    ``<pti cache>/clip/<name>/open_clip_model.safetensors`` (``$PTI_CACHE_DIR`` or ``~/.cache/pti``)."""
+    from pti.zoo import cache_dir
+
+    return cache_dir() / "clip" / name / OPENAI_VITB32_FILE
+
+
 def _random_model(name: str) -> torch.nn.Module:
     import open_clip
 
@@ -135,8 +144,8 @@ def _offline_message(name: str, pretrained: str, exc: BaseException) -> str:
     page = OPENAI_VITB32_PAGE if (name, pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else \
         f"open_clip's list of pretrained weights for {name} ({pretrained})"
     return (f"cannot download the CLIP weights {name} ({pretrained!r}): {type(exc).__name__}: {exc}. Are you "
-            f"offline? Download {OPENAI_VITB32_FILE} from {page} and pass its path with --clip-weights PATH "
-            f"(notebooks: clip_weights=PATH)")
+            f"offline? Download {OPENAI_VITB32_FILE} from {page} and put it at {local_weights_path(name)}, or pass "
+            f"its path with --clip-weights PATH (notebooks: clip_weights=PATH)")
 
 
 def load_clip(name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, weights: str | Path | None = None,
@@ -171,6 +180,8 @@ def load_clip(name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRA
         source = str(path)
     elif pretrained is None:
         model, source = _random_model(name), "random"
+    elif pretrained == DEFAULT_PRETRAINED and local_weights_path(name).is_file():
+        return load_clip(name, pretrained, weights=local_weights_path(name), device=device)
     else:
         try:
             model = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu)
@@ -187,4 +198,4 @@ def load_clip(name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRA
                 mean=mean, std=std)
 
 
-__all__ = ["Clip", "ClipWeightsError", "load_clip", "imagenet_templates", "DEFAULT_MODEL", "DEFAULT_PRETRAINED"]
+__all__ = ["Clip", "ClipWeightsError", "load_clip", "local_weights_path", "imagenet_templates", "DEFAULT_MODEL", "DEFAULT_PRETRAINED"]
