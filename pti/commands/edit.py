@@ -3,6 +3,12 @@
 ``pti edit RUN/PHOTO --direction smile`` takes a photo folder of ``pti run``: its ``pivot.pt`` and
 ``tuned.safetensors`` (kept by ``pti run --save-generator``); directions are resolved on the run's
 original generator (``RUN/summary.json``). ``--generator G --pivot FILE`` names both explicitly.
+
+``--direction`` takes what ``pti run --edit`` takes (:class:`pti.editing.run_edits.EditSpec`: own strengths,
+combinations ``smile:1+yaw:2[@STRENGTHS]``); each row is rendered at its own strengths, one column per strength
+of any row. The default output name carries the rows, the layer range and non-default strengths
+(:func:`pti.editing.run_edits.edit_file_stem`), and an existing file that holds another edit (its PNG text
+record :data:`RECORD_KEY`, else its pixels, differ) is replaced only with ``--overwrite`` (else exit 2).
 """
 from __future__ import annotations
 
