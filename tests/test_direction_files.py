@@ -168,3 +168,26 @@ def test_a_combined_direction_is_the_sum_of_its_terms_in_their_own_units(G, tmp_
     combined = resolve_edit(spec, G)
     assert combined.name == "sefa_0 1 + sefa_1 -2" and spec.key == "sefa_0_1+sefa_1_-2"
     assert torch.allclose(apply(w, combined, 1.0), apply(apply(w, d0, 1.0), d1, -2.0), atol=ATOL)
+
+
+def test_pti_edit_reads_a_per_style_input_file_and_refuses_a_wrong_row_count(G, tmp_path: Path, capsys):
+    """The report as a user meets it: `pti edit --direction rows.pt` (exit 1 and one line for a wrong count)."""
+    from pti.cli import main
+    from pti.pivot import Pivot
+    from pti.stylegan2.checkpoints import save
+
+    num_ws, w_dim = int(G.num_ws), int(G.w_dim)
+    save(G, tmp_path / "g.safetensors")
+    with torch.no_grad():
+        w = G.mapping(_randn(1, int(G.z_dim), seed=17), None)
+    Pivot(w=w, noise=[], space="w").save(tmp_path / "pivot.pt")
+    args = ["edit", "--generator", str(tmp_path / "g.safetensors"), "--pivot", str(tmp_path / "pivot.pt")]
+    _save(_randn(w_dim, seed=18).repeat(num_ws, 1), tmp_path / "same.pt")
+    _save(_randn(num_ws, w_dim, seed=19), tmp_path / "rows.npy")
+    assert main(args + ["--direction", str(tmp_path / "same.pt"), "--direction", str(tmp_path / "rows.npy")]) == 0
+    assert (tmp_path / "edits" / "same,rows.png").is_file()
+    _save(_randn(18, w_dim, seed=20), tmp_path / "ffhq.npz")
+    capsys.readouterr()
+    assert main(args + ["--direction", str(tmp_path / "ffhq.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ffhq.npz" in err and "18 rows" in err and f"num_ws {num_ws}" in err, err
