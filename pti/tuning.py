@@ -24,7 +24,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -126,7 +126,8 @@ def batch_indices(n: int, batch: int, order: list[int], gen: torch.Generator) ->
 def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                  pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None = None, *,
                  c: Label = None, perceptual: PerceptualLoss | None = None, progress: bool = True,
-                 callback: Callable[[int, dict[str, float]], None] | None = None) -> TuningResult:
+                 callback: Callable[[int, dict[str, float]], None] | None = None,
+                 checkpoint: Any = None) -> TuningResult:
     """Pivotal tuning of one generator for one or several photos (PTI Eq. 2-7).
 
     Args:
@@ -139,6 +140,9 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
             ``[c_dim]`` or ``[N, c_dim]``); default: the pivots' ``Pivot.c``. With locality on, a conditional
             generator needs one or the other (:class:`~pti.conditioning.ConditioningError`).
         callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update.
+        checkpoint: saves and restores the loop's state (:class:`pti.multi_id.TuningCheckpoint`):
+            ``checkpoint.restore(tuned, optimizer, gen, result) -> (first step, batch order)`` before the first
+            step and ``checkpoint.after_step(step, tuned, optimizer, gen, result, order)`` after every update.
     Returns: :class:`TuningResult`. Raises ``ValueError`` for mismatched inputs,
     :class:`~pti.pivot.NonFiniteLossError` on NaN/inf and :class:`~pti.divergence.DivergenceError` when the
     rendered images leave any sane range (:mod:`pti.divergence`).
@@ -157,9 +161,10 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
     regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order and locality samples
     result, order = TuningResult(generator=tuned, perceptual_name=perceptual.name), []
+    start, order = checkpoint.restore(tuned, optimizer, gen, result) if checkpoint is not None else (0, order)
 
-    bar = progress_bar(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress,
-                       leave=False)
+    bar = progress_bar(range(start, cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})",
+                       disable=not progress, leave=False)
     for step in bar:
         idx, order = batch_indices(n, batch, order, gen)
         noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
@@ -186,6 +191,8 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
         loss.backward()
         optimizer.step()
         result.steps = step + 1
+        if checkpoint is not None:
+            checkpoint.after_step(step, tuned, optimizer, gen, result, order)
         bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
         if callback is not None:
             callback(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],

@@ -64,6 +64,18 @@ def add_edit_argument(parser: argparse.ArgumentParser) -> None:
                              "--edit sefa:2:-2,2. Repeatable")
 
 
+def add_multi_id_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--multi-id`` and ``--state-every-min`` of ``pti run`` (multi-image PTI: :mod:`pti.multi_id`)."""
+    parser.add_argument("--multi-id", action="store_true",
+                        help="tune ONE generator for all the photos (multi-image PTI, paper Sec. 4.4; "
+                             "--tune-batch-size B: B photos per step): RUN/tuned.safetensors, and a pivot, "
+                             "reconstruction and metrics per photo. One process; an interrupted run resumes its "
+                             "tuning from the last saved state")
+    parser.add_argument("--state-every-min", type=float, default=5.0, metavar="MIN",
+                        help="with --multi-id: minutes between two saves of the tuning state "
+                             "(RUN/.multi_id_state.pt; 0: after every step; default 5)")
+
+
 def add_class_index_argument(parser: argparse.ArgumentParser) -> None:
     """``--class-index K``: the photos' class for a conditional generator (see :mod:`pti.conditioning`)."""
     parser.add_argument("--class-index", type=int, default=None, metavar="K",
@@ -145,7 +157,17 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         share = distributed.shard(paths, ctx.rank, ctx.world_size)
         worker = ctx.describe()
         t0 = time.perf_counter()
-        outcomes = process_images(G, share, run_dir, inv_cfg, tune_cfg, options, worker=worker)
+        if getattr(args, "multi_id", False):  # one generator for all the photos: pti.multi_id, in one process
+            if ctx.distributed:
+                print(f"{tag}: --multi-id tunes one generator in one process; run it without torchrun",
+                      file=sys.stderr)
+                return 2
+            from pti.multi_id import process_multi_id
+
+            outcomes = process_multi_id(G, share, run_dir, inv_cfg, tune_cfg, options, worker,
+                                        state_every_s=args.state_every_min * 60)
+        else:
+            outcomes = process_images(G, share, run_dir, inv_cfg, tune_cfg, options, worker=worker)
         loop_seconds = time.perf_counter() - t0
         done = sum(o.status == "done" for o in outcomes)
         skipped = sum(o.status == "skipped" for o in outcomes)
