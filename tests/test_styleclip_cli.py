@@ -145,3 +145,45 @@ def test_text_edit_by_latent_optimisation(photo_folder, capsys):
     edits = photo_folder / "edits"
     assert (edits / "optimize_a_smiling_face_0.png").is_file() and (edits / "optimize_a_smiling_face_1.png").is_file()
     assert "latent optimisation" in capsys.readouterr().out
+
+
+def test_pti_run_with_a_mapper_edit(generator_file, tmp_path, monkeypatch):
+    """`pti run --edit mapper:PATH` renders it beside the W edits: files in the manifest, k = 0 is the
+    reconstruction. A text edit without CLIP weights offline fails before any photo, naming the file."""
+    import json
+
+    from PIL import Image
+
+    from pti.editing.run_edits import resolve_run_edits
+    from pti.images import write_image
+    from pti.stylegan2.checkpoints import load
+
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
+    G = load(generator_file)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with torch.no_grad():
+        write_image(G.synthesis(G.mapping(torch.randn([1, G.z_dim]), None), noise_mode="const")[0],
+                    photos / "face.png")
+    mapper = _mapper_file(tmp_path / "curly.pt")
+    run = tmp_path / "run"
+    rc = main(["run", str(photos), "--output", str(run), "--generator", str(generator_file), "--edit",
+               f"mapper:{mapper}", "--edit", "sefa:0:0,2", "--device", "cpu", "--no-align", "--quiet",
+               "--inv-steps", "2", "--tune-steps", "2", "--inv-w-avg-samples", "100", "--inv-perceptual-net",
+               "effnet-lite0", "--tune-perceptual-net", "effnet-lite0"])
+    assert rc == 0
+    photo = run / "face"
+    files = json.loads((photo / "metrics.json").read_text())["files"]
+    assert {"edits/mapper_curly_0.png", "edits/mapper_curly_0.06.png", "edits/grid.png"} <= set(files)
+    recon = np.asarray(Image.open(photo / "reconstruction.png"))
+    assert np.array_equal(np.asarray(Image.open(photo / "edits" / "mapper_curly_0.png")), recon)
+    assert not np.array_equal(np.asarray(Image.open(photo / "edits" / "mapper_curly_0.06.png")), recon)
+
+    import open_clip
+
+    def offline(name, pretrained=None, **kw):  # the network is the only thing mocked
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(ValueError, match="text:a smiling face.*open_clip_model.safetensors"):
+        resolve_run_edits(["text:a smiling face"], G)

@@ -246,6 +246,11 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
     """
     edits: list[RunEdit] = []
     for text in texts:
+        if text.startswith(("text:", "mapper:", "optimize:")):  # StyleCLIP (pti.editing.styleclip.edits)
+            from pti.editing.styleclip.edits import resolve_run_edit
+
+            edits.append(resolve_run_edit(text, G))  # type: ignore[arg-type]
+            continue
         spec = parse_edit(text)
         edits.append(RunEdit(spec.key, resolve_edit(spec, G), spec.strengths or spec.default_strengths, text,
                              spec.label))
@@ -305,8 +310,11 @@ def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", 
     rows: list[list[torch.Tensor | None]] = []
     labels: list[str] = []
     for e in edits:
-        w_img, pti_img = render_w_and_pti(G, tuned, pivot, e.direction, e.strengths, tune_cfg.noise_mode,
-                                          tune_cfg.use_pivot_noise)
+        if hasattr(e, "render_pair"):  # a StyleCLIP edit
+            w_img, pti_img = e.render_pair(G, tuned, pivot, tune_cfg.noise_mode, tune_cfg.use_pivot_noise)
+        else:
+            w_img, pti_img = render_w_and_pti(G, tuned, pivot, e.direction, e.strengths, tune_cfg.noise_mode,
+                                              tune_cfg.use_pivot_noise)
         for name, img in zip(e.files(), pti_img):
             write_image(img, out_dir / name)
         for method, images in zip(grid_row_names(pivot), (w_img, pti_img)):

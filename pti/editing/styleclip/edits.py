@@ -73,6 +73,21 @@ class StyleClipEdit:
         """Its PTI edit images, relative to the photo folder: ``edits/<key>_<s>.png`` per strength."""
         return [f"edits/{self.key}_{_strength_text(s)}.png" for s in self.strengths]
 
+    @property
+    def label(self) -> str:
+        """Grid label (as :class:`pti.editing.run_edits.RunEdit`'s)."""
+        return self.key
+
+    @property
+    def direction(self) -> None:
+        """A StyleCLIP edit has no W direction: commands that need one (``pti compare``) refuse it."""
+        raise ValueError(f"{self.spec!r} is a StyleCLIP edit, not a W direction: use it with pti edit or pti run")
+
+    def render_pair(self, G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", noise_mode: str = "const",
+                    use_pivot_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`render_pair` of this edit (the hook ``pti run --edit`` uses)."""
+        return render_pair(G, tuned, pivot, self, noise_mode, use_pivot_noise)
+
     def render(self, G: torch.nn.Module, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
                noise_mode: str = "const") -> torch.Tensor:
         """The edit of codes ``w`` (``[N, w_dim]`` or ``[N, num_ws, w_dim]``) on ``G`` at every strength:
@@ -157,6 +172,28 @@ def optimize_edit(clip: "Clip", text: str, cfg: "OptimizeConfig | None" = None) 
                                      f"lambda_L2 {cfg.l2_lambda}", text=text, clip=clip, optimize_cfg=cfg)
 
 
+def resolve_run_edit(text: str, G: torch.nn.Module) -> StyleClipEdit:
+    """A ``pti run --edit`` value ``text:PROMPT``, ``mapper:NAME|PATH`` or ``optimize:PROMPT`` for the original
+    generator ``G``, at StyleCLIP's defaults (α 4.1, β 0.15, neutral 'a face'; k 0.06; 300 steps). CLIP is
+    OpenAI's ViT-B/32 (:func:`~pti.editing.styleclip.clip_model.load_clip`: the cache's weights file, else a
+    download). Raises ``ValueError`` (also for missing CLIP weights or prepared directions, with what to do)."""
+    from pti.editing.styleclip.clip_model import ClipWeightsError, load_clip
+
+    kind, _, value = text.partition(":")
+    if not value.strip():
+        raise ValueError(f"{text!r}: give a text or mapper after '{kind}:', e.g. 'text:a smiling face'")
+    device = next(G.parameters()).device
+    try:
+        if kind == "mapper":
+            return mapper_edit(value, int(G.w_dim))
+        clip = load_clip(device=device)
+        if kind == "optimize":
+            return optimize_edit(clip, value)
+        return global_edit(G, clip, value)
+    except (ClipWeightsError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"{text!r}: {exc.args[0] if isinstance(exc, KeyError) else exc}") from None
+
+
 def render_pair(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edit: StyleClipEdit,
                      noise_mode: str = "const", use_pivot_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(w_edits, pti_edits)``, each ``[S, C, H, W]``: the pivot edited on ``G`` (its noise maps, 'const', as
@@ -210,4 +247,4 @@ def write_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edit
 
 
 __all__ = ["StyleClipEdit", "METHODS", "RUN_PREFIXES", "styleclip_key", "global_edit", "mapper_edit",
-           "optimize_edit", "render_pair", "write_edits"]
+           "optimize_edit", "resolve_run_edit", "render_pair", "write_edits"]
