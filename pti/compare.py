@@ -109,12 +109,14 @@ class CompareOptions:
     progress: bool = True
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     encoder: Any = None  # needed by e4e and pti-e4e: an encoder with encode(images) -> [N, num_ws, w_dim]
+    metric_net: str | None = None  # the perceptual network of the metrics (None: the tuning's, LPIPS-alex)
 
     def plan(self, inv_cfg: InversionConfig, tune_cfg: TuningConfig) -> dict[str, Any]:
         """What a finished photo must have been made with to be kept (JSON-ready)."""
         return {"methods": list(self.methods), "edits": [e.spec or e.key for e in self.edits],
                 "inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg),
-                "align": self.align, "face_index": self.face_index, "class_index": self.class_index}
+                "align": self.align, "face_index": self.face_index, "class_index": self.class_index,
+                "metric_net": self.metric_net}
 
 
 @torch.no_grad()
@@ -170,11 +172,12 @@ def edit_record(generator: torch.nn.Module, pivot: "Pivot", tuned: bool, tune_cf
 
 
 def compare_photo(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
-                  options: CompareOptions, perceptual_inv, perceptual, scorer=None,
+                  options: CompareOptions, perceptual_inv, perceptual, scorer=None, metric=None,
                   worker: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every method on one photo into ``out_dir`` (see the module docstring); returns the metrics dict
     (also written, last, to ``out_dir/metrics.json``). ``perceptual_inv``/``perceptual``: the projector's and
-    the tuning's :class:`~pti.losses.PerceptualLoss` (the latter also scores); ``scorer``: a
+    the tuning's :class:`~pti.losses.PerceptualLoss`; ``metric``: the distance of the metrics (default: the
+    tuning's, as ``pti run``; GANInverter's table uses LPIPS-VGG); ``scorer``: a
     :class:`~pti.editing.scorers.LandmarkScorer` for the edits' attribute scores. Raises what the pipeline
     raises (no face, divergence)."""
     from pti.conditioning import class_label
@@ -228,8 +231,9 @@ def compare_photo(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
         write_image(images[method][0], out_dir / "recon" / f"{method_file(method)}.png")
 
     rows: dict[str, dict[str, Any]] = {}
+    metric = metric or perceptual
     for method in options.methods:
-        row = evaluate(images[method], target, perceptual=perceptual, identity=identity_similarity)
+        row = evaluate(images[method], target, perceptual=metric, identity=identity_similarity)
         rows[method] = {**row, "seconds": seconds[method], **({"tuning": tuning[method]} if method in tuning else {})}
     edits: dict[str, dict[str, Any]] = {m: {} for m in options.methods}
     for edit in options.edits:
@@ -238,7 +242,7 @@ def compare_photo(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
                                                      tune_cfg, edit, target, images[method], scorer)
 
     metrics: dict[str, Any] = {
-        "image": str(path), "stage": STAGE, "perceptual_name": perceptual.name,
+        "image": str(path), "stage": STAGE, "perceptual_name": metric.name, "tuning_perceptual_name": perceptual.name,
         "identity_model": "dlib ResNet face descriptors, cosine (pti.metrics.identity_similarity)",
         "methods": rows, "edits": edits,
         "pivots": {k: {"space": p.space, "origin": p.origin, "steps": p.steps} for k, p in pivots.items()},
@@ -308,7 +312,8 @@ def compare_photos(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | Pat
 
             shared = {"perceptual_inv": PerceptualLoss(inv_cfg.perceptual_net, inv_cfg.perceptual_resolution, device),
                       "perceptual": PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device),
-                      "scorer": LandmarkScorer() if options.edits else None}
+                      "scorer": LandmarkScorer() if options.edits else None,
+                      "metric": PerceptualLoss(options.metric_net, None, device) if options.metric_net else None}
         t0 = time.perf_counter()
         try:
             metrics = compare_one(G, path, run_dir / name, inv_cfg, tune_cfg, options, worker=worker, **shared)

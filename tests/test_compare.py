@@ -23,7 +23,7 @@ from pti.compare_summary import build_compare_summary, stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["--inv-steps", "5", "--tune-steps", "5", "--inv-w-avg-samples", "500",
+TINY = ["--inv-steps", "5", "--tune-steps", "5", "--inv-w-avg-samples", "500", "--metric-net", "random-squeeze",
         "--inv-perceptual-net", "random-squeeze", "--tune-perceptual-net", "random-squeeze",
         "--threads", "1", "--quiet"]
 

@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.commands._config_args import add_config_arguments, add_execution_arguments
     from pti.commands._pti_jobs import add_class_index_argument
     from pti.commands.align import add_face_index_argument
-    from pti.config import InversionConfig, LocalityConfig, TuningConfig
+    import typing
+
+    from pti.config import InversionConfig, LocalityConfig, PerceptualNet, TuningConfig
 
     parser.add_argument("input", help="an image file or a folder of images (e.g. the CelebA-HQ test split)")
     parser.add_argument("--output", "-o", default="runs/compare", help="run folder (default: runs/compare)")
@@ -25,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mouth_open, the change of dlib's landmark score. DIRECTION as in `pti edit "
                              "--direction`; STRENGTHS comma-separated (default -3,0,3); several directions may "
                              "share strengths: --edit smile,yaw:-3,3. Repeatable")
+    parser.add_argument("--metric-net", default=None,
+                        choices=list(typing.get_args(PerceptualNet)),
+                        help="perceptual network of the metrics table (default: the tuning's, --tune-perceptual-net, "
+                             "LPIPS-alex as the paper; GANInverter's published table uses vgg)")
     parser.add_argument("--generator", "-g", default="demo",
                         help="generator checkpoint (.pkl/.pt/.safetensors) or zoo name (default: demo)")
     parser.add_argument("--encoder", default=None,
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         options = CompareOptions(methods=methods, edits=edits, align=not args.no_align, face_index=args.face_index,
                                  class_index=args.class_index, skip_finished=not args.redo, progress=not args.quiet,
-                                 execution=execution, encoder=encoder)
+                                 execution=execution, encoder=encoder, metric_net=args.metric_net)
         setup_seconds = time.perf_counter() - t0
         outcomes = compare_photos(G, distributed.shard(paths, ctx.rank, ctx.world_size), run_dir, inv_cfg, tune_cfg,
                                   options, worker=ctx.describe())
