@@ -146,3 +146,41 @@ def test_report_notebook_07_on_the_run(compared, tmp_path):
     assert set(data["scatter"]) <= set(METHODS) and all(len(v) >= 1 for v in data["scatter"].values())
     html = runs[0].html.read_text()
     assert "random backbone" in html and "PTI" in html
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_share_the_photos(tmp_path):
+    """Rank r of 2 takes photos r, r+2, ... (pti.distributed.shard); rank 0's summary covers all of them."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from conftest import make_tiny_generator
+    from pti.images import write_image
+    from pti.stylegan2.checkpoints import save
+
+    G = make_tiny_generator(resolution=16, seed=2)
+    save(G, tmp_path / "g.safetensors")
+    (tmp_path / "photos").mkdir()
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(9)), None),
+                        noise_mode="const")
+    for i, name in enumerate("abc"):
+        write_image(x[i], tmp_path / "photos" / f"{name}.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pti",
+            "compare", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "-g", str(tmp_path / "g.safetensors"),
+            "--methods", "w,pti", "--no-align", "--device", "cpu", "--inv-steps", "2", "--tune-steps", "2",
+            "--inv-w-avg-samples", "100", "--inv-perceptual-net", "effnet-lite0", "--tune-perceptual-net",
+            "effnet-lite0", "--quiet"]
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["counts"]["done"] == 3
+    ranks = {n: json.loads((tmp_path / "run" / n / "metrics.json").read_text())["worker"]["rank"] for n in "abc"}
+    assert ranks == {"a": 0, "b": 1, "c": 0}
+    assert summary["reconstruction"]["pti"]["psnr"]["n"] == 3
