@@ -130,9 +130,10 @@ class InversionConfig:
     """latent space of the pivot: 'w' = one code broadcast to all layers (the paper), 'w+' = one code per layer"""
     steps: int = ranged(450, ge=0)
     """Adam steps of the projector (the paper: 450)"""
-    lr: float = ranged(5e-3, gt=0)
+    lr: float = ranged(5e-3, ge=0)
     """peak Adam learning rate (official PTI: first_inv_lr = 5e-3; the commands and notebooks use 0.02 on the
-    'demo' generator, its zoo entry's projector_lr)"""
+    'demo' generator, its zoo entry's projector_lr); 0 keeps the start (the mean w or the encoder's code) and
+    only measures it"""
     lr_rampup: float = ranged(0.05, ge=0, le=1)
     """fraction of the steps (0-1) with a linear learning-rate warm-up from 0"""
     lr_rampdown: float = ranged(0.25, ge=0, le=1)
@@ -205,8 +206,8 @@ class TuningConfig:
 
     steps: int = ranged(350, ge=0)
     """Adam steps of pivotal tuning (the paper: 350)"""
-    lr: float = ranged(3e-4, gt=0)
-    """Adam learning rate of the generator's weights (the paper: 3e-4)"""
+    lr: float = ranged(3e-4, ge=0)
+    """Adam learning rate of the generator's weights (the paper: 3e-4); 0 leaves G as it is (a baseline)"""
     l2_weight: float = ranged(1.0, ge=0)
     """weight λ_L2 of the MSE on [-1, 1] images (the paper: 1)"""
     lpips_weight: float = ranged(1.0, ge=0)

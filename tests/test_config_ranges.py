@@ -128,7 +128,7 @@ def test_python_api_refuses_with_the_field_and_its_range():
         LocalityConfig(interval=0)
     with pytest.raises(ValueError, match=r"LocalityConfig\.alpha must be a number > 0, got -30"):
         config_from_dict(TuningConfig, {"locality": {"alpha": -30}})
-    with pytest.raises(ValueError, match=r"TuningConfig\.lr must be a number > 0, got inf"):
+    with pytest.raises(ValueError, match=r"TuningConfig\.lr must be a number >= 0, got inf"):
         dataclasses.replace(TuningConfig(), lr=float("inf"))
     cfg = TuningConfig()
     cfg.locality.num_samples = 0  # assigned after construction: validate() and the entry points catch it
