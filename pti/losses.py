@@ -32,19 +32,38 @@ def l2_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def noise_regularization_per_image(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """:func:`noise_regularization` of each photo's maps: maps ``[N, 1, R, R]`` -> ``[N]``."""
+    """:func:`noise_regularization` of each photo's maps: maps ``[N, 1, R, R]`` -> ``[N]``.
+
+    Computed one pyramid level at a time for all maps at once: at side r, the maps of side r and the
+    larger maps pooled down to r are stacked as channels ``[N, M, r, r]``, both autocorrelations take
+    a few ops, and the stack is pooled to r/2 (while r > 8). The same terms as StyleGAN2's loop over
+    maps and levels, summed in another order (equal within float rounding: tests/test_perceptual.py).
+    """
     if not noise_maps:
         return torch.zeros([1])
-    total = torch.zeros([noise_maps[0].shape[0]], device=noise_maps[0].device)
+    n = noise_maps[0].shape[0]
+    by_side: dict[int, list[torch.Tensor]] = {}
     for v in noise_maps:
-        v = v.reshape(v.shape[0], 1, *v.shape[-2:])
-        while True:
-            total = total + (v * torch.roll(v, shifts=1, dims=3)).mean(dim=(1, 2, 3)) ** 2
-            total = total + (v * torch.roll(v, shifts=1, dims=2)).mean(dim=(1, 2, 3)) ** 2
-            if v.shape[2] <= 8:
-                break
-            v = F.avg_pool2d(v, kernel_size=2)
+        by_side.setdefault(int(v.shape[-1]), []).append(v.reshape(n, 1, *v.shape[-2:]))
+    total = torch.zeros([n], device=noise_maps[0].device)
+    carried: list[torch.Tensor] = []  # larger maps pooled down to the current side
+    for side in sorted(set(by_side) | _pyramid_sides(by_side), reverse=True):
+        stack = torch.cat(carried + by_side.get(side, []), dim=1)  # [N, M, r, r]
+        horizontal = (stack * torch.roll(stack, shifts=1, dims=3)).mean(dim=(2, 3))
+        vertical = (stack * torch.roll(stack, shifts=1, dims=2)).mean(dim=(2, 3))
+        total = total + (horizontal.square() + vertical.square()).sum(dim=1)
+        carried = [F.avg_pool2d(stack, kernel_size=2)] if side > 8 else []
     return total
+
+
+def _pyramid_sides(by_side: dict[int, list[torch.Tensor]]) -> set[int]:
+    """Every side a map of ``by_side`` passes through while halved down to 8 (or its own side if smaller)."""
+    sides = set()
+    for side in by_side:
+        while side > 8:
+            side //= 2
+            sides.add(side)
+    return sides
 
 
 def noise_regularization(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -85,6 +104,16 @@ class PerceptualLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = downsample_to(x, self.resolution), downsample_to(y, self.resolution)
         return self.distance(x, y)
+
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """The fixed side's features (``y``: ``[N, C, H, W]`` in [-1, 1]), computed once without gradients:
+        a list of ``[N, ...]`` tensors for :meth:`distance_to` (``[f[idx] for f in features]`` selects photos)."""
+        return self.distance.target_features(downsample_to(y, self.resolution))
+
+    def distance_to(self, x: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
+        """``forward(x, y)`` for the ``y`` whose :meth:`target_features` are ``target``: ``[N]``. Bit-equal to
+        ``forward`` for LPIPS (tests/test_perceptual.py)."""
+        return self.distance.distance_to(downsample_to(x, self.resolution), target)
 
 
 def step_towards(w_pivot: torch.Tensor, w_target: torch.Tensor, alpha: float, norm: str = "paper") -> torch.Tensor:
@@ -134,14 +163,21 @@ class LocalityRegularizer:
 
         Draws ``z`` then the pivot indices from the CPU ``generator`` (no host sync on CUDA).
         """
-        G = self.original
-        device = w_pivots.device
+        z, idx = self.draw(w_pivots.shape[0], generator)
+        return self.codes(w_pivots, z.to(w_pivots.device, non_blocking=True), idx.to(w_pivots.device, non_blocking=True))
+
+    def draw(self, num_pivots: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random numbers of one :meth:`sample_w`: ``z [num_samples, z_dim]`` then the pivot indices
+        ``[num_samples]``, from the CPU ``generator`` (so they can be drawn ahead of a run)."""
         k = self.cfg.num_samples
-        z = torch.randn([k, G.z_dim], generator=generator, device="cpu").to(device, non_blocking=True)
-        idx = torch.randint(0, w_pivots.shape[0], [k], generator=generator).to(device, non_blocking=True)
-        c = None if self.labels is None else self.labels.to(device)[idx]
+        z = torch.randn([k, self.original.z_dim], generator=generator, device="cpu")
+        return z, torch.randint(0, num_pivots, [k], generator=generator)
+
+    def codes(self, w_pivots: torch.Tensor, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``w_r`` for drawn ``z`` and pivot indices ``idx`` (on ``w_pivots``' device; no host sync)."""
+        c = None if self.labels is None else self.labels.to(w_pivots.device)[idx]
         with torch.no_grad():
-            w_z = G.mapping(z, c, truncation_psi=self.cfg.truncation_psi)
+            w_z = self.original.mapping(z, c, truncation_psi=self.cfg.truncation_psi)
         return step_towards(w_pivots[idx], w_z, self.cfg.alpha, self.cfg.norm)
 
     @torch.no_grad()

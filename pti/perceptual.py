@@ -74,6 +74,18 @@ class PerceptualDistance(nn.Module):
                              f"equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         return (x, y) if x.shape[1] == 3 else (x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1))
 
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """What :meth:`distance_to` needs of the fixed side ``y`` (``[N, C, H, W]`` in ``[-1, 1]``), computed
+        once without gradients: a list of ``[N, ...]`` tensors (index each with the same photos to take a
+        subset). This base version keeps ``y`` itself; subclasses keep their normalised backbone features,
+        so a loop whose target never changes runs the backbone on the target once (as NVIDIA's projector
+        does with its ``target_features``)."""
+        return [y.detach()]
+
+    def distance_to(self, x: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
+        """``forward(x, y)`` for the ``y`` whose :meth:`target_features` are ``target``: ``[N]``."""
+        return self(x, target[0])
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 
@@ -87,15 +99,54 @@ class LpipsDistance(PerceptualDistance):
         self.name, self.description, self.is_lpips = name, description, is_lpips
         self._freeze()
 
+    @staticmethod
+    def _min_side(x: torch.Tensor) -> torch.Tensor:
+        """``x`` bilinearly upsampled so that its smaller side is at least :data:`LPIPS_MIN_SIDE`."""
+        side = min(x.shape[-2:])
+        if side >= LPIPS_MIN_SIDE:
+            return x
+        scale = LPIPS_MIN_SIDE / side
+        size = [max(LPIPS_MIN_SIDE, round(s * scale)) for s in x.shape[-2:]]
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = self._rgb_pair(x, y)
-        side = min(x.shape[-2:])
-        if side < LPIPS_MIN_SIDE:
-            scale = LPIPS_MIN_SIDE / side
-            size = [max(LPIPS_MIN_SIDE, round(s * scale)) for s in x.shape[-2:]]
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        x, y = self._min_side(x), self._min_side(y)
         return self.model(x, y).reshape(x.shape[0])
+
+    def _unit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's layer outputs of ``x``, each unit-normalised over channels (``lpips.LPIPS.forward``'s
+        ``feats``)."""
+        import lpips
+
+        m = self.model
+        return [lpips.normalize_tensor(f) for f in m.net.forward(m.scaling_layer(x))]
+
+    def _cacheable(self) -> bool:
+        m = self.model  # the configuration whose forward target_features/distance_to reproduce
+        return m.version == "0.1" and m.lpips and not m.spatial
+
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        if not self._cacheable():
+            return super().target_features(y)
+        y, _ = self._rgb_pair(y, y)
+        with torch.no_grad():
+            return self._unit_features(self._min_side(y))
+
+    def distance_to(self, x: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS v0.1 of ``x`` against the cached target features: the same operations in the same order as
+        ``lpips.LPIPS.forward`` (so the same bits), without the target's backbone pass."""
+        if not self._cacheable():
+            return super().distance_to(x, target)
+        x, _ = self._rgb_pair(x, x)
+        fx = self._unit_features(self._min_side(x))
+        if len(fx) != len(target) or fx[0].shape != target[0].shape:
+            raise ValueError(f"{self.name}: target features of {tuple(target[0].shape)} do not fit the image "
+                             f"batch {tuple(x.shape)}")
+        val = 0
+        for lin, f, g in zip(self.model.lins, fx, target):
+            val = val + lin((f - g) ** 2).mean([2, 3], keepdim=True)
+        return val.reshape(x.shape[0])
 
 
 class FeatureDistance(PerceptualDistance):
@@ -119,11 +170,25 @@ class FeatureDistance(PerceptualDistance):
         x, y = self._rgb_pair(x, y)
         n = x.shape[0]
         feats = self.backbone.features(torch.cat([x, y], dim=0))
-        total = x.new_zeros(n)
-        for f in feats:
-            fx, fy = self._unit(f[:n]), self._unit(f[n:])
-            total = total + (fx - fy).pow(2).sum(dim=1).mean(dim=(1, 2))
+        return self._sum_over_stages([self._unit(f[:n]) for f in feats], [self._unit(f[n:]) for f in feats])
+
+    @staticmethod
+    def _sum_over_stages(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+        total = fx[0].new_zeros(fx[0].shape[0])
+        for a, b in zip(fx, fy):
+            total = total + (a - b).pow(2).sum(dim=1).mean(dim=(1, 2))
         return total
+
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        y, _ = self._rgb_pair(y, y)
+        with torch.no_grad():
+            return [self._unit(f) for f in self.backbone.features(y)]
+
+    def distance_to(self, x: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` against cached target features. The backbone sees ``x`` alone instead of ``x`` and
+        ``y`` in one batch, which may round differently (see tests/test_perceptual.py)."""
+        x, _ = self._rgb_pair(x, x)
+        return self._sum_over_stages([self._unit(f) for f in self.backbone.features(x)], target)
 
 
 def _backbone_url(net: str) -> str:

@@ -126,6 +126,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
     t0 = time.perf_counter()
     x = prepare_target(target, G.img_resolution, device, G.img_channels)
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
+    target_features = perceptual.target_features(x)  # the photo's features, once (as NVIDIA's projector)
     if init is not None:  # an encoder's code for the photo is the start
         with torch.no_grad():
             w_init = init.encode(x)
@@ -148,7 +149,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * w_noise_scale(step, w_std, cfg)
         ws = (w_opt + w_noise).expand(-1, G.num_ws, -1)
         image = G.synthesis(ws, noise_mode="const", force_fp32=True, noise=noise or None)
-        dist = perceptual(image, x).float()  # L_LPIPS(x, G(w, n))
+        dist = perceptual.distance_to(image, target_features).float()  # L_LPIPS(x, G(w, n))
         loss = dist.sum()
         if noise:  # λ_n · L_n: StyleGAN2's noise autocorrelation penalty
             loss = loss + cfg.noise_reg_weight * noise_regularization(noise)

@@ -123,6 +123,11 @@ def batch_indices(n: int, batch: int, order: list[int], gen: torch.Generator) ->
     return order[:batch], order[batch:]
 
 
+def select_features(features: list[torch.Tensor], idx: list[int], n: int) -> list[torch.Tensor]:
+    """The photos ``idx`` of ``n`` photos' cached perceptual features (all of them as they are)."""
+    return features if idx == list(range(n)) else [f[idx] for f in features]
+
+
 def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                  pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None = None, *,
                  c: Label = None, perceptual: PerceptualLoss | None = None, progress: bool = True,
@@ -156,6 +161,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
     labels = pivot_labels(G, pivots, c, n, device) if cfg.locality.enabled or c is not None else None
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
+    target_features = perceptual.target_features(x)  # the photos never change: their features, once
     tuned = copy.deepcopy(G).train(G.training).requires_grad_(True)  # θ*, starting at θ
     optimizer = torch.optim.Adam(tuned.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
@@ -169,7 +175,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
         idx, order = batch_indices(n, batch, order, gen)
         noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
         image = tuned.synthesis(ws[idx], noise_mode=cfg.noise_mode, force_fp32=True, noise=noise)
-        dist = perceptual(image, x[idx]).float()  # L_LPIPS per photo
+        dist = perceptual.distance_to(image, select_features(target_features, idx, n)).float()  # L_LPIPS per photo
         loss = cfg.l2_weight * l2_loss(image.float(), x[idx]) + cfg.lpips_weight * dist.mean()  # Eq. 4
         dist_max = float(dist.detach().max())
         result.perceptual_history.append(float(dist.detach().mean()))

@@ -246,7 +246,7 @@ def test_non_finite_losses_are_caught_with_deferred_syncs(G, scene, perceptual):
         fast.project(G, targets[0] * float("nan"), dataclasses.replace(INV, steps=6), perceptual=perceptual,
                      progress=False, execution=ExecutionConfig(sync_every=4))
     with pytest.raises(NonFiniteLossError):
-        fast.pivotal_tune(G, targets[0], pivots[:1], dataclasses.replace(TUNE, steps=6, lr=float("inf")),
+        fast.pivotal_tune(G, targets[0] * float("nan"), pivots[:1], dataclasses.replace(TUNE, steps=6),
                           perceptual=perceptual, progress=False, execution=ExecutionConfig(sync_every=4))
     bad = targets[:2].clone()
     bad[1] = float("nan")

@@ -30,8 +30,9 @@ from torch.func import functional_call, vmap
 from pti.config import TuningConfig
 from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.fast.config import ExecutionConfig, check_execution
-from pti.fast.execution import (DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling,
+from pti.fast.execution import (DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling, tf32,
                                 to_channels_last, traceable_ops)
+from pti.fast.graphs import StepGraphs
 from pti.fast.optim import DeviceLossScaler, FlatAdam
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image, step_towards
 from pti.pivot import NonFiniteLossError, Pivot
@@ -97,16 +98,22 @@ def sample_w_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor,
     with ``generators[k]`` (z, then the pivot index, always 0), so batched runs equal sequential ones; the K
     mapping evaluations are batched into one.
     """
+    return codes_per_photo(regularizer, w_pivots, draw_per_photo(regularizer, generators).to(w_pivots.device))
+
+
+def draw_per_photo(regularizer: LocalityRegularizer, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """The random numbers of one :func:`sample_w_per_photo`: ``z [K * num_samples, z_dim]`` (CPU), photo k's from
+    ``generators[k]`` as a single-pivot run draws them (its pivot indices, always 0, are drawn and dropped)."""
+    return torch.cat([regularizer.draw(1, gen)[0] for gen in generators])
+
+
+def codes_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``w_r [K, num_samples, num_ws, w_dim]`` for drawn ``z [K * num_samples, z_dim]`` (no host sync)."""
     G, cfg = regularizer.original, regularizer.cfg
     k, s = w_pivots.shape[0], cfg.num_samples
-    z = []
-    for gen in generators:
-        z.append(torch.randn([s, G.z_dim], generator=gen, device="cpu"))
-        torch.randint(0, 1, [s], generator=gen)  # the pivot index of a single-pivot run: drawn to keep the streams equal
-    z_all = torch.cat(z).to(w_pivots.device, non_blocking=True)
     c = None if regularizer.labels is None else regularizer.labels.to(w_pivots.device).repeat_interleave(s, dim=0)
     with torch.no_grad():
-        w_z = G.mapping(z_all, c, truncation_psi=cfg.truncation_psi)
+        w_z = G.mapping(z, c, truncation_psi=cfg.truncation_psi)
     w_r = step_towards(w_pivots.repeat_interleave(s, dim=0), w_z, cfg.alpha, cfg.norm)
     return w_r.reshape(k, s, *w_r.shape[1:])
 
@@ -166,12 +173,13 @@ def tune_batched(
     render_pivots = vmap(render(cfg.noise_mode), in_dims=(0, 0, 0 if noise is not None else None))
     render_locality = vmap(render(cfg.locality.noise_mode), in_dims=(0, 0, None))
 
-    def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor,
+    def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor, target: list[torch.Tensor],
                 maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-photo reconstruction losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]``."""
+        """Per-photo reconstruction losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]``;
+        ``target``: the photos' cached perceptual features."""
         with autocast(device, ex.precision):
             image = render_pivots(p, ws.unsqueeze(1), maps)[:, 0]
-            dist = perceptual(to_channels_last(image, ex.channels_last), to_channels_last(x, ex.channels_last)).float()
+            dist = perceptual.distance_to(to_channels_last(image, ex.channels_last), target).float()
         return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist, output_rms(image)
 
     def locality(p: dict[str, torch.Tensor], w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -191,26 +199,45 @@ def tune_batched(
     running = [True] * k_photos  # the host's view: photos not yet stopped or abandoned
     active = torch.ones([k_photos], dtype=torch.bool, device=device)
     history = DeferredHistory(ex.sync_every)
+    interval = cfg.locality.interval
+    # the locality samples of the whole run, drawn ahead (each photo's stream in its single-photo order)
+    draws = [draw_per_photo(regularizer, generators) for step in range(cfg.steps)
+             if regularizer is not None and step % interval == 0]
+    z_all = torch.stack(draws).to(device) if draws else None
+    z_step = z_all[0].clone() if draws else None  # this step's draw, where the (captured) step reads it
+    target: list[torch.Tensor] = []
+
+    def whole_step(regularize: bool) -> tuple[torch.Tensor, ...]:
+        """Forward, early-stop mask, locality, backward and the masked Adam: graph-safe."""
+        loss, dist, rms = step_loss(params, ws, x, target, noise)
+        if cfg.lpips_threshold is not None:
+            active.logical_and_(dist.detach() > cfg.lpips_threshold)
+        reg = torch.zeros([k_photos], device=device)
+        if regularize:
+            w_r = codes_per_photo(regularizer, ws, z_step)
+            with autocast(device, ex.precision):
+                reference = regularizer.reference(w_r.flatten(0, 1), ex.force_fp32)
+            reg = step_locality(params, w_r, reference)
+            loss = loss + reg
+        flat.zero_grad()
+        total = loss.sum()
+        (scaler.scale_loss(total) if scaler is not None else total).backward()
+        flat.step(active=active, scaler=scaler)
+        return loss, dist, rms, reg
+
+    run_step = StepGraphs(whole_step, device, enabled=ex.cuda_graphs, what="batched tuning step")
     bar = progress_bar(range(cfg.steps), desc=f"tune (batched x{k_photos})", disable=not progress, leave=False)
     # vmap and torch.compile need the pure-PyTorch ops (the CUDA kernels' autograd functions have no vmap rule)
-    with traceable_ops(device, True), channels_last([perceptual], [G], enabled=ex.channels_last):
+    with traceable_ops(device, True), channels_last([perceptual], [G], enabled=ex.channels_last), tf32(ex.tf32):
+        with autocast(device, ex.precision):  # the photos never change: their features, once
+            target += perceptual.target_features(to_channels_last(x, ex.channels_last))
         for step in bar:
-            loss, dist, rms = step_loss(params, ws, x, noise)
-            if cfg.lpips_threshold is not None:
-                active = active & (dist.detach() > cfg.lpips_threshold)
-            reg = None
-            if regularizer is not None and step % cfg.locality.interval == 0:
-                w_r = sample_w_per_photo(regularizer, ws, generators)
-                with autocast(device, ex.precision):
-                    reference = regularizer.reference(w_r.flatten(0, 1), ex.force_fp32)
-                reg = step_locality(params, w_r, reference)
-                loss = loss + reg
+            regularize = regularizer is not None and step % interval == 0
+            if regularize:
+                z_step.copy_(z_all[step // interval])
+            loss, dist, rms, reg = run_step(regularize)
             history.record(step, loss=loss, perceptual=dist, active=active, output_rms=rms,
-                           **({"locality": reg} if reg is not None else {}))
-            flat.zero_grad()
-            total = loss.sum()
-            (scaler.scale_loss(total) if scaler is not None else total).backward()
-            flat.step(active=active, scaler=scaler)
+                           **({"locality": reg} if regularize else {}))
             if history.due(step) or step == cfg.steps - 1:
                 abandoned = _consume(history.flush(), result, running, callback)
                 if abandoned:  # freeze photos whose loss became non-finite; the others go on

@@ -17,10 +17,12 @@ from pti.config import ranged
 Precision = Literal["fp32", "bf16", "fp16"]
 AdamImpl = Literal["auto", "loop", "foreach", "fused"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+Tf32 = Literal["default", "on", "off"]
 
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 ADAM_IMPLS: tuple[str, ...] = typing.get_args(AdamImpl)
 COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
+TF32_MODES: tuple[str, ...] = typing.get_args(Tf32)
 
 
 @dataclass
@@ -47,6 +49,14 @@ class ExecutionConfig:
     sync_every: int = ranged(1, ge=1)
     """read losses back to the host (history, NaN check, progress bar) only every N steps (1: every step);
     >1: tuning's early stop is decided on the device and the weights are frozen there"""
+    tf32: Tf32 = "default"
+    """TF32 tensor cores for fp32 convolutions and matmuls (CUDA, Ampere and later): 'default' (torch's
+    defaults, which the official code runs with: cuDNN convolutions in TF32, matmuls in full fp32), 'on'
+    (both), 'off' (neither); no effect on a CPU"""
+    cuda_graphs: bool = False
+    """capture each whole step (forward, backward, Adam) once as a CUDA graph and replay it (graph-safe
+    steps: device-side learning rates, masks and checks, the masked Adam, random numbers drawn ahead);
+    where capture is impossible (no CUDA, or it fails) the same steps run eagerly with one warning"""
 
     def is_core(self) -> bool:
         """True when every field has the core's value (the fast layer then adds nothing)."""
@@ -56,7 +66,7 @@ class ExecutionConfig:
 def check_execution(cfg: ExecutionConfig) -> None:
     """Raise ``ValueError`` naming the option when a field has an unknown value."""
     for option, value, valid in (("precision", cfg.precision, PRECISIONS), ("adam", cfg.adam, ADAM_IMPLS),
-                                 ("compile_mode", cfg.compile_mode, COMPILE_MODES)):
+                                 ("compile_mode", cfg.compile_mode, COMPILE_MODES), ("tf32", cfg.tf32, TF32_MODES)):
         if value not in valid:
             raise ValueError(f"ExecutionConfig.{option} must be one of {valid}, got {value!r}")
     if not isinstance(cfg.sync_every, int) or cfg.sync_every < 1:

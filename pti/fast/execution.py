@@ -80,6 +80,23 @@ def channels_last(modules: Sequence[nn.Module], generators: Sequence[nn.Module] 
             m.to(memory_format=torch.contiguous_format)
 
 
+@contextlib.contextmanager
+def tf32(mode: str) -> Iterator[None]:
+    """Within the block, fp32 convolutions (cuDNN) and matmuls (cuBLAS) use TF32 ('on') or not ('off');
+    'default' leaves torch's settings as they are. The previous settings are restored afterwards."""
+    if mode == "default":
+        yield
+        return
+    if mode not in ("on", "off"):
+        raise ValueError(f"tf32 must be 'default', 'on' or 'off', got {mode!r}")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = mode == "on"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def to_channels_last(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """``x`` in NHWC memory order when ``enabled`` and 4-D (values unchanged)."""
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x

@@ -20,7 +20,8 @@ from pti.config import InversionConfig, config_to_dict
 from pti.divergence import DivergenceError, diverged_message, first_diverged, output_rms
 from pti.fast.config import ExecutionConfig, check_execution
 from pti.fast.execution import (DeferredHistory, autocast, channels_last, first_non_finite, maybe_compile,
-                                needs_loss_scaling, to_channels_last, traceable_ops)
+                                needs_loss_scaling, tf32, to_channels_last, traceable_ops)
+from pti.fast.graphs import StepGraphs
 from pti.fast.optim import DeviceLossScaler, FlatAdam, make_adam
 from pti.images import prepare_target
 from pti.losses import PerceptualLoss, l2_per_image, noise_regularization_per_image
@@ -96,7 +97,7 @@ def project_batch(
 
     scaler = DeviceLossScaler(device) if needs_loss_scaling(ex, device) else None
     flat: FlatAdam | None = None
-    if scaler is not None:  # fp16: per-photo overflow skipping needs the masked Adam
+    if scaler is not None or ex.cuda_graphs:  # fp16 overflow skipping, or graph-safe steps: the masked Adam
         flat = FlatAdam([start] + noise, lr=cfg.lr, compile_update=ex.compile)
         w_opt, *noise = flat.params
         optimizer = None
@@ -106,13 +107,14 @@ def project_batch(
             n.requires_grad_(True)
         optimizer = make_adam([w_opt] + noise, lr=cfg.lr, impl=ex.adam)
 
-    def forward(w_opt: torch.Tensor, w_noise: torch.Tensor, noise: list[torch.Tensor],
-                x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-photo losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]`` (divergence)."""
+    def forward(w_opt: torch.Tensor, w_noise: torch.Tensor, noise: list[torch.Tensor], x: torch.Tensor,
+                target: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-photo losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]`` (divergence);
+        ``target``: the photos' cached perceptual features."""
         ws = (w_opt + w_noise).expand(-1, num_ws, -1)
         with autocast(device, ex.precision):
             image = G.synthesis(ws, noise_mode="const", force_fp32=ex.force_fp32, noise=noise if noise else None)
-            dist = perceptual(to_channels_last(image, ex.channels_last), to_channels_last(x, ex.channels_last)).float()
+            dist = perceptual.distance_to(to_channels_last(image, ex.channels_last), target).float()
         loss = dist
         if noise:
             loss = loss + cfg.noise_reg_weight * noise_regularization_per_image(noise)
@@ -129,31 +131,44 @@ def project_batch(
     history = DeferredHistory(ex.sync_every)
     desc = f"invert ({cfg.space})" + (f" x{k_photos}" if k_photos > 1 else "")
     bar = progress_bar(range(cfg.steps), desc=desc, disable=not progress, leave=False)
-    with traceable_ops(device, ex.compile), channels_last([perceptual], [G], enabled=ex.channels_last):
+    w_noise = torch.zeros_like(w_noise_unit_all[0])  # this step's w noise, where the step (or its graph) reads it
+    target: list[torch.Tensor] = []
+
+    def whole_step(_: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward, backward, Adam and the noise maps' renormalisation; graph-safe with the masked Adam."""
+        loss, dist, rms = step_loss(w_opt, w_noise, noise, x, target)
+        total = loss.sum()
+        if flat is not None:
+            flat.zero_grad()
+            (scaler.scale_loss(total) if scaler is not None else total).backward()
+            flat.step(scaler=scaler)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+        with torch.no_grad():  # keep each photo's noise maps zero-mean, unit-variance
+            for n in noise:
+                n -= n.mean(dim=(1, 2, 3), keepdim=True)
+                n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+        return loss, dist, rms
+
+    run_step = StepGraphs(whole_step, device, enabled=ex.cuda_graphs, what="inversion step")
+    with traceable_ops(device, ex.compile), channels_last([perceptual], [G], enabled=ex.channels_last), \
+            tf32(ex.tf32):
+        with autocast(device, ex.precision):  # the photos' features, once (as NVIDIA's projector)
+            target += perceptual.target_features(to_channels_last(x, ex.channels_last))
         for step in bar:
             lr = learning_rate(step, cfg.steps, cfg)
             if flat is not None:
-                flat.set_lr(lr)
+                flat.set_lr(lr)  # a device-side fill: no sync, read by the captured step
             else:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            loss, dist, rms = step_loss(w_opt, w_noise_unit_all[step] * w_noise_scale(step, w_std, cfg), noise, x)
+            w_noise.copy_(w_noise_unit_all[step] * w_noise_scale(step, w_std, cfg))
+            loss, dist, rms = run_step()
             history.record(step, loss=loss, perceptual=dist, output_rms=rms)
-            if history.due(step) or step == cfg.steps - 1:  # check before this step's update, as one-sync-per-step did
+            if history.due(step) or step == cfg.steps - 1:
                 _consume(history.flush(), pivots, bar, callback, cfg)
-            total = loss.sum()
-            if flat is not None:
-                flat.zero_grad()
-                scaler.scale_loss(total).backward()
-                flat.step(scaler=scaler)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-            with torch.no_grad():  # keep each photo's noise maps zero-mean, unit-variance
-                for n in noise:
-                    n -= n.mean(dim=(1, 2, 3), keepdim=True)
-                    n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
 
     seconds = (time.perf_counter() - t0) / k_photos
     for k, pivot in enumerate(pivots):
