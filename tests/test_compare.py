@@ -103,7 +103,7 @@ def test_compare_writes_every_method_and_a_summary(compared):
             # strength 0 renders the reconstruction itself; the smile edit widens the mouth (shipped boundary,
             # held-out accuracy 0.941; measured over the 5 methods and 2 photos: -0.087..-0.169 at -3,
             # +0.106..+0.240 at +3)
-            assert smile["score_change"][1] == 0.0
+            assert smile["score_change"][1] == 0.0 and smile["identity"][1] == data["methods"][m]["identity"]
             assert smile["score_change"][0] < 0 < smile["score_change"][2], (name, m, smile)
     md = (run / "summary.md").read_text()
     assert "perceptual: lpips-squeeze (random backbone" in md and "| PTI (e4e pivot) | 2 |" in md
