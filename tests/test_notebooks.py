@@ -358,3 +358,47 @@ def test_05_multi_id(executed):
         assert methods["PTI single"]["mse"] < methods["W"]["mse"]
     assert data["multi_tuning"]["steps"] >= 1 and data["parameters"]["locality"] is True
     assert len(data["drift"]) == 4 and all(_finite(v["mean"]) and _finite(v["far"]) for v in data["drift"].values())
+
+
+# --- notebook 06 (StyleCLIP): not in `pti report`'s list (its text edits need CLIP's weights) -------------------
+
+@pytest.mark.slow  # ~2-3 min on one thread: 4 tunings, 2 x 79 CLIP prompts, Δi_c of 32 channels, 16 CLIP backwards
+def test_06_styleclip_runs_offline_and_says_its_edits_are_meaningless(tmp_path, monkeypatch):
+    """Papermill run at tiny settings with a random ViT-B-32 (the real architecture): global directions, a random
+    mapper in the official layout and latent optimisation on W and e4e pivots, each beside the original
+    generator's edit; the output says the edits are meaningless."""
+    from pti.encoders import E4EConfig, Encoder4Editing, save_encoder
+    from pti.report import check_kernel, execute_notebook
+    from pti.stylegan2.checkpoints import save
+
+    name = "06_styleclip"
+    nb = nbformat.read(str(NOTEBOOK_DIR / f"{name}.ipynb"), as_version=4)
+    assert "parameters" in nb.cells[0].metadata.get("tags", []) and all(
+        c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    declared = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+    assert {"clip_model", "clip_weights"} | REQUIRED_PARAMETERS <= set(declared)
+    import re
+    assert set(re.findall(r"^([A-Za-z_]\w*)\s*=", nb.cells[0].source, flags=re.M)) == set(declared)
+    G = make_tiny_generator(64)
+    save(G, tmp_path / "g.safetensors")
+    torch.manual_seed(1)
+    enc = Encoder4Editing(E4EConfig(num_ws=G.num_ws, w_dim=G.w_dim, input_size=64, stem_channels=8,
+                                    stage_channels=(8, 12, 16, 20), stage_units=(1, 1, 1, 1), se_reduction=4,
+                                    style_channels=8, coarse_styles=3, middle_end=7)).eval()
+    save_encoder(enc, tmp_path / "e4e.safetensors")
+    monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    check_kernel()
+    params = {"generator": str(tmp_path / "g.safetensors"), "encoder": str(tmp_path / "e4e.safetensors"),
+              "device": "cpu", "output_dir": str(tmp_path / "figures"), "inversion_steps": 5, "tuning_steps": 5,
+              "w_avg_samples": 200, "perceptual_net": "random-squeeze", "inversion_perceptual_net": "random-squeeze",
+              "random_clip": True, "stat_samples": 200, "direction_samples": 1, "max_resolution": 4,
+              "optimize_steps": 2, "alphas": [0.0, 4.1], "mapper_strengths": [0.0, 0.5]}
+    execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", tmp_path / "executed.ipynb", params, progress=False)
+    data = json.loads((tmp_path / "figures" / "06_metrics.json").read_text())
+    assert data["clip"]["meaningless"] is True and data["pivots"] == ["W", "e4e"]
+    assert len(data["figures"]) == 4 and all((tmp_path / "figures" / f).stat().st_size > 1000 for f in data["figures"])
+    # every method changes the image on the original and on the tuned generators
+    assert all(v["orig"] > 0 and v["pti"] > 0 for v in data["changes"].values()), data["changes"]
+    text = json.dumps(nbformat.read(str(tmp_path / "executed.ipynb"), as_version=4).cells)
+    assert "RANDOM weights: every text edit below is meaningless" in text and "these text edits are meaningless" in text
