@@ -116,7 +116,7 @@ def test_text_edit_needs_prepared_directions(photo_folder, tmp_path, capsys):
     assert "pti styleclip-prepare --generator" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~40 s on one thread: 2 x 79 prompt templates through a random ViT-B-32 text encoder
+@pytest.mark.slow  # 40-98 s measured on the shared cores: 2 x 79 prompt templates through a random ViT-B-32 text encoder
 def test_text_edit_with_global_directions(generator_file, photo_folder, tmp_path, capsys):
     import json
 

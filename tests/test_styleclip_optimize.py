@@ -17,6 +17,7 @@ def test_schedule_is_styleclips():
     assert learning_rate(0.875, 0.1) == pytest.approx(0.05)
 
 
+@pytest.mark.slow  # 10 s on an idle core, 47-52 s measured on the shared 2 cores (6 ViT-B-32 backward passes)
 def test_optimisation_lowers_its_clip_loss():
     clip = load_clip(pretrained=None)
     G = make_tiny_generator(resolution=16, seed=2)
@@ -30,7 +31,7 @@ def test_optimisation_lowers_its_clip_loss():
         end = float(clip_distance(clip, G.synthesis(result.w, noise_mode="const"), target)[0])
     assert result.w.shape == (1, G.num_ws, G.w_dim)
     assert result.clip_losses[0] == pytest.approx(start, abs=1e-6)
-    # measured on a random CLIP (1 thread): 1.0475 -> 0.9564 in 6 steps; require a clear drop (~9 s unloaded)
+    # measured on a random CLIP (1 thread): 1.0475 -> 0.9564 in 6 steps; require a clear drop
     assert end < start - 0.005, (start, end)
     assert result.l2_losses[-1] > 0
     assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
