@@ -311,3 +311,15 @@ def test_fs3_download_prints_its_sha256(monkeypatch, tmp_path, capsys):
         path = download_fs3(cache=tmp_path / "cache", progress=False)
     assert seen == [FS3_URL] and path.read_bytes() == payload.read_bytes()
     assert hashlib.sha256(payload.read_bytes()).hexdigest() in capsys.readouterr().err
+
+
+@pytest.mark.network
+def test_styleclip_ffhq_fs3_download(tmp_path):
+    from pti.editing.styleclip.files import download_fs3
+
+    with pytest.warns(UserWarning, match="sha256"):
+        path = download_fs3(cache=tmp_path)
+    fs3 = np.load(path, allow_pickle=False)
+    # NVIDIA's FFHQ 1024 generator: 6,048 channels in its 17 conv layers (5,376 up to 128 px), unit rows of ViT-B/32
+    assert fs3.shape[0] in (6048, 5376) and fs3.shape[1] == 512
+    assert np.allclose(np.linalg.norm(fs3, axis=1), 1, atol=1e-3)
