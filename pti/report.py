@@ -22,9 +22,9 @@ from pti.io_utils import atomic_path, atomic_write_json
 
 NOTEBOOKS: tuple[str, ...] = ("01_inversion", "02_pivotal_tuning", "03_locality_regularization", "04_editing",
                               "05_multi_id")
-#: notebooks that report on a run folder (parameter ``run``, e.g. ``pti report 07 -p run=runs/cmp``): run only
-#: when named, never by ``pti report`` alone
-RUN_NOTEBOOKS: tuple[str, ...] = ("07_compare_report",)
+#: notebooks run only when named, never by ``pti report`` alone: 06 needs CLIP's weights to mean anything (offline it
+#: edits with a random CLIP), 07 reports on a run folder (parameter ``run``, e.g. ``pti report 07 -p run=runs/cmp``)
+ON_REQUEST_NOTEBOOKS: tuple[str, ...] = ("06_styleclip", "07_compare_report")
 #: parameters of ``pti report --quick``: the same notebooks with short optimisations (a smoke run, not the paper)
 QUICK_PARAMETERS: dict[str, Any] = {"inversion_steps": 100, "tuning_steps": 100, "w_avg_samples": 2000,
                                     "num_drift_samples": 16, "alphas": [30.0]}
@@ -65,16 +65,16 @@ def notebooks_dir(root: str | Path | None = None) -> Path:
 
 def select(names: Iterable[str] | None) -> list[str]:
     """Full notebook names from prefixes (``'01'``, ``'03_locality'``, ``'07'``) or all of :data:`NOTEBOOKS` for
-    None/empty (:data:`RUN_NOTEBOOKS` only by name)."""
+    None/empty (:data:`ON_REQUEST_NOTEBOOKS` only by name)."""
     wanted = list(names or [])
     if not wanted:
         return list(NOTEBOOKS)
     chosen = []
     for w in wanted:
-        matches = [n for n in NOTEBOOKS + RUN_NOTEBOOKS if n.startswith(w) or n == Path(w).stem]
+        matches = [n for n in NOTEBOOKS + ON_REQUEST_NOTEBOOKS if n.startswith(w) or n == Path(w).stem]
         if len(matches) != 1:
             raise ReportError(f"notebook {w!r}: {'ambiguous' if matches else 'unknown'}; choose from "
-                              f"{', '.join(NOTEBOOKS + RUN_NOTEBOOKS)} (a number like 03 is enough)")
+                              f"{', '.join(NOTEBOOKS + ON_REQUEST_NOTEBOOKS)} (a number like 03 is enough)")
         chosen.append(matches[0])
     return chosen
 

@@ -50,6 +50,17 @@ def test_bad_methods_is_a_usage_error(tmp_path, capsys):
     assert "--methods" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def test_a_styleclip_edit_is_refused_before_any_photo(tmp_path, capsys):
+    """pti compare scores W-space directions; a StyleCLIP edit stops at set-up with one line (it raised a
+    ValueError from deep inside the first photo before)."""
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    code = main(["compare", str(tmp_path), "--methods", "w", "--edit", "text:a smiling face", "--no-align",
+                 "-o", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "StyleCLIP edits run with pti edit" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "a").exists()
+
+
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     import matplotlib.cbook

@@ -65,9 +65,10 @@ def test_committed_notebook_has_parameters_first_and_no_outputs(name):
 
 def test_run_folder_notebook_07_is_committed_clean_and_selected_by_name_only():
     """07_compare_report reads a `pti compare` run folder (executed in tests/test_compare.py)."""
-    from pti.report import RUN_NOTEBOOKS
+    from pti.report import ON_REQUEST_NOTEBOOKS
 
-    assert RUN_NOTEBOOKS == ("07_compare_report",) and select(["07"]) == ["07_compare_report"]
+    assert ON_REQUEST_NOTEBOOKS == ("06_styleclip", "07_compare_report") and select(["07"]) == ["07_compare_report"]
+    assert select(["06"]) == ["06_styleclip"]
     assert "07_compare_report" not in select(None)
     nb = nbformat.read(str(NOTEBOOK_DIR / "07_compare_report.ipynb"), as_version=4)
     nbformat.validate(nb)
@@ -360,7 +361,7 @@ def test_05_multi_id(executed):
     assert len(data["drift"]) == 4 and all(_finite(v["mean"]) and _finite(v["far"]) for v in data["drift"].values())
 
 
-# --- notebook 06 (StyleCLIP): not in `pti report`'s list (its text edits need CLIP's weights) -------------------
+# --- notebook 06 (StyleCLIP): `pti report 06` only by name (its text edits need CLIP's weights) ------------------
 
 @pytest.mark.slow  # ~2-3 min on one thread: 4 tunings, 2 x 79 CLIP prompts, Δi_c of 32 channels, 16 CLIP backwards
 def test_06_styleclip_runs_offline_and_says_its_edits_are_meaningless(tmp_path, monkeypatch):

@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
             encoder_name = args.encoder or default_encoder(args.generator)
             encoder = (encoder_for(G, encoder_name, ctx.device)
                        if {"e4e", "pti-e4e"} & set(methods) else None)
+            styleclip = [e for e in args.edit if e.startswith(("text:", "mapper:", "optimize:"))]
+            if styleclip:
+                raise ValueError(f"--edit {styleclip[0]!r}: pti compare scores W-space directions (InterFaceGAN, "
+                                 f"GANSpace, SeFa, files); StyleCLIP edits run with pti edit or pti run --edit")
             edits = resolve_run_edits(expand_edit_lists(args.edit), G)
         except (CheckpointError, ConditioningError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
             print(f"{tag}: {exc}", file=sys.stderr)

@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-HELP = "apply W-space edit directions (InterFaceGAN, GANSpace, SeFa) to a pivot and write a labelled grid"
+HELP = ("edit a pivot with W/W+ directions (InterFaceGAN, GANSpace, SeFa, files, combinations) or StyleCLIP "
+        "(--text, --mapper) and write a labelled grid")
 
 # argparse takes "-3,0,3" for an option; let this command's parser read comma lists of
 # (negative) numbers as values (``--strengths=-3,0,3`` works regardless)
