@@ -13,6 +13,11 @@ GENERATOR_CONFIGS: dict[str, dict[str, Any]] = {
     "demo64": dict(z_dim=256, c_dim=0, w_dim=256, img_resolution=64, img_channels=3,
                    mapping_kwargs={"num_layers": 8, "lr_multiplier": 0.01},
                    synthesis_kwargs={"channel_base": 4096, "channel_max": 128, "architecture": "skip"}),
+    # the architecture that ../shared/peers/official_pti_bench.py times as `--config demo64` (NVIDIA's Generator:
+    # z = w = 512, 8 mapping layers, channel_base 8192, channel_max 256, skip, no fp16, no clamp): pti side by side
+    "official64": dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=64, img_channels=3,
+                       mapping_kwargs={"num_layers": 8, "lr_multiplier": 0.01},
+                       synthesis_kwargs={"channel_base": 8192, "channel_max": 256, "architecture": "skip"}),
     # a toy for smoke tests
     "tiny": dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3,
                  mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 512, "channel_max": 32}),
@@ -24,3 +29,5 @@ DEFAULT_PATHS = {
              "batched:auto,fast,fast+lpips256,fast+compile"),
 }
 ALIASES = {"fast": "batched:auto+bf16+nosync"}
+#: how ``pti bench`` chooses the perceptual networks it times with (``--perceptual``)
+PERCEPTUAL_MODES = ("auto", "random", "effnet")

@@ -18,8 +18,10 @@ distances (differentiable with respect to the inputs). ``.name`` says what it is
   difference is summed over channels and averaged over space, and the 5 stages are summed
   with equal weights (there are no learned per-channel weights, unlike LPIPS; its values are
   on a different scale from LPIPS and must not be compared with published LPIPS numbers).
-- ``'lpips-<net> (random backbone: code-path tests only)'``: ``net='random-alex'`` etc.;
-  never chosen automatically.
+- ``'lpips-<net> (random backbone: timing and tests only, not LPIPS)'``: ``net='random-alex'`` etc.; LPIPS's
+  architecture and FLOPs with random backbone weights, so ``pti bench`` and the device check time LPIPS at its
+  real cost where torchvision's weights cannot be had; never chosen by :func:`load_perceptual` on its own, and
+  its values are never a quality figure.
 """
 from __future__ import annotations
 
@@ -242,7 +244,7 @@ def _load_lpips(net: str, random_backbone: bool, device: str | torch.device) -> 
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False)
     if random_backbone:
-        name = f"lpips-{net} (random backbone: code-path tests only)"
+        name = f"lpips-{net} (random backbone: timing and tests only, not LPIPS)"
         desc = (f"LPIPS v0.1 calibration layers on a RANDOMLY initialised {net} backbone; "
                 "not a perceptual metric, for exercising code paths only")
         return LpipsDistance(model, name, desc, is_lpips=False).to(device)
@@ -265,7 +267,7 @@ def load_perceptual(net: str = "alex", device: str | torch.device = "cpu",
 
     ``net``: ``'alex'`` (the PTI paper's choice), ``'vgg'`` or ``'squeeze'`` for real LPIPS;
     ``'effnet-lite0'`` for the fallback on purpose (no warning); ``'random-alex'``,
-    ``'random-vgg'``, ``'random-squeeze'`` for LPIPS on a random backbone (tests only).
+    ``'random-vgg'``, ``'random-squeeze'`` for LPIPS on a random backbone (timing stand-ins and tests).
     When real LPIPS is asked for but its backbone weights cannot be had, returns the
     EfficientNet-Lite0 fallback with a warning (``allow_fallback=True``) or raises
     :class:`PerceptualUnavailable` (``allow_fallback=False``).

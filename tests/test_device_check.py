@@ -148,8 +148,10 @@ def test_finish_brings_back_the_trained_generator_its_log_and_samples(tmp_path: 
     results = dc.step_finish(work, out, dry=True)
     assert {"distill_G_ema.safetensors", "train_log.txt", "train_samples.png"} <= set(results["files"])
     assert (out / "distill_G_ema.safetensors").read_bytes() == b"g" * 1000 and not (out / "state.pt").exists()
-    # the two checkpoint names exclude each other: every file fits in MAX_FILES
-    assert set(results["files"]) <= set(dc.OUT_ORDER) and len(dc.OUT_ORDER) - 1 == dc.MAX_FILES
+    # at most MAX_FILES, in OUT_ORDER's order of value: with a GPU's profile, bench and headline files the
+    # training's last files are the ones left behind
+    assert set(results["files"]) <= set(dc.OUT_ORDER) and len(results["files"]) <= dc.MAX_FILES
+    assert dc.OUT_ORDER.index("gpu_headline.json") < dc.OUT_ORDER.index("distill_G_ema.safetensors")
 
 
 def test_finish_names_a_custom_training_checkpoint_for_what_it_is(tmp_path: Path, monkeypatch) -> None:
@@ -177,7 +179,11 @@ def test_dry_run_end_to_end(tmp_path: Path) -> None:
     assert all((out / f).stat().st_size <= dc.MAX_BYTES for f in files)
     results = json.loads((out / "results.json").read_text())
     stages = {s["stage"]: s for s in results["stages"]}
-    assert list(stages) == ["0-setup", "1a-build", "1b-gpu-tests", "2-bench", "3-pti-run", "4-train"]
+    assert list(stages) == ["0-setup", "1-build", "2a-profile", "2b-bench", "2c-official", "3-pti-run",
+                            "4-gpu-tests", "5-train"]
+    if not (ROOT / ".peers" / "PTI").is_dir():  # the official trees are not carried here (tools/README.md)
+        assert "not carried" in results["official"]["error"]
+        stages.pop("2c-official")
     failed = {k: (s["status"], s["rc"]) for k, s in stages.items() if s["status"] != "ok"}
     assert not failed, (failed, (out / "log.txt").read_text()[-3000:])
     assert not [v for v in results["setup"]["packages"].values() if v.startswith("MISSING")]
@@ -186,9 +192,51 @@ def test_dry_run_end_to_end(tmp_path: Path) -> None:
     assert [r["name"] for r in bench["results"]] == ["baseline", "nosync"] and not bench["failures"]
     run = results["pti-run"]
     assert run["rc"] == 0 and run["end_to_end_seconds"] > 0 and run["summary"]["counts"]["done"] == 1
-    assert run["path"] in ("baseline", "nosync")
+    assert run["path"] == "--fast" and "--fast" in run["command"]
+    profile = results["profile"]
+    assert profile["inversion"]["kernels_per_step"] > 0 and profile["tuning"]["top"]
+    assert "| inversion |" in (out / "profile.md").read_text()
+    if "2c-official" in stages:  # the harness ran on the carried trees: demo64 on the CPU, 2 + 2 steps
+        assert results["official"]["inv_s_per_step"] > 0 and results["official"]["config"] == "demo64"
+    assert results["headline"] is None  # no GPU: nothing for figures/gpu_headline.json
     train = results["train"]
     assert train["checkpoints"] == ["G.safetensors"] and train["stopped_at_budget"] and train["last_kimg"] > 0
     assert train["img_per_s_overall"] > 0
-    assert {"distill_G_ema.safetensors", "train_log.txt", "train_samples.png"} <= set(files)
+    assert {"profile.md", "distill_G_ema.safetensors", "train_log.txt"} <= set(files)  # samples: over 8 files
     assert (out / "distill_G_ema.safetensors").stat().st_size > 1_000_000  # the 64 px generator: 8.3 MB
+
+
+def test_headline_from_the_stages(tmp_path: Path) -> None:
+    """figures/gpu_headline.json's fields: only with a GPU and a successful end-to-end run; the ratio is the
+    official code's seconds per photo over pti's."""
+    def put(step: str, data: dict) -> None:
+        (tmp_path / f"step_{step}.json").write_text(json.dumps(data))
+
+    put("setup", {"environment": {"torch": "2.11", "cuda": "13.0"}})
+    put("pti-run", {"rc": 0, "end_to_end_seconds": 20.0, "command": "run --fast"})
+    assert dc.headline(tmp_path) is None  # no GPU
+    put("setup", {"environment": {"gpu": "NVIDIA H200, 140 GiB", "torch": "2.11", "cuda": "13.0"}})
+    put("official", {"s_per_image_at_paper_steps": 100.0})
+    put("bench", {"paths": {"baseline": {"mse": 0.01, "perceptual": 1.0}, "fast": {"mse": 0.011, "perceptual": 0.9}}})
+    h = dc.headline(tmp_path)
+    assert h["gpu"].startswith("NVIDIA H200") and h["photos_per_minute_ratio"] == 5.0
+    assert h["quality_deltas_fast_vs_core"] == {"mse": 0.1, "perceptual": -0.1}
+    put("pti-run", {"rc": 1, "end_to_end_seconds": 3.0})
+    assert dc.headline(tmp_path) is None  # a failed run has no headline
+    assert dc.OFFICIAL_LINE.search("official-pti demo64 cpu: inv 0.136 s/step, pti 0.127 s/step, 1.8 min/image "
+                                   "(450+350), mse 0.3200").groups()[2:] == ("0.136", "0.127", "1.8")
+
+
+def test_profile_of_the_core_on_cpu() -> None:
+    """The profile stage's code path (tiny generator, one profiled step of each phase)."""
+    from pti.bench.profile import format_markdown, profile_core
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    result = profile_core("tiny", "cpu", warmup=1, active=1, perceptual="random")
+    assert "random backbone" in result["perceptual"]["inversion"]
+    for phase in ("inversion", "tuning"):
+        r = result[phase]
+        assert r["kernels_per_step"] > 100 and r["wall_ms_per_step"] > 0 and r["busy_fraction"] is None
+        assert any("conv" in t["name"] for t in r["top"])
+    assert "| tuning |" in format_markdown(result)

@@ -375,10 +375,17 @@ def test_bench_command_writes_its_section(tmp_path):
     assert "kept text" in text and text.count("<!-- bench:tiny-cpu -->") == 1
     rows = [line for line in text.splitlines() if line.startswith("| baseline") or line.startswith("| batched")]
     assert len(rows) == 2 and "| batched:2+nosync:2 | 2 |" in rows[1]
+    # offline, the steps are timed with LPIPS on random backbones (LPIPS's FLOPs), named as stand-ins; the
+    # quality columns are scored by the named offline fallback, never by a random backbone
+    assert "timed with lpips-vgg (random backbone" in text and "timing stand-in" in text
+    assert "quality columns scored by effnet-lite0-perceptual (offline fallback, not LPIPS)" in text
     assert main(args + ["--repeat-baseline"]) == 0  # baseline timed first and last; x uses their mean
     text = out.read_text()
     assert "| baseline (repeated last) |" in text and "The baseline ran first and last" in text
+    from pti.bench import parse_path
+
+    spec = parse_path("fast+tf32+graphs")
+    assert spec.execution().tf32 == "on" and spec.execution().cuda_graphs and parse_path("no-tf32").tf32 == "off"
     with pytest.raises(ValueError, match="unknown token"):
-        from pti.bench import parse_path
 
         parse_path("batched:2+warp-speed")

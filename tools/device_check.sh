@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One prepared call on a lent GPU machine (H100/H200, Python 3.12, torch 2.11): build the ops and
-# run the GPU tests, `pti bench` at 1024, one full PTI run at 1024, then train the demo generator
-# (distillation from the DCGAN, python -m pti.train.distill) for the minutes left. Everything it measures goes to $OUT (at most 8 files of 16 MiB). Each
+# One prepared call on a lent GPU machine (H100/H200, Python 3.12, torch 2.11): build the ops, profile
+# the core's steps at 1024, `pti bench` at 1024 and the official PTI beside it (.peers/, carried), one
+# `pti run --fast` at 1024 end to end, the GPU tests, then train the demo generator (distillation from
+# the DCGAN, python -m pti.train.distill) for the minutes left. Everything it measures goes to $OUT (at most 8 files of 16 MiB). Each
 # stage has its own time cap; a stage that fails or runs out of time is recorded and the next
 # one runs. See tools/README.md (how to prepare the wheels, how to call it, the dry run).
 #
@@ -61,13 +62,17 @@ stage() {
 
 echo "pti device check: dry run $DRY, budget ${BUDGET}s, python $("$PY" --version 2>&1), $(date)" >"$LOG"
 command -v nvidia-smi >/dev/null && [ "$DRY" != 1 ] && nvidia-smi >>"$LOG" 2>&1
+# In order of value (issue 30): the profile, the bench with the official code beside it, `pti run --fast`
+# end to end; then the GPU tests and, with whatever is left, training.
 #     name               nominal cap  reserve  step
-stage 0-setup            60           420      setup
-stage 1a-build           180          270      build
-stage 1b-gpu-tests       150          210      gpu-tests
-stage 2-bench            180          90       bench
-stage 3-pti-run          150          20       pti-run
-stage 4-train            100000       20       train
+stage 0-setup            60           400      setup
+stage 1-build            150          330      build
+stage 2a-profile         60           270      profile
+stage 2b-bench           170          160      bench
+stage 2c-official        130          60       official
+stage 3-pti-run          120          20       pti-run
+stage 4-gpu-tests        90           15       gpu-tests
+stage 5-train            100000       20       train
 echo "pti device check: done in $(($(date +%s) - START))s; files in $OUT:" >>"$LOG"
 ls -la "$OUT" >>"$LOG"
 "$PY" tools/device_check.py finish >>"$LOG" 2>&1

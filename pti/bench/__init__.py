@@ -15,6 +15,8 @@ full-resolution LPIPS for tuning, no compilation. Every other path runs :mod:`pt
     nosync[:N]             host syncs only every N steps (default 25); early stop decided on the device
     lpips256 | lpips:R     tuning's perceptual distance on the R-pixel downsampled image (as the projector)
     ref-ops                StyleGAN2's pure-PyTorch reference ops instead of the CUDA kernels
+    tf32 | no-tf32         TF32 for fp32 convolutions and matmuls on / off (default: torch's, convolutions only)
+    graphs                 each whole step captured once as a CUDA graph and replayed (graph-safe steps)
     batched:K | batched:auto   K photos at once, each with its own weights (auto: K from a memory probe)
     fast                   = batched:auto+bf16+nosync
 
@@ -23,7 +25,9 @@ end-to-end seconds per image and images per minute (measured, and projected to t
 450 + 350 steps), peak memory, the one-off warm-up (compilation) time, and the final
 reconstruction MSE (on [0, 1]) and perceptual distance (:func:`pti.metrics.evaluate`, one fp32
 evaluator for all paths), with ratios to the baseline measured in the same run. Timings are
-printed, never asserted.
+printed, never asserted. Where torchvision's LPIPS weights cannot be had, the steps are timed with LPIPS
+on random backbones of the same architecture (``random-vgg``, ``random-alex``: the same FLOPs); the tables
+name them, and the quality columns are scored by real LPIPS-alex or the named EfficientNet-Lite0 fallback.
 
 Modules: :mod:`.specs` (paths, config, results; no torch), :mod:`.measure` (generator, targets,
 memory, environment, quality), :mod:`.paths` (running the paths), :mod:`.report` (markdown, JSON).

@@ -156,6 +156,28 @@ def run_path(G: torch.nn.Module, spec: PathSpec, targets: torch.Tensor, cfg: Ben
                       pivot_mse=pivot_mse, notes=notes)
 
 
+def timing_net(net: str, mode: str = "auto") -> str:
+    """The perceptual network to time ``net`` ('vgg', 'alex', ...) with: 'auto': ``net`` when torchvision's
+    ImageNet weights are at hand (cached or downloadable), else LPIPS on a random backbone of the same
+    architecture (``random-<net>``: the same FLOPs, so the same cost; its values are not LPIPS and are never
+    reported as quality); 'random': always the random backbone; 'effnet': ``net`` itself, i.e. the
+    EfficientNet-Lite0 fallback when LPIPS is unavailable (what tables before issue 30 were timed with)."""
+    from pti.bench_presets import PERCEPTUAL_MODES
+    from pti.perceptual import LPIPS_NETS, PerceptualUnavailable, ensure_lpips_backbone
+
+    if mode not in PERCEPTUAL_MODES:
+        raise ValueError(f"--perceptual must be one of {', '.join(PERCEPTUAL_MODES)}, got {mode!r}")
+    if net not in LPIPS_NETS or mode == "effnet":
+        return net
+    if mode == "random":
+        return f"random-{net}"
+    try:
+        ensure_lpips_backbone(net)
+        return net
+    except PerceptualUnavailable:
+        return f"random-{net}"
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
     """Run every path of ``cfg.paths`` on the same generator and targets; failures are reported, not raised."""
     from pti.losses import PerceptualLoss
@@ -174,14 +196,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchRepo
     cache: dict[tuple[str, int | None], PerceptualLoss] = {}
 
     def perceptual(net: str, resolution: int | None) -> PerceptualLoss:
+        net = timing_net(net, cfg.perceptual)
         if (net, resolution) not in cache:
+            torch.manual_seed(cfg.seed)  # a random backbone's weights
             cache[(net, resolution)] = PerceptualLoss(net, resolution, device)
         return cache[(net, resolution)]
 
-    evaluator = PerceptualLoss(TuningConfig().perceptual_net, None, device)
+    evaluator = PerceptualLoss(TuningConfig().perceptual_net, None, device)  # real LPIPS, or the named fallback
     env = describe_environment(device)
-    env["perceptual"] = (f"inversion {perceptual(InversionConfig().perceptual_net, 256).name}; tuning and "
-                         f"evaluation {evaluator.name}")
+    inv_p, tune_p = perceptual(InversionConfig().perceptual_net, 256), perceptual(TuningConfig().perceptual_net, None)
+    stand_in = " (timing stand-in: LPIPS's architecture and FLOPs, random weights; not a distance to report)"
+    env["perceptual"] = (f"timed with {inv_p.name} for inversion, {tune_p.name} for tuning"
+                         f"{stand_in if 'random' in inv_p.name + tune_p.name else ''}; quality columns scored by "
+                         f"{evaluator.name}")
     if cfg.repeat_baseline:  # time the baseline again at the end: shows how much the machine's speed drifted
         specs.append(dataclasses.replace(specs[0], name=REPEAT_NAME))
     results, failures = [], {}

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 from dataclasses import dataclass, field
 from typing import Any
 
-from pti.bench_presets import ALIASES, DEFAULT_PATHS, GENERATOR_CONFIGS  # noqa: F401 (torch-free presets)
+from pti.bench_presets import ALIASES, DEFAULT_PATHS, GENERATOR_CONFIGS, PERCEPTUAL_MODES  # noqa: F401 (torch-free)
 
 PAPER_INV_STEPS, PAPER_TUNE_STEPS = 450, 350
 AUTO_BATCH_LIMIT = 32
@@ -31,6 +31,8 @@ class PathSpec:
     sync_every: int = 1
     tune_perceptual_resolution: int | None = None
     ref_ops: bool = False
+    tf32: str = "default"
+    cuda_graphs: bool = False
 
     def execution(self) -> "ExecutionConfig":
         """The :class:`pti.fast.ExecutionConfig` of this path (the core's for ``baseline``)."""
@@ -38,7 +40,7 @@ class PathSpec:
 
         return ExecutionConfig(precision=self.precision, force_fp32=self.force_fp32, channels_last=self.channels_last,
                                adam=self.adam, compile=self.compile, compile_mode=self.compile_mode,
-                               sync_every=self.sync_every)
+                               sync_every=self.sync_every, tf32=self.tf32, cuda_graphs=self.cuda_graphs)
 
 
 def parse_path(text: str) -> PathSpec:
@@ -68,6 +70,10 @@ def parse_path(text: str) -> PathSpec:
             values["tune_perceptual_resolution"] = 256 if token == "lpips256" else int(arg)
         elif token == "ref-ops":
             values["ref_ops"] = True
+        elif token in ("tf32", "no-tf32"):
+            values["tf32"] = "on" if token == "tf32" else "off"
+        elif token == "graphs":
+            values["cuda_graphs"] = True
         elif head == "batched":
             values["batch"] = 0 if arg in ("", "auto") else int(arg)
             if values["batch"] < 0:
@@ -96,6 +102,7 @@ class BenchConfig:
     seed: int = 0
     threads: int | None = None
     repeat_baseline: bool = False     # run the baseline first and last; ratios use the mean of both timings
+    perceptual: str = "auto"          # what to time with: see PERCEPTUAL_MODES and pti.bench.paths.timing_net
 
 
 @dataclass

@@ -9,7 +9,7 @@ HELP = "time inversion/tuning per step, per image and images per minute for each
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pti.bench_presets import DEFAULT_PATHS, GENERATOR_CONFIGS
+    from pti.bench_presets import DEFAULT_PATHS, GENERATOR_CONFIGS, PERCEPTUAL_MODES
 
     parser.description = (
         "Run PTI (inversion + pivotal tuning) on the same targets with each execution path and print a table: "
@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with ratios to the baseline path (fp32, CUDA ops, one photo at a time, for-loop Adam, a sync per step, "
         "no compilation). Path tokens, joined with '+': baseline, bf16, fp16, fp16-layers, channels-last, "
         "loop|foreach|fused, compile, cudagraphs, nosync[:N], lpips256|lpips:R, ref-ops, batched:K|batched:auto, "
+        "tf32|no-tf32 (TF32 convolutions and matmuls on or off), graphs (whole steps captured as CUDA graphs), "
         "fast (= batched:auto+bf16+nosync).")
     parser.add_argument("--config", default="f1024", choices=sorted(GENERATOR_CONFIGS),
                         help="generator architecture with random weights (default: f1024, StyleGAN2 config-f 1024x1024)")
@@ -45,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name of the section of --out to replace (default: <config or checkpoint>-<device>); "
                              "give each run its own to keep several tables")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this JSON file")
+    parser.add_argument("--perceptual", default="auto", choices=PERCEPTUAL_MODES,
+                        help="networks to time with: auto (LPIPS where torchvision's weights are at hand, else LPIPS "
+                             "on random backbones of the same architecture: random-vgg for inversion, random-alex for "
+                             "tuning; same FLOPs, never reported as quality), random (always those), effnet (the "
+                             "EfficientNet-Lite0 fallback). Quality columns use LPIPS-alex or the named fallback")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                       inv_steps=args.inv_steps, tune_steps=args.tune_steps, locality_steps=args.locality_steps,
                       warmup_steps=args.warmup_steps, images=args.images, w_avg_samples=args.w_avg_samples,
                       early_stop=args.early_stop, targets=args.targets, seed=args.seed, threads=args.threads,
-                      repeat_baseline=args.repeat_baseline)
+                      repeat_baseline=args.repeat_baseline, perceptual=args.perceptual)
     try:
         from pti.bench import parse_path
 

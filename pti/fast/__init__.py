@@ -7,7 +7,11 @@
 - :func:`tune_batched` / :func:`pivotal_tune_batched`: K photos tuned at once, each with its own
   weights (``torch.func.vmap`` over stacked parameters, masked Adam);
 - :class:`ExecutionConfig` says how (precision, channels_last, Adam implementation, compile, sync
-  interval); :func:`fast_preset` is what ``pti run --fast`` uses.
+  interval, TF32, CUDA graphs); :func:`fast_preset` is what ``pti run --fast`` uses.
+- graph-safe steps: with ``cuda_graphs`` (or device-side syncs) each step is one closure that reads fixed
+  tensors, keeps its learning rate, masks and checks on the device and draws its random numbers ahead,
+  so :class:`pti.fast.graphs.StepGraphs` can capture it once and replay it (eager, with one warning,
+  where it cannot).
 
 Each path is tested equal to the core within measured tolerances (tests/test_speed_paths.py) and
 timed against it by ``pti bench``.
