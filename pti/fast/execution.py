@@ -19,12 +19,15 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for 'bf16'/'fp16' on ``device``'s type; a no-op for 'fp32'."""
+    """``torch.autocast`` for 'bf16'/'fp16' on ``device``'s type; a no-op for 'fp32'.
+
+    Its cast cache is off: captured steps (CUDA graphs) need that (torch.cuda.graph's documentation), and a
+    PTI step uses each weight once per autocast region, so the cache saved nothing anyway."""
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision not in _DTYPES:
         raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
-    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision], cache_enabled=False)
 
 
 def needs_loss_scaling(cfg: ExecutionConfig, device: torch.device | str) -> bool:

@@ -69,11 +69,12 @@ class DeviceLossScaler:
         finite = grads.isfinite().all(dim=1)
         grads.mul_(finite.unsqueeze(1)).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         all_finite = finite.all()
-        self._clean_steps = torch.where(all_finite, self._clean_steps + 1, torch.zeros_like(self._clean_steps))
+        # in place: a captured step (pti.fast.graphs) reads and writes these tensors at fixed addresses
+        self._clean_steps.copy_(torch.where(all_finite, self._clean_steps + 1, torch.zeros_like(self._clean_steps)))
         grow = self._clean_steps >= self.growth_interval
         factor = torch.where(all_finite, torch.where(grow, self.growth_factor, 1.0), self.backoff_factor)
-        self.scale = self.scale * factor
-        self._clean_steps = torch.where(grow, torch.zeros_like(self._clean_steps), self._clean_steps)
+        self.scale.copy_(self.scale * factor)
+        self._clean_steps.copy_(torch.where(grow, torch.zeros_like(self._clean_steps), self._clean_steps))
         return finite
 
 
