@@ -46,7 +46,6 @@ class StepGraphs:
         self.enabled = enabled and self.fallback is None
         self._calls: dict[Hashable, int] = {}
         self._graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph, Outputs]] = {}
-        self._pool: Any = None
         self._stream: torch.cuda.Stream | None = None
         self._warned = False
         if enabled and self.fallback is not None:
@@ -96,9 +95,9 @@ class StepGraphs:
         """Record one step (not executed by the capture), then replay it once: that is this call's step."""
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # each key its own memory pool: plain and regularised steps replay interleaved, in no fixed order,
+        # which a shared pool would not allow
+        with torch.cuda.graph(graph):
             outputs = self.step(key)
         self._graphs[key] = (graph, outputs)
         graph.replay()
