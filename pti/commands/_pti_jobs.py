@@ -58,10 +58,12 @@ def add_edit_argument(parser: argparse.ArgumentParser) -> None:
     """``--edit DIRECTION[:STRENGTHS]`` (repeatable): edits rendered after tuning (:mod:`pti.editing.run_edits`)."""
     parser.add_argument("--edit", action="append", default=[], metavar="DIRECTION[:STRENGTHS]",
                         help="render this edit of each photo after tuning into PHOTO/edits/ (DIRECTION_S.png per "
-                             "strength, and grid.png: W edits on the original generator beside PTI edits); "
-                             "DIRECTION as in `pti edit --direction` (smile, yaw, ganspace:K, sefa:K, FILE.pt, "
-                             "...), STRENGTHS comma-separated (default -3,0,3): --edit smile --edit yaw:-3,0,3 "
-                             "--edit sefa:2:-2,2. Repeatable")
+                             "strength, and grid.png: the pivot's edits on the original generator above the same "
+                             "edits after PTI); DIRECTION as in `pti edit --direction` (smile, yaw, ganspace:K, "
+                             "sefa:K, FILE.pt, C:\\dirs\\age.pt, ...), STRENGTHS comma-separated (default -3,0,3): "
+                             "--edit smile --edit yaw:-3,0,3 --edit sefa:2:-2,2. Combine with +: 'smile:1+yaw:2' "
+                             "(one image), '@-1,0,1' scales the combination. StyleCLIP: 'text:a smiling face', "
+                             "'mapper:NAME|PATH', 'optimize:PROMPT' (see pti edit --text). Repeatable")
 
 
 def add_multi_id_arguments(parser: argparse.ArgumentParser) -> None:

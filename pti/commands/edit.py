@@ -130,8 +130,8 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
         if not tuned.is_file():
             raise _UsageError(
                 f"{source}: no tuned.safetensors: this run did not keep the tuned weights (it was made without "
-                f"--save-generator). Run `pti run INPUT --output {source.parent} --redo --save-generator` (it reuses "
-                f"pivot.pt and tunes again), or pass --generator ORIGINAL to edit the W pivot without PTI")
+                f"--save-generator). Run `pti run INPUT --output {source.parent} --save-generator` (it tunes the photos "
+                f"without kept weights again, reusing their pivot.pt), or pass --generator ORIGINAL to edit the W pivot without PTI")
         tuning = _read_json(source / "metrics.json").get("config", {}).get("tuning", {})
         inputs.generator = str(tuned)
         inputs.noise_mode = str(tuning.get("noise_mode", "const"))

@@ -344,7 +344,7 @@ def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[R
         text += (f" {len(kept)} kept them (tuned.safetensors): render with `pti edit "
                  f"{shlex.quote(str(run_dir / kept[0]))} --direction {shlex.quote(edits[0].spec)}`.")
     if lost:
-        text += (f" {len(lost)} were run without --save-generator ({few(lost)}): run again with --redo "
+        text += (f" {len(lost)} were run without --save-generator ({few(lost)}): run again with "
                  f"--save-generator to tune them again (their pivot.pt is reused) and keep the weights for "
                  f"later edits.")
     return text
