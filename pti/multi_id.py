@@ -18,7 +18,7 @@ RNG and the device's, used by ``noise_mode='random'``) and the histories; restor
 remaining steps gives the same generator, bit for bit on the same machine, as an uninterrupted run. It is
 keyed by the photos, their pivots, the generator and the tuning config: a state made for anything else is
 ignored (with a warning) and tuning starts again. It runs in one process: the photos' gradients all update
-the same weights (see the README, "Many photos, many GPUs").
+the same weights (see docs/many-photos.md).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Official e4e checkpoints (``e4e_ffhq_encode.pt``, omertov/encoder4editing), read safely.
 
-Layout (a ``torch.save``d dict; see README "Encoders (e4e)"):
+Layout (a ``torch.save``d dict; see docs/encoders.md):
 
 ==================  ==========================================================================
 top-level key       content
