@@ -380,6 +380,29 @@ def test_other_encoder_families_are_named_from_their_opts(tmp_path: Path, kind: 
     assert "input_layer" not in text and "missing" not in text
 
 
+def test_foreign_encoder_messages_name_the_type_and_only_what_opts_say(tmp_path: Path) -> None:
+    """Review of issue 29 item 7: an unknown encoder_type fell through to "missing or odd entry:
+    'input_layer.0.weight'"; pSp's BackboneEncoderUsingLastLayerIntoWPlus was described as a
+    GradualStyleEncoder; "(input_nc 6)" was printed for opts without input_nc."""
+    backbone = {**_resnet_backbone_state_dict("encoder."), **_decoder_tensors()}
+    cases = {
+        "unknown": ({"encoder_type": "SomethingElse", "output_size": 128},
+                    r"opts\['encoder_type'\] is 'SomethingElse', not an e4e encoder; pti reads only e4e", "input_layer"),
+        "wplus": ({"encoder_type": "BackboneEncoderUsingLastLayerIntoWPlus", "output_size": 128},
+                  r"a pSp checkpoint .*its BackboneEncoderUsingLastLayerIntoWPlus maps the backbone's last",
+                  "GradualStyleEncoder"),
+        "restyle_no_nc": ({"encoder_type": "ResNetBackboneEncoder", "n_iters_per_batch": 5},
+                          r"a ReStyle-pSp checkpoint .*the current reconstruction and refines", "input_nc"),
+    }
+    for name, (opts, message, absent) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save({"state_dict": backbone, "latent_avg": torch.zeros(10, 32), "opts": opts}, path)
+        with pytest.raises(CheckpointError) as err:
+            load_e4e(path)
+        text = str(err.value)
+        assert re.search(message, text) and absent not in text, (name, text)
+
+
 def test_pickled_code_is_refused_and_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     ckpt = official_checkpoint(make_small())

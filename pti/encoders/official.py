@@ -183,31 +183,43 @@ def foreign_encoder_kind(opts: Mapping[str, Any], state_keys: list[str] | tuple[
     return None
 
 
-_RESTYLE = ("an iterative encoder: it takes the photo and the current reconstruction (input_nc 6) and refines "
-            "the code over n_iters_per_batch passes; its layout differs from e4e's")
-_WHY_NOT = {
-    "HyperStyle": "a hypernetwork that predicts offsets to the generator's weights (the step pti's pivotal "
-                  "tuning does by optimisation), not an encoder of W+ codes",
-    "ReStyle-e4e": _RESTYLE, "ReStyle-pSp": _RESTYLE, "ReStyle": _RESTYLE,
-    "pSp": "its GradualStyleEncoder maps each style from a feature-pyramid level independently, without "
-           "e4e's base code plus offsets",
+_PSP_MAPS = {
+    "GradualStyleEncoder": "its GradualStyleEncoder maps each style from a feature-pyramid level independently",
+    "BackboneEncoderUsingLastLayerIntoW": "its BackboneEncoderUsingLastLayerIntoW maps the backbone's last "
+                                          "feature map to one W code",
+    "BackboneEncoderUsingLastLayerIntoWPlus": "its BackboneEncoderUsingLastLayerIntoWPlus maps the backbone's last "
+                                              "feature map to all W+ styles with one linear layer",
 }
 
 
+def _why_not(kind: str, opts: Mapping[str, Any]) -> str:
+    """Why a :func:`foreign_encoder_kind` checkpoint is not an e4e encoder, from what its ``opts`` say."""
+    if kind == "HyperStyle":
+        return ("a hypernetwork that predicts offsets to the generator's weights (the step pti's pivotal tuning "
+                "does by optimisation), not an encoder of W+ codes")
+    if kind.startswith("ReStyle"):
+        channels = f" (input_nc {opts['input_nc']})" if "input_nc" in opts else ""
+        return (f"an iterative encoder: it takes the photo and the current reconstruction{channels} and refines "
+                "the code over n_iters_per_batch passes; its layout differs from e4e's")
+    maps = _PSP_MAPS.get(str(opts.get("encoder_type")), "it maps the photo to the styles directly")
+    return f"{maps}, without e4e's base code plus offsets"
+
+
 def refuse_foreign_encoder(opts: Mapping[str, Any], state_keys: list[str] | tuple[str, ...], source: str) -> None:
-    """Raise :class:`CheckpointError` naming what the file is when :func:`foreign_encoder_kind` knows it."""
+    """Raise :class:`CheckpointError` naming what the file is when :func:`foreign_encoder_kind` knows it, or when
+    ``opts['encoder_type']`` names any encoder other than e4e's."""
     kind = foreign_encoder_kind(opts, state_keys)
-    if kind is None:
-        return
     encoder_type = opts.get("encoder_type")
+    if kind is None:
+        if encoder_type is not None and encoder_type != ENCODER_TYPE:  # say so before a tensor check complains
+            raise CheckpointError(f"{source}: opts['encoder_type'] is {encoder_type!r}, not an e4e encoder; "
+                                  f"{_ONLY_E4E}")
+        return
     named = f"opts['encoder_type'] = {encoder_type!r}" if encoder_type else "its opts"
-    raise CheckpointError(f"{source}: a {kind} checkpoint ({named}): {_WHY_NOT[kind]}; {_ONLY_E4E}")
+    raise CheckpointError(f"{source}: a {kind} checkpoint ({named}): {_why_not(kind, opts)}; {_ONLY_E4E}")
 
 
 def _check_opts(opts: Mapping[str, Any], config: E4EConfig, source: str) -> None:
-    encoder_type = opts.get("encoder_type", ENCODER_TYPE)
-    if encoder_type != ENCODER_TYPE:
-        raise CheckpointError(f"{source}: opts['encoder_type'] is {encoder_type!r}, not an e4e encoder; {_ONLY_E4E}")
     size = opts.get("stylegan_size")
     if size is not None and (not isinstance(size, int) or size < 4 or size & (size - 1)
                              or 2 * int(math.log2(size)) - 2 != config.num_ws):
