@@ -217,10 +217,12 @@ def test_headline_from_the_stages(tmp_path: Path) -> None:
     assert dc.headline(tmp_path) is None  # no GPU
     put("setup", {"environment": {"gpu": "NVIDIA H200, 140 GiB", "torch": "2.11", "cuda": "13.0"}})
     put("official", {"s_per_image_at_paper_steps": 100.0})
-    put("bench", {"paths": {"baseline": {"mse": 0.01, "perceptual": 1.0}, "fast": {"mse": 0.011, "perceptual": 0.9}}})
+    put("bench", {"paths": {"baseline": {"mse": 0.01, "perceptual": 1.0, "img_per_min": 1.2},
+                            "fast": {"mse": 0.011, "perceptual": 0.9, "img_per_min": 3.0}}})
     h = dc.headline(tmp_path)
     assert h["gpu"].startswith("NVIDIA H200") and h["photos_per_minute_ratio"] == 5.0
     assert h["quality_deltas_fast_vs_core"] == {"mse": 0.1, "perceptual": -0.1}
+    assert h["bench_photos_per_minute_ratio"] == {"baseline": 2.0, "fast": 5.0}
     put("pti-run", {"rc": 1, "end_to_end_seconds": 3.0})
     assert dc.headline(tmp_path) is None  # a failed run has no headline
     assert dc.OFFICIAL_LINE.search("official-pti demo64 cpu: inv 0.136 s/step, pti 0.127 s/step, 1.8 min/image "

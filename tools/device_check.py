@@ -346,6 +346,10 @@ def headline(work: Path) -> dict[str, Any] | None:
             "official_note": "official_pti_bench.py, ffhq1024 random weights, per-step times projected to 450+350 "
                              "plus its outside-loop time",
             "photos_per_minute_ratio": round(theirs / ours, 2) if theirs else None,
+            "photos_per_minute_ratio_note": "official s/photo (projected) over pti run --fast's whole process (start-up "
+                                            "included); the bench's 8-photo paths give the per-path ratios below",
+            "bench_photos_per_minute_ratio": {name: round(r["img_per_min"] * theirs / 60, 2)
+                                              for name, r in paths.items() if theirs and r.get("img_per_min")},
             "quality_deltas_fast_vs_core": deltas,
             "quality_note": "bench path 'fast' vs 'baseline' after the bench's short runs (not the issue's "
                             "three reseeded full-length core runs)",
