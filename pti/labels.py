@@ -7,6 +7,7 @@ e4e W+ code must not be shown as "W inversion"). The origin and space are stored
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 _SPACES = {"w": "W", "w+": "W+"}
@@ -41,3 +42,20 @@ def metrics_pivot(metrics: Mapping[str, Any]) -> dict[str, Any]:
     inversion = metrics.get("inversion") or {}
     origin, space, steps = inversion.get("origin") or "projector", metrics.get("space") or "w", inversion.get("steps")
     return {"origin": origin, "space": space, "steps": steps, "label": pivot_label(origin, space, steps)}
+
+
+def edit_key_label(key: str) -> str:
+    """The label of an edit's file key (:attr:`pti.editing.run_edits.EditSpec.key`), as edit grids show it: a
+    combined edit's ``smile1+yaw2`` -> ``smile 1 + yaw 2``, ``sefa_0_1+tilt-1`` -> ``sefa_0 1 + tilt -1``; any
+    other key as it is (``smile``, ``sefa_2``).
+
+    >>> [edit_key_label("smile1+yaw2"), edit_key_label("age1+yaw-1+smile0.2"), edit_key_label("sefa_2")]
+    ['smile 1 + yaw 2', 'age 1 + yaw -1 + smile 0.2', 'sefa_2']
+    """
+    if "+" not in key:
+        return key
+    parts = []
+    for term in re.split(r"\+(?![\d.])", key):  # a '+' before a digit is a sign (an exponent: 1e+06)
+        m = re.fullmatch(r"(.+?)_?(-?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)", term)
+        parts.append(f"{m[1]} {m[2]}" if m else term)
+    return " + ".join(parts)

@@ -62,11 +62,14 @@ def edit_label(file: str) -> tuple[str, str | None]:
 
 def edit_rows(files: Sequence[str]) -> list[tuple[str, list[tuple[str | None, str]]]]:
     """Edit images grouped by direction, in order of direction, then strength:
-    ``[(direction, [(strength, file), ...]), ...]`` (:func:`edit_label`)."""
+    ``[(direction, [(strength, file), ...]), ...]`` (:func:`edit_label`); a combined edit's direction is its
+    label (:func:`pti.labels.edit_key_label`: ``smile 1 + yaw 2`` for the files ``edits/smile1+yaw2_<s>.png``)."""
+    from pti.labels import edit_key_label
+
     rows: dict[str, list[tuple[str | None, str]]] = {}
     for file in files:
         direction, strength = edit_label(file)
-        rows.setdefault(direction, []).append((strength, file))
+        rows.setdefault(edit_key_label(direction), []).append((strength, file))
     return [(d, sorted(items, key=lambda item: float(item[0]) if item[0] is not None else math.inf))
             for d, items in sorted(rows.items())]
 

@@ -188,6 +188,34 @@ def test_pti_edit_reads_a_per_style_input_file_and_refuses_a_wrong_row_count(G, 
     assert (tmp_path / "edits" / "same,rows.png").is_file()
     _save(_randn(18, w_dim, seed=20), tmp_path / "ffhq.npz")
     capsys.readouterr()
-    assert main(args + ["--direction", str(tmp_path / "ffhq.npz")]) == 1
+    # a user error: exit 2, as in `pti run` (review of issue 29 item 9; was 1)
+    assert main(args + ["--direction", str(tmp_path / "ffhq.npz")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ffhq.npz" in err and "18 rows" in err and f"num_ws {num_ws}" in err, err
+
+
+def test_shipped_boundaries_hold_for_a_tuned_demo_generator_and_warn_for_another():
+    """Review of issue 29 item 1: a PTI-tuned demo generator (`pti run --save-generator` keeps float16 weights;
+    tuning leaves the mapping network as it is) got "boundary 'smile' was fitted on another demo generator...;
+    refit with `pti fit-boundaries --generator demo`". Its mapping is the demo's rounded through float16: no
+    warning. A generator with another mapping network is still warned about, with advice that fits it."""
+    import warnings
+
+    from pti.stylegan2.checkpoints import load
+
+    tuned = load("demo")
+    with torch.no_grad():
+        for name, value in tuned.state_dict().items():
+            if value.is_floating_point():
+                value.copy_(value.to(torch.float16).to(value.dtype))  # what tuned.safetensors keeps
+            if name.startswith("synthesis.") and name.endswith("weight"):
+                value.add_(1e-3)  # tuning changed the synthesis network
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_direction("smile", tuned)
+    other = load("demo")
+    with torch.no_grad():
+        next(p for n, p in other.named_parameters() if n.startswith("mapping.")).add_(1e-2)
+    with pytest.warns(UserWarning, match=r"--direction-generator ORIGINAL") as record:
+        resolve_direction("smile", other)
+    assert "refit with `pti fit-boundaries --generator demo`" not in str(record[0].message)

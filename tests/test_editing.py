@@ -609,8 +609,34 @@ def test_edit_command_reports_a_direction_for_another_generator(tmp_path: Path, 
     rc = main(["edit", "--generator", str(gen_path), "--pivot", str(pivot_path), "--direction", str(ffhq_direction),
                "--out", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
-    assert rc == 1 and "smile.pt" in err and "dimension 512" in err and "w_dim 32" in err
+    assert rc == 2 and "smile.pt" in err and "dimension 512" in err and "w_dim 32" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_edit_command_user_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Review of issue 29 item 9: `pti edit` exited 1 for an unknown direction, a file with more rows than the
+    generator has style inputs and `--layers 0:99` (`pti run` exits 2), and gave a traceback for `--out afile/x.png`;
+    item 5: `--strengths nan,inf` wrote smile_snan_inf.png."""
+    from pti.cli import main
+
+    G, gen_path, pivot_path = _saved_tiny_setup(tmp_path)
+    rows = tmp_path / "rows.pt"
+    torch.save(torch.randn(G.num_ws + 8, G.w_dim), rows)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ["edit", "--generator", str(gen_path), "--pivot", str(pivot_path)]
+    cases = [(["--direction", "no_such_direction"], "unknown direction"),
+             (["--direction", str(rows)], "rows.pt"),
+             (["--direction", "sefa:0", "--layers", "0:99"], "0:99"),
+             (["--direction", "sefa:0", "--out", str(afile / "x.png")], "afile is a file"),
+             (["--direction", "sefa:0", "--strengths", "nan,inf"], "finite"),
+             (["--direction", "sefa:0:1e400"], "finite")]
+    for extra, words in cases:
+        capsys.readouterr()
+        rc = main(base + extra)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and err.startswith("pti edit: ") and words in err, (extra, rc, err)
+    assert not (pivot_path.parent / "edits").exists() and afile.read_text() == "x"
 
 
 def test_fit_boundaries_command_fails_clearly_without_faces(tmp_path: Path, capsys: pytest.CaptureFixture):

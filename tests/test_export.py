@@ -14,6 +14,7 @@ import torch
 
 from conftest import make_tiny_generator
 from pti.cli import main
+from pti.commands.export import GENERATOR_FILE
 from pti.images import write_image
 from test_run_edits import STEP_ARGS  # the same tiny run: 2 inversion and 2 tuning steps, EfficientNet-Lite0
 
@@ -113,3 +114,47 @@ def test_export_refuses_a_run_without_tuned_weights(run_folder, tmp_path, capsys
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     assert main(["export", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # review of issue 29: the hint said `--redo --save-generator`; --save-generator alone redoes such photos
+    assert main(["export", str(photo)]) == 2
+    assert "--redo" not in capsys.readouterr().err
+
+
+def test_export_output_that_is_a_file_is_one_line(run_folder, tmp_path, capsys):
+    """Review of issue 29 item 9: `pti export RUN/PHOTO --output afile` gave a traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    capsys.readouterr()
+    for output in (afile, afile / "sub"):
+        assert main(["export", str(run_folder / "face"), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and str(afile) in err and "not a folder" in err, err
+    assert afile.read_text() == "x"
+
+
+def test_export_finds_the_generator_of_a_multi_id_run(tmp_path, capsys):
+    """Review of issue 29 item 3: `pti export RUN/PHOTO` of a `pti run --multi-id` run (one RUN/tuned.safetensors,
+    RUN/multi_id.json) said "this run did not keep the tuned weights"."""
+    from pti.stylegan2.checkpoints import load, save
+
+    G = make_tiny_generator(resolution=16, seed=2)
+    (tmp_path / "photos").mkdir()
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3)), None),
+                        noise_mode="const")
+    for i in range(2):
+        write_image(x[i], tmp_path / "photos" / f"p{i}.png")
+    save(G, tmp_path / "g.safetensors")
+    run = tmp_path / "run"
+    assert main(["run", str(tmp_path / "photos"), "--output", str(run), "--generator", str(tmp_path / "g.safetensors"),
+                 "--multi-id", *STEP_ARGS]) == 0
+    assert (run / "tuned.safetensors").is_file() and not (run / "p0" / "tuned.safetensors").exists()
+    capsys.readouterr()
+    assert main(["export", str(run / "p0"), "--output", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    ckpt = torch.load(tmp_path / "out" / GENERATOR_FILE, weights_only=True)
+    tuned = load(run / "tuned.safetensors")
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in tuned.state_dict().items() if "noise_const" not in k)
+    # a photo the run's generator was not tuned on: no weights (not the other photos' generator)
+    shutil.copytree(run / "p0", run / "stranger")
+    capsys.readouterr()
+    assert main(["export", str(run / "stranger")]) == 2
+    assert "no tuned.safetensors" in capsys.readouterr().err

@@ -117,6 +117,13 @@ def test_windows_path_error_names_the_path_and_says_edit_once(photos, tmp_path, 
                str(photos / "g.safetensors"), "--edit", "yaw:big", *STEP_ARGS])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("--edit") == 1 and "'yaw:big'" in err, err
+    # review of issue 29 item 5: `--edit smile:nan` wrote edits/smile_nan.png
+    for value in ("smile:nan", "smile:1e400", "smile:1+yaw:2@inf"):
+        rc = main(["run", str(photos / "photos"), "--output", str(tmp_path / "r"), "--generator",
+                   str(photos / "g.safetensors"), "--edit", value, *STEP_ARGS])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "finite" in err, err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*/metrics.json"))
 
 
 def test_combined_edit_syntax():
@@ -254,3 +261,136 @@ def test_pti_edit_default_strengths_are_the_runs():
     from pti.editing import run_edits
 
     assert edit.DEFAULT_STRENGTHS == run_edits.DEFAULT_STRENGTHS
+
+
+def test_edit_values_review_of_issue_29():
+    """Review of issue 29 items 5-8: non-finite strengths were accepted (edits/smile_nan.png); spaces around '+'
+    gave "unknown direction ' yaw'"; a trailing '@' blamed "after the last ':'"; two files with one stem were
+    "given more than once"; "1 were run without"."""
+    from pti.editing.run_edits import missing_edits_message, parse_strengths
+
+    for bad in ("nan", "inf", "1e400", "-3,nan,3", "-inf"):
+        with pytest.raises(ValueError, match="finite"):
+            parse_strengths(bad)
+        with pytest.raises(ValueError, match="finite"):
+            parse_edit(f"smile:{bad}")
+        with pytest.raises(ValueError, match="finite"):
+            parse_edit(f"smile:1+yaw:2@{bad}")
+    for text in ("smile:1 + yaw:2", "smile:1 +yaw:2", " smile:1+ yaw:2 ", "smile:1 + yaw:2 @ 1"):
+        spec = parse_edit(text)
+        assert spec.terms == (("smile", 1.0), ("yaw", 2.0)) and spec.key == "smile1+yaw2", text
+    assert parse_edit("age + yaw:-1 + smile:0.2@-1,1").terms == (("age", 1.0), ("yaw", -1.0), ("smile", 0.2))
+    with pytest.raises(ValueError, match=r"'@' is followed by the strengths"):
+        parse_edit("smile:1+yaw:2@")
+    with pytest.raises(ValueError, match=r"'@' is followed by the strengths"):
+        parse_edit("smile@big")
+
+
+def test_two_direction_files_with_one_name_and_the_missing_edits_wording(G, photos, tmp_path, monkeypatch):
+    from pti.editing.direction import Direction
+    from pti.editing.loaders import save_interfacegan
+    from pti.editing.run_edits import missing_edits_message
+
+    monkeypatch.chdir(tmp_path)
+    for i, folder in enumerate(("dirs", "dirs2")):
+        (tmp_path / folder).mkdir()
+        save_interfacegan(Direction(torch.randn(G.w_dim, generator=torch.Generator().manual_seed(i)), name="row"),
+                          tmp_path / folder / "row.pt")
+    with pytest.raises(ValueError) as err:
+        resolve_run_edits(["dirs/row.pt:1", "dirs2/row.pt:1", "sefa:1"], G)
+    text = str(err.value)
+    assert "'dirs/row.pt:1' and 'dirs2/row.pt:1'" in text and "same name 'row'" in text and "rename" in text, text
+    assert "more than once" not in text and "sefa" not in text
+    with pytest.raises(ValueError, match=r"dirs/row.pt:1 given more than once.*e\.g\. dirs/row.pt:-3,0,3"):
+        resolve_run_edits(["dirs/row.pt:1", str(tmp_path / "dirs" / "row.pt") + ":2"], G)  # one file, two spellings
+    run = tmp_path / "run"
+    for name in ("a", "b"):
+        (run / name).mkdir(parents=True)
+    edits = resolve_run_edits(["sefa:1"], G)
+    assert "1 was run without --save-generator" in missing_edits_message(run, ["a"], edits)
+    assert "2 were run without --save-generator" in missing_edits_message(run, ["a", "b"], edits)
+
+
+def _spy_grids(monkeypatch) -> list[dict]:
+    """Record what `pti edit` passes to pti.images.render_grid: its rows (float images) and title."""
+    import pti.images
+
+    grids, real = [], pti.images.render_grid
+
+    def spy(rows, **kwargs):
+        grids.append({"rows": rows, **kwargs})
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(pti.images, "render_grid", spy)
+    return grids
+
+
+def _as_png_levels(image: torch.Tensor) -> np.ndarray:
+    return (image.permute(1, 2, 0).clamp(-1, 1) + 1).mul(127.5).round().to(torch.int16).numpy()
+
+
+def test_pti_edit_explicit_form_renders_like_the_run(photos, tmp_path, capsys, monkeypatch):
+    """Review of issue 29 items 1, 4, 9: `pti edit --generator RUN/PHOTO/tuned.safetensors --pivot RUN/PHOTO/pivot.pt`
+    (documented as equivalent to `pti edit RUN/PHOTO`) rendered with the pivot's noise maps and resolved directions
+    on the tuned generator: up to 76 levels from reconstruction.png at strength 0. Both forms now share one path:
+    the run's noise settings and its original generator for directions. The grid is titled like the run's."""
+    from pti.cli import main
+    from pti.labels import metrics_pivot
+
+    run = tmp_path / "kept"
+    assert _run_cli(photos, run, "--save-generator") == 0
+    photo = run / "img 1"
+    grids = _spy_grids(monkeypatch)
+    args = ["--direction", "sefa:0", "--strengths=-2,0,2", "--device", "cpu"]
+    assert main(["edit", str(photo), *args, "--out", str(tmp_path / "a.png")]) == 0
+    assert main(["edit", "--generator", str(photo / "tuned.safetensors"), "--pivot", str(photo / "pivot.pt"), *args,
+                 "--out", str(tmp_path / "b.png")]) == 0
+    folder_form, explicit = (g["rows"][0] for g in grids)
+    assert all(torch.equal(a, b) for a, b in zip(folder_form, explicit))
+    # strength 0 is reconstruction.png: the same fp16 weights and constant noise. A batch of 3 rounds differently
+    # from one image by up to 2.1e-6 (test_run_edits_files_strength0_and_resume), which moves a value lying at a
+    # level boundary by one level: measured 1 of 768 values, by 1 level (before the fix: other noise and another
+    # direction, many levels)
+    diff = np.abs(_as_png_levels(explicit[1]) - read_png(photo / "reconstruction.png"))
+    assert diff.max() <= 1 and (diff > 0).sum() <= 4, (diff.max(), (diff > 0).sum())
+    label = metrics_pivot(json.loads((photo / "metrics.json").read_text()))["label"]
+    assert grids[0]["title"] == grids[1]["title"] == f"edits of the {label} pivot on tuned.safetensors"
+
+    # the run's original generator, given explicitly, renders as inversion.png (the pivot's noise maps)
+    assert main(["edit", "--generator", str(photos / "g.safetensors"), "--pivot", str(photo / "pivot.pt"), *args,
+                 "--out", str(tmp_path / "c.png")]) == 0
+    assert np.array_equal(_as_png_levels(grids[2]["rows"][0][1]), read_png(photo / "inversion.png"))
+
+    # a run tuned with random noise: said, since every render draws new noise
+    metrics = json.loads((photo / "metrics.json").read_text())
+    metrics["config"]["tuning"]["noise_mode"] = "random"
+    (photo / "metrics.json").write_text(json.dumps(metrics))
+    capsys.readouterr()
+    assert main(["edit", str(photo), *args, "--out", str(tmp_path / "d.png")]) == 0
+    assert "random noise" in capsys.readouterr().err
+
+    # a folder that does not exist is said to be missing (was "with a pivot file, --generator is needed")
+    assert main(["edit", str(run / "nonexist" / "astronaut"), "--direction", "sefa:0"]) == 2
+    err = capsys.readouterr().err
+    assert "no such folder" in err and "--generator is needed" not in err
+
+
+def test_pti_edit_finds_the_generator_of_a_multi_id_run(photos, tmp_path, capsys, monkeypatch):
+    """Review of issue 29 item 3: `pti edit RUN/PHOTO` of a `--multi-id` run (one RUN/tuned.safetensors) said
+    "this run did not keep the tuned weights"."""
+    from pti.cli import main
+
+    run = tmp_path / "multi"
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for f in sorted((photos / "photos").glob("*.png"))[:2]:
+        shutil.copy(f, folder / f.name)
+    assert _run_cli(photos, run, "--multi-id", folder=folder) == 0
+    photo = run / "img 0"
+    assert (run / "tuned.safetensors").is_file() and not (photo / "tuned.safetensors").exists()
+    grids = _spy_grids(monkeypatch)
+    capsys.readouterr()
+    assert main(["edit", str(photo), "--direction", "sefa:0", "--strengths=0", "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    # one image (no batch): the reconstruction's rendering exactly
+    assert np.array_equal(_as_png_levels(grids[0]["rows"][0][0]), read_png(photo / "reconstruction.png"))

@@ -86,6 +86,23 @@ def test_edit_file_names_read_back_as_direction_and_strength():
     assert edit_label("edits/odd.png") == ("odd", None)  # no strength: shown whole
 
 
+def test_combined_edit_captions_show_the_label_not_the_file_key(tmp_path):
+    """Review of issue 29 item 6: summary.html captioned `smile:1+yaw:2` as "smile1+yaw2 s=1"; it is labelled
+    "smile 1 + yaw 2" as in the edit grid (EditSpec.label)."""
+    from pti.editing.direction import Direction
+    from pti.editing.run_edits import RunEdit, parse_edit
+
+    d = Direction(torch.ones(4), name="d")
+    texts = ("smile:1+yaw:2", "sefa:0:1+sefa:1:-0.5@0,2", "age+yaw:-1+smile:0.2")
+    specs = [parse_edit(t) for t in texts]
+    files = [f for spec in specs for f in RunEdit(spec.key, d, spec.strengths or spec.default_strengths).files()]
+    assert [label for label, _ in edit_rows(files)] == sorted(spec.label for spec in specs)
+    from pti.run_html import _edits
+
+    cell = _edits({"name": "p", "edits": files}, {})
+    assert "smile 1 + yaw 2 s=1" in cell and "smile1+yaw2 s=1" not in cell
+
+
 def test_e4e_run_is_labelled_as_e4e_everywhere_and_shows_each_edit(tmp_path):
     labels: list[str] = []
     run = make_e4e_run(tmp_path, labels)

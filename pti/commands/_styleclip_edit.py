@@ -89,6 +89,11 @@ def run_styleclip_edit(args: argparse.Namespace, resolve_inputs: Callable[[argpa
     try:
         beta = _parse_beta(args.beta)
         inputs = resolve_inputs(args)
+        if args.out:
+            from pti.commands.edit import unwritable_reason
+
+            if unwritable_reason(Path(args.out)):
+                raise ValueError(unwritable_reason(Path(args.out)))
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tuned = load(inputs.generator).eval().requires_grad_(False).to(device)
         original = tuned if inputs.direction_generator is None else \

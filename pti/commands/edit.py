@@ -82,58 +82,88 @@ class _UsageError(ValueError):
 @dataclass
 class EditInputs:
     """What to edit: the generator, the pivot file, the generator directions are resolved on (None: the
-    same), and how to render (``noise_mode``; ``pivot_noise``: use the pivot's noise maps)."""
+    same), and how to render (``noise_mode``; ``pivot_noise``: use the pivot's noise maps instead of the
+    generator's own). The defaults are how ``pti run`` renders with a tuned generator by default
+    (:class:`pti.config.TuningConfig`: ``noise_mode='const'``, ``use_pivot_noise=False``)."""
 
     generator: str
     pivot: Path
     direction_generator: str | None = None
     noise_mode: str = "const"
-    pivot_noise: bool = True
+    pivot_noise: bool = False
 
 
 def _read_json(path: Path) -> dict:
-    import json
+    from pti.editing.run_edits import read_json_object
 
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path)
+
+
+def _same_generator(a: str, b: str) -> bool:
+    """Whether two generator arguments (paths or zoo names) name the same generator: equal text or the same file."""
+    return a == b or (Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve())
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (a part of its folder is an existing file, or ``path`` is a
+    folder), or None; checked before any work so that the error is one line, not a traceback."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder; give a file name"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"cannot write {path}: {parent} is a file, not a folder"
+    return None
 
 
 def resolve_inputs(args: argparse.Namespace) -> EditInputs:
     """The :class:`EditInputs` of the arguments; raises :class:`_UsageError`.
 
-    A photo folder (positional or ``--pivot``) gives its ``pivot.pt`` and, unless ``--generator`` is
-    given, its ``tuned.safetensors``, rendered as the run rendered its reconstruction (the tuning
-    config's ``noise_mode`` and ``use_pivot_noise`` in ``metrics.json``), so strength 0 reproduces
-    ``reconstruction.png``; directions default to the run's original generator (``RUN/summary.json``).
+    The pivot is a run's photo folder (positional or ``--pivot``: its ``pivot.pt``) or a pivot file. A pivot
+    in a run's photo folder (one with ``metrics.json``), whichever form names it, is edited as the run made
+    it: the generator defaults to the photo's tuned weights (``RUN/PHOTO/tuned.safetensors``, or a
+    ``--multi-id`` run's ``RUN/tuned.safetensors``: :func:`pti.editing.run_edits.tuned_generator_file`),
+    rendered as the run rendered its reconstruction (the tuning config's ``noise_mode`` and ``use_pivot_noise``
+    in ``metrics.json``), so strength 0 reproduces ``reconstruction.png``; the run's original generator
+    (``RUN/summary.json``), given as ``--generator``, is rendered as ``inversion.png`` (the pivot's noise
+    maps, ``'const'``); directions are resolved on the original generator unless ``--direction-generator``.
+    A pivot file outside a run is rendered with the generator's own constant noise (the runner's default).
     """
+    from pti.editing.run_edits import no_tuned_weights_message, tuned_generator_file
+
     if args.photo and args.pivot:
         raise _UsageError("give a run's photo folder (RUN/PHOTO) or --pivot, not both")
     target = args.photo or args.pivot
     if not target:
         raise _UsageError("give a run's photo folder (pti edit RUN/PHOTO ...) or --generator and --pivot")
     source = Path(target)
-    if not source.is_dir():
+    if not source.exists():
+        raise _UsageError(f"{source}: no such folder or file; give a photo folder of a `pti run` (RUN/PHOTO) "
+                          "or --generator G --pivot FILE")
+    if source.is_dir():
+        folder, pivot = source, source / "pivot.pt"
+        if not pivot.is_file():
+            raise _UsageError(f"{source}: no pivot.pt here; give a photo folder of a `pti run` (RUN/PHOTO)")
+    else:
+        pivot, folder = source, source.parent if (source.parent / "metrics.json").is_file() else None
         if not args.generator:
             raise _UsageError(f"{source}: with a pivot file, --generator is needed (or give a run's photo folder)")
-        return EditInputs(args.generator, source, args.direction_generator)
-    pivot = source / "pivot.pt"
-    if not pivot.is_file():
-        raise _UsageError(f"{source}: no pivot.pt here; give a photo folder of a `pti run` (RUN/PHOTO)")
-    original = _read_json(source.parent / "summary.json").get("generator")
-    inputs = EditInputs(args.generator, pivot, args.direction_generator or (original if isinstance(original, str)
-                                                                            and original else None))
-    if args.generator is None:
-        tuned = source / "tuned.safetensors"
-        if not tuned.is_file():
-            raise _UsageError(
-                f"{source}: no tuned.safetensors: this run did not keep the tuned weights (it was made without "
-                f"--save-generator). Run `pti run INPUT --output {source.parent} --save-generator` (it tunes the photos "
-                f"without kept weights again, reusing their pivot.pt), or pass --generator ORIGINAL to edit the W pivot without PTI")
-        tuning = _read_json(source / "metrics.json").get("config", {}).get("tuning", {})
-        inputs.generator = str(tuned)
+    if folder is None:
+        return EditInputs(args.generator, pivot, args.direction_generator)
+    original = _read_json(folder.parent / "summary.json").get("generator")
+    original = original if isinstance(original, str) and original else None
+    generator = args.generator
+    if generator is None:
+        tuned = tuned_generator_file(folder)
+        if tuned is None:
+            raise _UsageError(no_tuned_weights_message(
+                folder, ", or pass --generator ORIGINAL to edit the W pivot without PTI"))
+        generator = str(tuned)
+    inputs = EditInputs(generator, pivot, args.direction_generator or original)
+    if original is not None and _same_generator(generator, original):
+        inputs.pivot_noise = True  # the original generator: as inversion.png is rendered
+    else:
+        tuning = (_read_json(folder / "metrics.json").get("config") or {}).get("tuning") or {}
         inputs.noise_mode = str(tuning.get("noise_mode", "const"))
         inputs.pivot_noise = bool(tuning.get("use_pivot_noise", False))
     return inputs
@@ -150,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.editing.loaders import parse_layers
     from pti.editing.run_edits import edit_file_stem, parse_edit, parse_strengths, resolve_edit, strength_text
     from pti.images import render_grid
+    from pti.labels import pivot_label
     from pti.pivot import load_pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
 
@@ -159,22 +190,29 @@ def run(args: argparse.Namespace) -> int:
         layers = parse_layers(args.layers)
         inputs = resolve_inputs(args)
         generator, pivot_path = inputs.generator, inputs.pivot
+        if args.out and unwritable_reason(Path(args.out)):
+            raise _UsageError(unwritable_reason(Path(args.out)))
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         G = load(generator).eval().requires_grad_(False).to(device)
         G_dir = G if inputs.direction_generator is None else \
             load(inputs.direction_generator).eval().requires_grad_(False)
+        if layers is not None and layers[1] > int(G.num_ws):
+            raise _UsageError(f"--layers {args.layers}: {generator} has {int(G.num_ws)} style inputs (num_ws); "
+                              f"choose START:STOP within 0:{int(G.num_ws)}")
         pivot = load_pivot(pivot_path, G, map_location=device)
-    except (ValueError, CheckpointError, FileNotFoundError) as exc:
-        print(f"pti edit: {exc}", file=sys.stderr)
-        return 2
-    try:
         pivot.check_fits(G, what=f"generator {generator}")
         directions = [resolve_edit(spec, G_dir.to(device), layers=layers) for spec in specs]
         for d in directions:
             d.check(int(G.w_dim), int(G.num_ws), what=f"generator {generator}")
-    except (DirectionMismatchError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
-        print(f"pti edit: {exc}", file=sys.stderr)
-        return 1
+    except (DirectionMismatchError, ValueError, KeyError, IndexError, CheckpointError, OSError) as exc:
+        # user errors, all of them (unknown or misfitting directions, --layers out of range, missing files): one
+        # line, exit 2 as in `pti run`; a KeyError's text is quoted by str(), so its argument is shown instead
+        print(f"pti edit: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 2
+    if inputs.noise_mode == "random":
+        print(f"pti edit: note: {generator} is rendered with random noise (the run's --tune-noise-mode random): "
+              "each render draws new noise, so strength 0 does not reproduce reconstruction.png exactly",
+              file=sys.stderr)
     # each row at its own strengths (given in its value, else --strengths, else its default); columns: all of them
     row_strengths = [spec.strengths or strengths or spec.default_strengths for spec in specs]
     columns = sorted({s for row in row_strengths for s in row})
@@ -190,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     col_labels = [f"{s:+g}" if s else "0" for s in columns]
     row_labels = [d.name + (f" [{d.layers[0]}:{d.layers[1]}]" if d.layers else "") for d in directions]
     grid = render_grid(rows, row_labels=row_labels, col_labels=col_labels, what=str(out),
-                       title=f"{pivot_path.parent.name}/{pivot_path.name} on {Path(str(generator)).name}")
+                       title=f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot "
+                             f"on {Path(str(generator)).name}")
     record = {"generator": _path_text(generator), "pivot": _path_text(pivot_path), "layers": layers,
               "direction_generator": _path_text(inputs.direction_generator),
               "rows": [[spec.text, [strength_text(s) for s in row]] for spec, row in zip(specs, row_strengths)]}
@@ -198,7 +237,11 @@ def run(args: argparse.Namespace) -> int:
     if refusal:
         print(f"pti edit: {refusal}", file=sys.stderr)
         return 2
-    _save_png_with_record(grid, out, record)
+    try:
+        _save_png_with_record(grid, out, record)
+    except OSError as exc:  # e.g. a folder that cannot be made, no permission, a full disk
+        print(f"pti edit: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     for d in directions:
         print(f"{d.name}: {d.source} (one unit of strength = {d.scale:.4g} in W)")
     print(f"wrote {out}")

@@ -8,7 +8,6 @@ constructor arguments of stylegan2-ada-pytorch's ``training.networks.Generator``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,31 +31,32 @@ class _UsageError(ValueError):
 
 
 def _inputs(folder: Path) -> tuple[Path, Path]:
-    """(tuned.safetensors, pivot.pt) of a photo folder; raises :class:`_UsageError` saying what is missing."""
+    """(tuned generator, pivot.pt) of a photo folder; raises :class:`_UsageError` saying what is missing. The tuned
+    generator is ``RUN/PHOTO/tuned.safetensors`` or, for a ``--multi-id`` run, ``RUN/tuned.safetensors``
+    (:func:`pti.editing.run_edits.tuned_generator_file`)."""
+    from pti.editing.run_edits import no_tuned_weights_message, tuned_generator_file
+
     if not folder.is_dir():
         raise _UsageError(f"{folder}: no such folder; give a photo folder of a `pti run` (RUN/PHOTO)")
     pivot = folder / "pivot.pt"
     if not pivot.is_file():
         raise _UsageError(f"{folder}: no pivot.pt here; give a photo folder of a `pti run` (RUN/PHOTO)")
-    tuned = folder / "tuned.safetensors"
-    if not tuned.is_file():
-        raise _UsageError(
-            f"{folder}: no tuned.safetensors: this run did not keep the tuned weights (it was made without "
-            f"--save-generator). Run `pti run INPUT --output {folder.parent} --redo --save-generator` (it reuses "
-            "pivot.pt and tunes again), then export")
+    tuned = tuned_generator_file(folder)
+    if tuned is None:
+        raise _UsageError(no_tuned_weights_message(folder, ", then export"))
     return tuned, pivot
 
 
 def _uses_pivot_noise(folder: Path) -> bool:
     """Whether the run rendered with the pivot's noise maps (metrics.json: config.tuning.use_pivot_noise)."""
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-        return bool(metrics.get("config", {}).get("tuning", {}).get("use_pivot_noise", False))
-    except (OSError, ValueError, AttributeError):
-        return False
+    from pti.editing.run_edits import read_json_object
+
+    tuning = (read_json_object(folder / "metrics.json").get("config") or {}).get("tuning") or {}
+    return bool(tuning.get("use_pivot_noise", False)) if isinstance(tuning, dict) else False
 
 
 def run(args: argparse.Namespace) -> int:
+    from pti.commands.edit import unwritable_reason
     from pti.pivot import Pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.stylegan2.export import export_nvidia_generator, export_projected_w
@@ -64,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.photo)
     out = Path(args.output) if args.output else folder / "export"
     try:
+        if out.exists() and not out.is_dir():
+            raise _UsageError(f"--output {out}: a file, not a folder; give a folder for {GENERATOR_FILE} and "
+                              f"{PIVOT_FILE}")
+        problem = unwritable_reason(out / GENERATOR_FILE)
+        if problem:
+            raise _UsageError(f"--output {out}: {problem}")
         tuned, pivot_path = _inputs(folder)
         G = load(tuned).eval()
         pivot = Pivot.load(pivot_path)
@@ -72,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"pti export: {exc}", file=sys.stderr)
         return 2
     noise = pivot.noise_maps() if _uses_pivot_noise(folder) else None
-    g_file = export_nvidia_generator(G, out / GENERATOR_FILE, noise=noise)
-    w_file = export_projected_w(pivot.w, out / PIVOT_FILE)
+    try:
+        g_file = export_nvidia_generator(G, out / GENERATOR_FILE, noise=noise)
+        w_file = export_projected_w(pivot.w, out / PIVOT_FILE)
+    except OSError as exc:  # a folder that cannot be made, no permission, a full disk
+        print(f"pti export: cannot write into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {g_file} (training.networks.Generator state dict"
           f"{', pivot noise in noise_const' if noise else ''}) and {w_file} ([1, {G.num_ws}, {G.w_dim}])")
     print("load in stylegan2-ada-pytorch: ckpt = torch.load(PATH, weights_only=True); "

@@ -204,7 +204,7 @@ def apply(w: torch.Tensor, direction: Direction, strength: float | torch.Tensor,
     """
     if w.ndim not in (2, 3):
         raise ValueError(f"w must be [N, w_dim] or [N, num_ws, w_dim], got {tuple(w.shape)}")
-    direction.check(w.shape[-1], w.shape[1] if w.ndim == 3 else num_ws, what="the codes")
+    direction.check(w.shape[-1], w.shape[1] if w.ndim == 3 else num_ws, what="each code")
     s = _strength_column(strength, w.shape[0], w)
     if direction.num_ws is not None:  # W+: one row per style input
         if w.ndim == 2:

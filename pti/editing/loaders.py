@@ -295,13 +295,37 @@ def resolve_direction(spec: str, G: torch.nn.Module, layers: tuple[int, int] | N
         if expected:
             from pti.stylegan2.checkpoints import weights_fingerprint
 
-            if int(meta.get("w_dim", w_dim)) == w_dim and weights_fingerprint(G, ("mapping.",)) != expected:
-                warnings.warn(f"{DEMO_BOUNDARIES}: boundary {spec!r} was fitted on another demo generator "
-                              "(mapping weights differ); refit with `pti fit-boundaries --generator demo`",
-                              stacklevel=2)
+            if int(meta.get("w_dim", w_dim)) == w_dim and weights_fingerprint(G, ("mapping.",)) != expected \
+                    and not _demo_mapping(G):
+                warnings.warn(f"{DEMO_BOUNDARIES}: boundary {spec!r} was fitted on the shipped demo generator, "
+                              "and this generator's mapping network differs: the boundary may not mean "
+                              f"{spec!r} here. Resolve directions on the generator the pivot was inverted with "
+                              "(pti edit --direction-generator ORIGINAL), or fit boundaries for this one "
+                              "(`pti fit-boundaries --generator GENERATOR`)", stacklevel=2)
         return _check(d.with_layers(layers) if layers is not None else d, w_dim, num_ws)
     raise ValueError(f"unknown direction {spec!r}: give ganspace:K, sefa:K, a file (.pt/.npy, .npz#K, .pt#NAME) "
                      f"or a shipped name ({', '.join(names) if names else f'none shipped: {DEMO_BOUNDARIES} missing'})")
+
+
+def _demo_mapping(G: torch.nn.Module) -> bool:
+    """Whether ``G``'s mapping weights are the shipped demo generator's, as they are or rounded through float16:
+    a generator tuned from it (PTI trains the synthesis network only; ``pti run --save-generator`` keeps float16
+    weights), for which the demo boundaries hold."""
+    from safetensors import safe_open
+
+    path = ASSETS / "demo_generator.safetensors"
+    state = {k: v for k, v in G.state_dict().items() if k.startswith("mapping.")}
+    if not path.is_file() or not state:
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        if set(state) != {k for k in f.keys() if k.startswith("mapping.")}:
+            return False
+        for name, value in state.items():
+            ref, value = f.get_tensor(name), value.detach().to("cpu")
+            if ref.shape != value.shape or not (torch.equal(ref, value) or torch.equal(
+                    ref.to(torch.float16).to(value.dtype), value)):
+                return False
+    return True
 
 
 def _load_file_direction(path: Path, key: str, num_ws: int | None = None) -> Direction:

@@ -19,6 +19,7 @@ its tuned weights (``--save-generator``): :func:`missing_edits_message` says so.
 """
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ def parse_strengths(text: str) -> list[float]:
         raise ValueError(f"strengths must be comma-separated numbers (e.g. -3,0,3), got {text!r}") from None
     if not values:
         raise ValueError("strengths: give at least one number (e.g. -3,0,3)")
+    if not all(math.isfinite(v) for v in values):  # nan, inf, 1e400: no image, and a file name like smile_nan.png
+        raise ValueError(f"strengths must be finite numbers (e.g. -3,0,3), got {text!r}")
     return values
 
 
@@ -155,16 +158,19 @@ def parse_edit(text: str) -> EditSpec:
         raise ValueError("empty edit: give a direction, e.g. smile, yaw:-3,0,3 or smile:1+yaw:2")
     if _names_existing_file(text):
         return EditSpec(((text, 1.0),), None, text)
-    body, overall = text, None
-    head, sep, tail = text.rpartition(OVERALL)
+    body, overall = text.strip(), None
+    head, sep, tail = body.rpartition(OVERALL)
     if sep and head:
         try:
-            body, overall = head, tuple(parse_strengths(tail))
-        except ValueError:
-            pass  # an '@' of a name
-    terms_text = re.split(r"\+(?![\d.])", body) if not _names_existing_file(body) else [body]
+            body, overall = head.strip(), tuple(parse_strengths(tail))
+        except ValueError as exc:
+            if not _looks_like_path(tail):  # else an '@' of a (missing) file's name: reported as a file below
+                raise ValueError(f"{text!r}: '{OVERALL}' is followed by the strengths of the whole edit ({exc}); "
+                                 f"write e.g. smile:1+yaw:2@-1,0,1, or leave '{OVERALL}' out") from None
+    # terms are separated by '+' with or without spaces around it ("smile:1 + yaw:2")
+    terms_text = [t.strip() for t in re.split(r"\+(?![\d.])", body)] if not _names_existing_file(body) else [body]
     if len(terms_text) == 1 and overall is None:
-        spec, strengths = split_strengths(body)
+        spec, strengths = split_strengths(terms_text[0])
         return EditSpec(((spec, 1.0),), strengths, text)
     terms = []
     for term in terms_text:
@@ -254,12 +260,44 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
         spec = parse_edit(text)
         edits.append(RunEdit(spec.key, resolve_edit(spec, G), spec.strengths or spec.default_strengths, text,
                              spec.label))
-    keys = [e.key for e in edits]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:
-        raise ValueError(f"{', '.join(repeated)} given more than once; list all its strengths in one "
-                         f"--edit (e.g. {repeated[0]}:-3,0,3)")
+    _check_distinct_keys(edits)
     return edits
+
+
+def _direction_identity(edit: RunEdit) -> tuple:
+    """What an edit renders, up to its strengths: its terms with direction files as absolute paths."""
+    if not edit.spec or edit.spec.startswith(("text:", "mapper:", "optimize:")):
+        return (edit.spec or edit.key,)
+    spec = parse_edit(edit.spec)
+    terms = []
+    for name, weight in spec.terms:
+        file_part, hash_, entry = name.partition("#")
+        if _looks_like_path(file_part) or Path(file_part).is_file():
+            file_part = str(Path(file_part).resolve())
+        terms.append((file_part + hash_ + entry, weight))
+    return tuple(terms)
+
+
+def _check_distinct_keys(edits: Sequence[RunEdit]) -> None:
+    """Raise ``ValueError`` when two edits would write the same files (``edits/<key>_<s>.png``): the same direction
+    given twice (list its strengths once), or two directions with the same name (two files ``a/row.pt`` and
+    ``b/row.pt``: rename one)."""
+    by_key: dict[str, list[RunEdit]] = {}
+    for e in edits:
+        by_key.setdefault(e.key, []).append(e)
+    for key, group in by_key.items():
+        if len(group) < 2:
+            continue
+        if len({_direction_identity(e) for e in group}) == 1:
+            spec = parse_edit(group[0].spec) if len(_direction_identity(group[0])) and \
+                isinstance(_direction_identity(group[0])[0], tuple) else None
+            example = (f"{spec.text.rpartition(OVERALL)[0] or spec.text}{OVERALL}-1,0,1" if spec and spec.combined
+                       else f"{spec.terms[0][0]}:-3,0,3" if spec else f"{group[0].spec}")
+            raise ValueError(f"{group[0].spec or key} given more than once; list all its strengths in one "
+                             f"--edit (e.g. {example})")
+        raise ValueError(f"{' and '.join(repr(e.spec) for e in group)} are different directions with the same "
+                         f"name {key!r}: their images would overwrite each other (edits/{key}_<s>.png); copy "
+                         f"or rename a file so that the names differ (e.g. {key}_2.pt)")
 
 
 def edit_files(edits: Sequence[RunEdit]) -> list[str]:
@@ -344,7 +382,44 @@ def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[R
         text += (f" {len(kept)} kept them (tuned.safetensors): render with `pti edit "
                  f"{shlex.quote(str(run_dir / kept[0]))} --direction {shlex.quote(edits[0].spec)}`.")
     if lost:
-        text += (f" {len(lost)} were run without --save-generator ({few(lost)}): run again with "
+        text += (f" {len(lost)} {'was' if len(lost) == 1 else 'were'} run without --save-generator ({few(lost)}): run again with "
                  f"--save-generator to tune them again (their pivot.pt is reused) and keep the weights for "
                  f"later edits.")
     return text
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; ``{}`` when it is missing, unreadable or not an object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def tuned_generator_file(folder: Path) -> Path | None:
+    """The tuned generator that a run's photo folder ``RUN/PHOTO`` was rendered with, or None (the run kept no
+    weights): ``RUN/PHOTO/tuned.safetensors`` (``pti run --save-generator``), else, for a ``--multi-id`` run, the
+    run's one ``RUN/tuned.safetensors`` when ``RUN/multi_id.json`` lists the photo (and the photo's
+    ``metrics.json`` records that tuning: the same ``tuning.key``, :mod:`pti.multi_id`)."""
+    folder = Path(folder)
+    if (folder / "tuned.safetensors").is_file():
+        return folder / "tuned.safetensors"
+    shared = folder.parent / "tuned.safetensors"
+    record = read_json_object(folder.parent / "multi_id.json")
+    photos = record.get("photos")
+    if not shared.is_file() or not isinstance(photos, list) or folder.name not in photos:
+        return None
+    key = (read_json_object(folder / "metrics.json").get("tuning") or {}).get("key")
+    return shared if key is None or key == record.get("key") else None
+
+
+def no_tuned_weights_message(folder: Path, then: str) -> str:
+    """The error for a photo folder without tuned weights (:func:`tuned_generator_file` is None): how to get them
+    (``pti run ... --save-generator`` redoes such photos, reusing their pivot.pt), then ``then``."""
+    folder = Path(folder)
+    return (f"{folder}: no tuned.safetensors: this run did not keep the tuned weights (it was made without "
+            f"--save-generator). Run `pti run INPUT --output {shlex.quote(str(folder.parent))} --save-generator` "
+            f"(it tunes the photos without kept weights again, reusing their pivot.pt){then}")
