@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
 from pti import __version__
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    formatter, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # the command's warnings only
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
@@ -79,6 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pti: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatter
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: 'pti: warning: <message>' (no file, line or source line)."""
+    return f"pti: warning: {message}\n"
 
 
 # Errors caused by the user's input (a bad file, a missing checkpoint, a photo without a face, a learning

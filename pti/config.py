@@ -34,7 +34,8 @@ PerceptualNet = Literal["alex", "vgg", "squeeze", "effnet-lite0", "random-alex",
 
 @dataclass(frozen=True)
 class Range:
-    """The valid values of a numeric config field: ``low <= x`` (``low < x`` when ``low_open``), ``x <= high``.
+    """The valid values of a numeric config field: ``low <= x`` (``low < x`` when ``low_open``), ``x <= high``
+    (``x < high`` when ``high_open``).
 
     Every value must also be finite (no NaN or inf). A field annotated ``X | None`` also accepts None.
     Written once, next to its field (:func:`ranged`); checked by :func:`validate` (the Python API) and by the
@@ -44,16 +45,18 @@ class Range:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
 
     def describe(self, integer: bool = False, optional: bool = False) -> str:
-        """E.g. 'an integer >= 1', 'a number > 0', 'a number in [0, 1]', '... or none'."""
+        """E.g. 'an integer >= 1', 'a number > 0', 'a number in [0, 1]', 'an integer in [0, 2**63)', '... or none'."""
         kind = "an integer" if integer else "a number"
+        low, high = _show_bound(self.low), _show_bound(self.high)
         if self.low is not None and self.high is not None:
-            text = f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+            text = f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         elif self.low is not None:
-            text = f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+            text = f"{kind} {'>' if self.low_open else '>='} {low}"
         elif self.high is not None:
-            text = f"{kind} <= {self.high:g}"
+            text = f"{kind} {'<' if self.high_open else '<='} {high}"
         else:
             text = f"a finite {kind.split()[-1]}"
         return text + (" or none" if optional else "")
@@ -63,20 +66,43 @@ class Range:
         if value is None and optional:
             return None
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars too
-        ok = number and (not integer or isinstance(value, numbers.Integral)) and math.isfinite(value)
+        try:
+            ok = number and (not integer or isinstance(value, numbers.Integral)) and math.isfinite(value)
+        except OverflowError:  # an int beyond any float
+            ok = False
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:
-            ok = value <= self.high
+            ok = value < self.high if self.high_open else value <= self.high
         return None if ok else f"must be {self.describe(integer, optional)}, got {value!r}"
 
 
-def ranged(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
-    """A dataclass field with ``default`` and its valid range (``ge``: >=, ``gt``: >, ``le``: <=)."""
+def _show_bound(bound: float | None) -> str:
+    if bound == SEED_END:
+        return "2**63"
+    return str(bound) if isinstance(bound, int) else f"{bound:g}" if bound is not None else ""
+
+
+#: seeds are below this: torch.Generator.manual_seed takes a 64-bit integer (larger ones fail per photo
+#: with 'Overflow when unpacking long long')
+SEED_END = 2 ** 63
+
+
+def make_range(ge: float | None = None, gt: float | None = None, le: float | None = None,
+               lt: float | None = None) -> Range:
+    """The :class:`Range` of ``ge`` (>=) or ``gt`` (>), and ``le`` (<=) or ``lt`` (<)."""
     if ge is not None and gt is not None:
         raise TypeError("give ge or gt, not both")
-    valid = Range(low=gt if gt is not None else ge, high=le, low_open=gt is not None)
-    return field(default=default, metadata={"range": valid})
+    if le is not None and lt is not None:
+        raise TypeError("give le or lt, not both")
+    return Range(low=gt if gt is not None else ge, high=lt if lt is not None else le, low_open=gt is not None,
+                 high_open=lt is not None)
+
+
+def ranged(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None) -> Any:
+    """A dataclass field with ``default`` and its valid range (``ge``: >=, ``gt``: >, ``le``: <=, ``lt``: <)."""
+    return field(default=default, metadata={"range": make_range(ge, gt, le, lt)})
 
 
 def field_range(f: dataclasses.Field) -> Range | None:
@@ -98,14 +124,20 @@ def validate(cfg: Any) -> None:
     """Check every field of a config dataclass (nested ones too) against its range and ``Literal`` choices.
 
     Raises ``ValueError`` naming the field and what it must be, e.g. ``LocalityConfig.interval must be an
-    integer >= 1, got 0``. Called when a config is made (``__post_init__``) and again by
+    integer >= 1, got 0``, and ``TypeError`` for a nested config given as anything but its dataclass (a dict:
+    build it with :func:`config_from_dict`). Called when a config is made (``__post_init__``) and again by
     :func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune` and :func:`pti.runner.process_images`
     (fields may be assigned after construction).
     """
     hints = _hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            if not isinstance(value, kind):  # e.g. a dict: it would be used unchecked
+                raise TypeError(f"{type(cfg).__name__}.{f.name} must be a {kind.__name__}, got "
+                                f"{type(value).__name__} {value!r}; write {kind.__name__}(...) or use "
+                                f"config_from_dict({type(cfg).__name__}, {{'{f.name}': {{...}}}})")
             validate(value)
             continue
         optional = type(None) in typing.get_args(hints[f.name])
@@ -156,7 +188,7 @@ class InversionConfig:
     """images larger than this side (pixels) are area-downsampled before the perceptual distance; none: never"""
     l2_weight: float = ranged(0.0, ge=0)
     """weight of an extra pixel MSE term on [-1, 1] images (0: the projector's pure perceptual loss)"""
-    seed: int = ranged(0, ge=0)
+    seed: int = ranged(0, ge=0, lt=SEED_END)
     """seed of the mapping samples, the initial noise maps and the per-step w noise"""
 
     def __post_init__(self) -> None:
@@ -228,7 +260,7 @@ class TuningConfig:
     """render with the pivot's optimised noise maps instead of the generator's constant ones"""
     batch_size: int | None = ranged(None, ge=1)
     """multi-image tuning: pivots per step (none: all of them)"""
-    seed: int = ranged(0, ge=0)
+    seed: int = ranged(0, ge=0, lt=SEED_END)
     """seed of the multi-image batch order and of the locality samples"""
     locality: LocalityConfig = field(default_factory=LocalityConfig)
     """the locality regulariser (options --locality-*)"""

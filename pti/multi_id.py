@@ -43,16 +43,27 @@ STATE_FORMAT = "pti-tuning-state-v1"
 STATE_EVERY_S = 300.0
 
 
+def check_state_every(every_s: float) -> None:
+    """Raise ``ValueError`` unless ``every_s`` (seconds between two saves of the tuning state) is a finite
+    number >= 0: NaN or inf would never save, a negative number would save after every step unasked."""
+    from pti.config import make_range
+
+    problem = make_range(ge=0).error(every_s)
+    if problem:
+        raise ValueError(f"seconds between saves of the tuning state {problem}")
+
+
 class TuningCheckpoint:
     """Saves pivotal tuning's state every ``every_s`` seconds to ``path`` and restores it: pass it as
     ``pivotal_tune(..., checkpoint=TuningCheckpoint(...))``.
 
     ``key``: what the state belongs to (a restored state with another key is ignored with a warning);
-    ``every_s``: seconds between saves (0: after every step). ``saves`` counts the saves of this process;
+    ``every_s``: seconds between saves (0: after every step; a finite number >= 0, else ``ValueError``). ``saves`` counts the saves of this process;
     ``resumed_from`` is the step a restored state starts at (None: started from scratch).
     """
 
     def __init__(self, path: str | Path, every_s: float = STATE_EVERY_S, key: str = "") -> None:
+        check_state_every(every_s)
         self.path, self.every_s, self.key = Path(path), float(every_s), key
         self.saves = 0
         self.resumed_from: int | None = None
@@ -151,7 +162,8 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
                      state_every_s: float = STATE_EVERY_S) -> list[ImageOutcome]:
     """The multi-ID job (see the module docstring) over ``paths`` into ``run_dir``; ``options``: the
     :class:`pti.runner.RunOptions` of ``pti run``. Returns one outcome per photo (failures recorded by step 1).
-    Raises what tuning raises (a diverging tuning fails the whole job: there is one generator)."""
+    Raises what tuning raises (a diverging tuning fails the whole job: there is one generator), and
+    ``ValueError`` before any photo for a ``state_every_s`` that is not a finite number >= 0."""
     from pti.images import read_image
     from pti.losses import PerceptualLoss
     from pti.pivot import Pivot
@@ -159,6 +171,7 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
     from pti.stylegan2.checkpoints import load, save
     from pti.tuning import pivotal_tune
 
+    check_state_every(state_every_s)  # before any photo
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     outcomes = process_images(G, paths, run_dir, inv_cfg, tune_cfg, dataclasses.replace(options, stage="invert",

@@ -4,6 +4,10 @@ and when a result counts as finished (see :mod:`pti.runner` for the process that
 ``RUN/<name>/`` holds one image's results, ``RUN/.<name>.partial/`` its staging folder and
 ``RUN/.failures/<name>.json`` the record of its last failure. ``metrics.json`` lists every result
 file (``"files"``: path relative to the image folder, e.g. ``edits/smile_3.png`` -> size in bytes).
+
+A finished result whose inputs changed and whose redo failed is stale: it is moved to
+``RUN/.stale/<name>/`` (:func:`set_aside_stale`, with ``stale.json`` saying why), so that it is never
+counted as finished nor edited as if it were this run's; a later success of the photo removes it.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from pti.images import IMAGE_EXTENSIONS
 Stage = Literal["invert", "tune"]
 #: per-image failure records live here inside the run folder
 FAILURES_DIR = ".failures"
+#: finished results whose inputs changed and whose redo failed live here (see set_aside_stale)
+STALE_DIR = ".stale"
 
 
 @dataclass
@@ -149,6 +155,41 @@ def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def stale_dir(final: Path) -> Path:
+    """Where a stale result of ``final`` is kept: ``<run>/.stale/<name>``."""
+    return final.parent / STALE_DIR / final.name
+
+
+def set_aside_stale(final: Path, reasons: Sequence[str], error: str) -> Path:
+    """Move the finished result ``final`` (made from other inputs: ``reasons``, e.g. 'generator changed')
+    whose redo failed with ``error`` to :func:`stale_dir`, replacing an older stale copy, and write
+    ``stale.json`` ({"reasons", "error", "time"}) there; returns the new folder."""
+    import shutil
+
+    from pti.io_utils import atomic_write_json
+
+    target = stale_dir(final)
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    final.rename(target)
+    atomic_write_json({"reasons": list(reasons), "error": error, "time": time.time()}, target / "stale.json")
+    return target
+
+
+def stale_note(final: Path) -> str | None:
+    """One line saying that the result of the photo folder ``final`` was set aside as stale, where and why
+    (for ``pti edit RUN/PHOTO`` on such a folder), or None when there is no stale result."""
+    try:
+        data = json.loads((stale_dir(final) / "stale.json").read_text())
+    except (OSError, ValueError):
+        return None
+    reasons = ", ".join(data.get("reasons") or []) or "inputs changed"
+    first = str(data.get("error", "")).partition("\n")[0]
+    return (f"{final}: its result is stale ({reasons}, and the redo failed: {first}); the old result is in "
+            f"{stale_dir(final)}; run the photo again")
 
 
 def staging_dir(final: Path) -> Path:

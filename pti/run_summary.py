@@ -48,6 +48,8 @@ def _image_entry(name: str, file: str, metrics: dict[str, Any]) -> dict[str, Any
         "inversion": {k: inv.get(k) for k in ("mse", "psnr", "perceptual", "steps", "reused_pivot")},
         # what the pivot is: {"origin", "space", "steps", "label"} (pti.labels)
         "pivot": metrics_pivot(metrics),
+        # how its steps ran (pti.fast.ExecutionConfig): not compared for reuse, so maybe not this run's
+        "execution": (metrics.get("config") or {}).get("execution"),
     }
     files = metrics.get("files") or {}
     entry["edits"] = edit_images(files)  # edits/<key>_<s>.png of `pti run --edit`
@@ -59,11 +61,13 @@ def _image_entry(name: str, file: str, metrics: dict[str, Any]) -> dict[str, Any
 
 
 def build_summary(paths: Sequence[Path], run_dir: Path, stage: Stage, sessions: Sequence[dict[str, Any]],
-                  info: dict[str, Any] | None = None) -> dict[str, Any]:
+                  info: dict[str, Any] | None = None, execution: dict[str, Any] | None = None) -> dict[str, Any]:
     """The summary of the job over ``paths`` (all ranks' images), read from ``run_dir``.
 
     ``sessions``: one :func:`session_record` per rank of this run. ``info``: extra fields for the
-    header (input, generator, configs). Image status: ``done`` (a finished result folder),
+    header (input, generator, configs). ``execution``: this run's execution settings, shown as
+    ``this_run.execution`` (images finished by earlier runs may have run otherwise: each image's entry
+    has its own ``execution``, from its metrics.json). Image status: ``done`` (a finished result folder),
     ``failed`` (a failure record and no result) or ``missing`` (neither: never run, or killed).
     """
     run_dir = Path(run_dir)
@@ -105,6 +109,8 @@ def build_summary(paths: Sequence[Path], run_dir: Path, stage: Stage, sessions: 
         "process_seconds_per_image": _stats(per_image),
         "setup_seconds": max((s["setup_seconds"] for s in sessions), default=0.0),
     }
+    if execution is not None:
+        throughput["execution"] = execution
     quality: dict[str, Any] = {}
     for part in ("inversion", "tuning"):
         for key in ("psnr", "perceptual"):

@@ -49,7 +49,11 @@ Failures. A failing image (unreadable, no face, NaN/inf loss, a diverged optimis
 :func:`process_image`; :func:`run_one` removes its staging folder (nothing is written for it,
 an older result folder is left as it was) and the batch driver :func:`process_images` records
 the error in ``runs/<run>/.failures/<image>.json`` and goes on with the others. A later success
-removes that record. Failed images are tried again by the next run of the same command.
+removes that record. Failed images are tried again by the next run of the same command. When the
+failing image had a finished result made from other inputs (a redo, see "Reuse"), that result is stale:
+it is moved to ``runs/<run>/.stale/<image>/`` (:func:`pti.run_folder.set_aside_stale`), so that the
+summary and the exit status count the image as failed and ``pti edit`` does not take it for this run's;
+its pivot.pt is still offered to the next run (checked like any other), and a later success removes it.
 """
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ from pti.config import InversionConfig, TuningConfig, config_to_dict, validate
 from pti.fast.config import ExecutionConfig
 from pti.run_folder import (FAILURES_DIR, ImageOutcome, Stage, check_unique_names, failure_path,  # noqa: F401
                             is_finished, list_images, manifest, output_name, read_failure, read_metrics,
-                            record_failure, staging_dir, what_changed)
+                            record_failure, set_aside_stale, stale_dir, staging_dir, what_changed)
 
 if TYPE_CHECKING:
     from pti.editing.run_edits import RunEdit
@@ -235,8 +239,9 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
                                  origin=origin) if options.reuse_pivot else None
     reused = pivot is not None
     if pivot is None and options.require_pivot:
-        raise FileNotFoundError(f"{path}: no valid pivot.pt for this generator, space"
-                                f"{' and class' if label is not None else ''} in the run folder; "
+        raise FileNotFoundError(f"{path}: no pivot.pt in the run folder fits this generator"
+                                f"{', class' if label is not None else ''} and pivot space (there is none, or it "
+                                f"was made for others); "
                                 f"run `pti invert` (or `pti run`) first")
     if pivot is None:
         pivot = project(G, target, inv_cfg, init=options.encoder, c=label, perceptual=perceptual_inv,
@@ -328,8 +333,11 @@ def run_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionC
             if f.name != "pivot.pt":
                 shutil.rmtree(f) if f.is_dir() else f.unlink()
     staging.mkdir(parents=True, exist_ok=True)
-    if options.reuse_pivot and not keep_pivot and (final_dir / "pivot.pt").is_file():
-        shutil.copy2(final_dir / "pivot.pt", staging / "pivot.pt")
+    if options.reuse_pivot and not keep_pivot:
+        for source in (final_dir, stale_dir(final_dir)):  # a stale result's pivot is checked like any other
+            if (source / "pivot.pt").is_file():
+                shutil.copy2(source / "pivot.pt", staging / "pivot.pt")
+                break
     try:
         metrics = process_image(G, path, staging, inv_cfg, tune_cfg, options, perceptual_inv, perceptual_tune,
                                 worker, made_from)
@@ -410,7 +418,8 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
             perceptual_tune = PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
         try:
             made = made or made_from_record(G, path, options, fingerprint, encoder)  # raises for an unreadable file
-            blocker = _pivot_blocker(read_metrics(out_dir), made, options.require_pivot)
+            prior = read_metrics(out_dir) if out_dir.exists() else read_metrics(stale_dir(out_dir))
+            blocker = _pivot_blocker(prior, made, options.require_pivot)
             if blocker and options.require_pivot:
                 raise FileNotFoundError(f"{path}: {blocker} since its pivot.pt was made; run `pti invert` "
                                         f"(or `pti run`) again for it")
@@ -418,7 +427,13 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
             metrics = run_one(G, path, out_dir, inv_cfg, tune_cfg, image_options, perceptual_inv, perceptual_tune,
                               worker, made)
         except Exception as exc:  # one bad image must not stop the batch
-            outcome = ImageOutcome(name, "failed", time.perf_counter() - t0, error=_error_text(exc), file=str(path),
+            error = _error_text(exc)
+            if changed and out_dir.is_dir():  # the finished result no longer matches its inputs: never count it
+                moved = set_aside_stale(out_dir, changed, error)
+                first, newline, rest = error.partition("\n")
+                error = (f"{first} (redo after: {', '.join(changed)}; the earlier result is stale, moved to "
+                         f"{moved})" + newline + rest)
+            outcome = ImageOutcome(name, "failed", time.perf_counter() - t0, error=error, file=str(path),
                                    redone=changed)
             record_failure(run_dir, outcome, options.stage, worker)
             outcomes.append(outcome)
@@ -426,6 +441,7 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
                 torch.cuda.empty_cache()
             continue
         failure_path(run_dir, name).unlink(missing_ok=True)
+        shutil.rmtree(stale_dir(out_dir), ignore_errors=True)
         outcomes.append(ImageOutcome(name, "done", time.perf_counter() - t0, metrics=metrics, file=str(path),
                                      redone=changed))
     if lacking_edits:
@@ -437,8 +453,10 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
 
 def redone_message(outcomes: Sequence[ImageOutcome]) -> str | None:
     """One line saying how many finished images were redone and why, e.g. '2 finished image(s) redone:
-    generator changed'; a reason shared by only some of them gets its count. None when none was redone."""
-    redone = [o for o in outcomes if o.redone]
+    generator changed'; a reason shared by only some of them gets its count. None when none was redone.
+    Only successful redos count: a failed one is a failure (its result set aside as stale, see
+    :func:`pti.run_folder.set_aside_stale`) and is reported with the failures."""
+    redone = [o for o in outcomes if o.redone and o.status == "done"]
     if not redone:
         return None
     counts: dict[str, int] = {}

@@ -105,3 +105,25 @@ def test_config_from_dict_rejects_values_outside_a_literal_field():
     with pytest.raises(ValueError, match="LocalityConfig.norm must be one of"):
         config_from_dict(TuningConfig, {"locality": {"norm": "l1"}})
     assert config_from_dict(TuningConfig, {"locality": {"norm": "official"}}).locality.norm == "official"
+
+
+def test_a_command_warning_is_one_line(tmp_path):
+    """The report: `pti run` and `pti align` printed Python's source line under each warning
+    ('  outcomes = process_images(...)'). Run in a child process: pytest records warnings itself."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, pti.commands.info as m\n"
+            "def run(args):\n"
+            "    warnings.warn('2 photos were run without the edits', RuntimeWarning, stacklevel=2)\n"
+            "    return 0\n"
+            "m.run = run\n"
+            "from pti.cli import main\n"
+            "raise SystemExit(main(['info', 'demo']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "pti: warning: 2 photos were run without the edits\n", done.stderr
+    # outside the command line, Python's own format is kept
+    import warnings
+
+    assert warnings.formatwarning is warnings._formatwarning_orig  # noqa: SLF001

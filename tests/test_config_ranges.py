@@ -40,7 +40,7 @@ def _outside(valid: Range, integer: bool) -> list:
     if valid.low is not None:
         values.append(valid.low if valid.low_open else valid.low - step)
     if valid.high is not None:
-        values.append(valid.high + step)
+        values.append(valid.high if valid.high_open else valid.high + step)
     if not integer:
         values += [math.nan, math.inf]
     else:
@@ -54,7 +54,7 @@ def _inside(valid: Range, integer: bool) -> list:
     if valid.low is not None:
         values.append(valid.low + (1 if integer else 1e-6) if valid.low_open else valid.low)
     if valid.high is not None:
-        values.append(valid.high)
+        values.append(valid.high - (1 if integer else 1e-6) if valid.high_open else valid.high)
     return [int(v) if integer else v for v in values]
 
 
@@ -96,7 +96,17 @@ def test_cli_refuses_a_value_outside_the_range_while_parsing(cls, f, annotation,
     (["--locality", "--locality-num-samples", "0"], "argument --locality-num-samples: must be an integer >= 1, got 0"),
     (["--locality", "--locality-alpha", "-30"], "argument --locality-alpha: must be a number > 0, got -30.0"),
     (["--tune-batch-size", "0"], "argument --tune-batch-size: must be an integer >= 1 or none, got 0"),
-    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63), got -1"),
+    # review of issue 29: a seed torch cannot take failed late, per photo ('Overflow when unpacking long long')
+    (["--seed", "99999999999999999999999"], "argument --seed: must be an integer in [0, 2**63), got 99999999999999999999999"),
+    (["--inv-seed", str(2 ** 63)], f"argument --inv-seed: must be an integer in [0, 2**63), got {2 ** 63}"),
+    (["--tune-seed", "1" + "0" * 400], "argument --tune-seed: must be an integer in [0, 2**63), got 1" + "0" * 400),
+    (["--dist-timeout-min", "inf"], "argument --dist-timeout-min: must be a number in (0, 1000000], got inf"),
+    (["--dist-timeout-min", "nan"], "argument --dist-timeout-min: must be a number in (0, 1000000], got nan"),
+    (["--dist-timeout-min", "-1"], "argument --dist-timeout-min: must be a number in (0, 1000000], got -1.0"),
+    (["--dist-timeout-min", "1e30"], "argument --dist-timeout-min: must be a number in (0, 1000000], got 1e+30"),
+    (["--multi-id", "--state-every-min", "-1"], "argument --state-every-min: must be a number >= 0, got -1.0"),
+    (["--multi-id", "--state-every-min", "nan"], "argument --state-every-min: must be a number >= 0, got nan"),
 ])
 def test_the_reported_options_are_refused_with_one_line(argv, message, tmp_path, capsys):
     from pti.cli import main
@@ -164,3 +174,91 @@ def test_entry_points_refuse_before_any_work(tmp_path):
         process_images(G, [tmp_path / "a.png"], tmp_path / "run", InversionConfig(), tune,
                        RunOptions(align=False, progress=False))
     assert not (tmp_path / "run").exists()
+
+
+# --- review of issue 29: the gaps of item 2 ---------------------------------------------------------------------
+
+def test_a_dict_for_a_nested_config_is_refused_naming_the_field():
+    """The report: TuningConfig(locality={'interval': 0}) was accepted and left unchecked."""
+    with pytest.raises(TypeError, match=r"TuningConfig\.locality must be a LocalityConfig, got dict"):
+        TuningConfig(locality={"interval": 0})
+    with pytest.raises(TypeError, match=r"TuningConfig\.locality must be a LocalityConfig"):
+        TuningConfig(locality={"interval": 3})  # valid values too: config_from_dict converts them
+    assert config_from_dict(TuningConfig, {"locality": {"interval": 3}}).locality.interval == 3
+
+
+def test_seeds_end_below_2_63_and_the_largest_still_seeds_torch():
+    """torch takes seeds below 2**64; the configs stop at 2**63 (a signed 64-bit integer, with room for the
+    small offsets some seeds get, seed + k): the largest allowed seed seeds a generator, 2**64 fails there."""
+    largest = 2 ** 63 - 1
+    assert InversionConfig(seed=largest).seed == largest
+    torch.Generator().manual_seed(largest + 5)
+    with pytest.raises((RuntimeError, ValueError), match="Overflow"):
+        torch.Generator().manual_seed(2 ** 64)  # what a 99999999999999999999999 seed reached per photo
+    for bad in (2 ** 63, 10 ** 23, 10 ** 400):
+        with pytest.raises(ValueError, match=r"InversionConfig\.seed must be an integer in \[0, 2\*\*63\)"):
+            InversionConfig(seed=bad)
+        with pytest.raises(ValueError, match=r"TuningConfig\.seed must be an integer in \[0, 2\*\*63\)"):
+            TuningConfig(seed=bad)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["fit-boundaries", "--generator", "demo", "--out", "x.pt", "--samples", "-5"],
+     "argument --samples: must be an integer >= 1, got -5"),
+    (["fit-boundaries", "--generator", "demo", "--out", "x.pt", "--extreme-fraction", "0.7"],
+     "argument --extreme-fraction: must be a number in (0, 0.5], got 0.7"),
+    (["fit-boundaries", "--generator", "demo", "--out", "x.pt", "--heldout-fraction", "nan"],
+     "argument --heldout-fraction: must be a number in (0, 1), got nan"),
+    (["fit-boundaries", "--generator", "demo", "--out", "x.pt", "--seed", "-1"],
+     "argument --seed: must be an integer in [0, 2**63), got -1"),
+    (["align", "a.png", "b", "--size", "0"], "argument --size: must be an integer >= 1, got 0"),
+    (["compare", "a.png", "--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
+    (["compare", "a.png", "--dist-timeout-min", "inf"], "argument --dist-timeout-min: must be a number in (0, 1000000], got inf"),
+    (["compare", "a.png", "--seed", "99999999999999999999999"],
+     "argument --seed: must be an integer in [0, 2**63), got 99999999999999999999999"),
+    (["bench", "--images", "0"], "argument --images: must be an integer >= 1, got 0"),
+    (["styleclip-prepare", "--samples", "-1"], "argument --samples: must be an integer >= 1, got -1"),
+    (["report", "--threads", "-2"], "argument --threads: must be an integer >= 1, got -2"),
+    (["demo-quality", "--psi", "1", "inf"], "argument --psi: must be a number >= 0, got inf"),
+    (["train-demo", "--g-lr", "0"], "argument --g-lr: must be a number > 0, got 0.0"),
+    (["train-demo", "--style-mixing", "1.5"], "argument --style-mixing: must be a number in [0, 1], got 1.5"),
+    (["smoke", "--resolution", "2"], "argument --resolution: must be an integer >= 4, got 2"),
+])
+def test_other_commands_refuse_meaningless_numbers_with_one_line(argv, message, capsys):
+    """The report: `pti fit-boundaries --samples -5` died in torch.cat() after loading the generator."""
+    from pti.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"pti {argv[0]}: error: {message} " in err, err
+
+
+def test_bounded_options_say_their_range_like_config_fields():
+    """One mechanism: the commands' own options and the config fields describe and check a range alike."""
+    import argparse
+
+    from pti.commands._config_args import bounded, valid_text
+
+    parse = bounded(float, gt=0, le=2)
+    assert parse("2") == 2.0 and valid_text(float, gt=0, le=2) == "a number in (0, 2]"
+    for bad in ("0", "2.5", "nan", "inf", "-inf", "1e400"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \(0, 2\]"):
+            parse(bad)
+    assert bounded(int, ge=1, optional=True)("none") is None
+
+
+def test_learning_rate_help_and_check_agree(capsys):
+    """The report: the help said 'a number > 0' while 0 was accepted and -1's error said '>= 0'."""
+    from pti.cli import build_parser, main
+
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]  # noqa: SLF001
+    for option in ("--inv-lr", "--tune-lr"):
+        action = next(a for a in run_parser._actions if option in a.option_strings)  # noqa: SLF001
+        assert "0 " in action.help and "valid: a number >= 0 (default" in action.help, action.help
+        args = build_parser().parse_args(["run", "x.png", option, "0"])
+        assert getattr(args, f"{option[2:6].rstrip('-')}__lr") == 0.0
+        with pytest.raises(SystemExit):
+            main(["run", "x.png", option, "-1"])
+        assert f"argument {option}: must be a number >= 0, got -1.0" in capsys.readouterr().err

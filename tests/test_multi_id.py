@@ -151,3 +151,19 @@ def test_multi_id_run_killed_mid_tune_resumes_to_the_same_generator(tmp_path):
     # a third run finds everything finished and tunes nothing
     out = subprocess.run(_command(photos, generator, run, steps), env=env, check=True, capture_output=True, text=True)
     assert "0 done, 3 already finished" in out.stdout
+
+
+@pytest.mark.parametrize("every", [-1.0, float("nan"), float("inf")])
+def test_state_every_must_be_a_finite_number_of_seconds(every, tmp_path):
+    """The report: `pti run --multi-id --state-every-min -1/nan/inf` was accepted silently (NaN and inf never
+    save the state; the command line now refuses them too: tests/test_config_ranges.py)."""
+    from pti.multi_id import process_multi_id
+    from pti.runner import RunOptions
+
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        TuningCheckpoint(tmp_path / STATE_FILE, every)
+    G = make_tiny_generator(resolution=16)
+    with pytest.raises(ValueError, match="must be a number >= 0"):  # before any photo: nothing is written
+        process_multi_id(G, [tmp_path / "a.png"], tmp_path / "run", None, TuningConfig(), RunOptions(),
+                         state_every_s=every)
+    assert not (tmp_path / "run").exists()

@@ -381,9 +381,9 @@ def test_save_generator_on_a_result_without_it_redoes_it(G, images, tmp_path):
     assert process_images(G, images[:1], run, INV, TUNE, OPTS)[0].status == "skipped"  # a superset: kept
 
 
-def test_pti_run_with_another_generator_redoes_and_says_so(G, images, tmp_path, capsys):
-    """The report, through the command line: the second run redoes both photos and says why in one line."""
-    from pti.cli import main
+def _two_photos_two_generators(G, images, tmp_path) -> tuple[Path, list[str]]:
+    """Two photos in tmp_path/photos, G saved as g.safetensors and another generator as other.safetensors:
+    the run folder and the `pti run` arguments (tiny settings; add -g)."""
     from pti.stylegan2.checkpoints import save
 
     folder = tmp_path / "photos"
@@ -396,6 +396,14 @@ def test_pti_run_with_another_generator_redoes_and_says_so(G, images, tmp_path, 
     argv = ["run", str(folder), "-o", str(run), "--device", "cpu", "--no-align", "--quiet", "--inv-steps", "2",
             "--tune-steps", "2", "--inv-w-avg-samples", "100", "--inv-perceptual-net", "effnet-lite0",
             "--tune-perceptual-net", "effnet-lite0"]
+    return run, argv
+
+
+def test_pti_run_with_another_generator_redoes_and_says_so(G, images, tmp_path, capsys):
+    """The report, through the command line: the second run redoes both photos and says why in one line."""
+    from pti.cli import main
+
+    run, argv = _two_photos_two_generators(G, images, tmp_path)
     assert main([*argv, "-g", str(tmp_path / "g.safetensors")]) == 0
     capsys.readouterr()
     assert main([*argv, "-g", str(tmp_path / "other.safetensors")]) == 0
@@ -450,3 +458,87 @@ def test_pti_edit_at_strength_0_gives_reconstruction_png_exactly(G, images, tmp_
                  "--device", "cpu"]) == 0
     reconstruction = np.asarray(Image.open(photo / "reconstruction.png").convert("RGB"))
     assert len(_find_cell(np.asarray(Image.open(out).convert("RGB")), reconstruction)) == 1
+
+
+# --- review of issue 29: a failed redo never leaves a stale result counted as finished -----------------------
+
+def test_failed_redo_sets_the_stale_result_aside_and_the_run_fails(G, images, tmp_path, capsys):
+    """The report: a run with `-g other` and a diverging learning rate printed 'redone: generator changed' and
+    'FAILED' for both photos, then '2 of 2 image(s) finished, 0 failed', exit 0, and kept the results made
+    with the first generator (which `pti edit RUN/PHOTO` then used)."""
+    from pti.cli import main
+    from pti.run_folder import stale_dir, stale_note
+
+    run, argv = _two_photos_two_generators(G, images, tmp_path)
+    argv.append("--save-generator")
+    assert main([*argv, "-g", str(tmp_path / "g.safetensors")]) == 0
+    capsys.readouterr()
+    assert main([*argv, "-g", str(tmp_path / "other.safetensors"), "--tune-lr", "1e30"]) == 1
+    captured = capsys.readouterr()
+    assert "redone" not in captured.out  # nothing was redone
+    assert captured.err.count("FAILED") == 2 and "generator changed" in captured.err
+    assert "0 of 2 image(s) finished, 2 failed" in captured.out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"] == {"images": 2, "done": 0, "failed": 2, "missing": 0}
+    assert all("stale" in f["error"] and "generator changed" in f["error"] for f in summary["failures"])
+    for p in images[:2]:
+        assert not (run / p.stem).exists()  # `pti edit RUN/PHOTO` finds no result to take for this run's
+        kept = stale_dir(run / p.stem)
+        assert json.loads((kept / "metrics.json").read_text())["made_from"]["generator"] == weights_fingerprint(G)
+        assert "generator changed" in json.loads((kept / "stale.json").read_text())["reasons"]
+        assert "stale" in stale_note(run / p.stem) and "tuning loss became" in stale_note(run / p.stem)
+    assert "stale" in (run / "summary.md").read_text()
+    # the same inputs again: the stale pivot is offered (and fits), the photos finish, the stale copies go
+    assert main([*argv, "-g", str(tmp_path / "g.safetensors")]) == 0
+    assert json.loads((run / "summary.json").read_text())["counts"]["done"] == 2
+    assert not (run / ".stale" / images[0].stem).exists() and stale_note(run / images[0].stem) is None
+    assert _metrics(run, images[0].stem)["inversion"]["reused_pivot"] is True
+
+
+def test_pti_tune_with_another_generator_fails_and_keeps_no_stale_result(G, images, tmp_path):
+    """`pti tune -g other` on a run made with another generator: failed, counted failed, the pivot kept aside
+    for a `pti tune` with the right generator."""
+    from pti.run_folder import stale_dir
+
+    run = tmp_path / "run"
+    process_images(G, images[:1], run, INV, TUNE, OPTS)
+    tune_only = RunOptions(align=False, progress=False, require_pivot=True)
+    other = make_tiny_generator(resolution=G.img_resolution, seed=99)
+    outcome = process_images(other, images[:1], run, INV, TUNE, tune_only)[0]
+    assert outcome.status == "failed" and "no pivot.pt in the run folder fits this generator" in outcome.error
+    assert "stale" in outcome.error and not is_finished(run / images[0].stem, "tune")
+    assert (stale_dir(run / images[0].stem) / "pivot.pt").is_file()
+    again = process_images(G, images[:1], run, INV, dataclasses.replace(TUNE, steps=3), tune_only)[0]
+    assert again.status == "done" and again.metrics["inversion"]["reused_pivot"] is True
+
+
+def test_output_that_is_a_file_is_refused_before_any_work(images, tmp_path, capsys):
+    """The report: `pti run -o afile` said "[Errno 20] Not a directory: 'afile/.failures'"."""
+    from pti.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert main(["run", str(images[0]), "-o", str(afile), "--device", "cpu", "-g", "no-such-generator"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pti run: --output {afile} is a file, not a folder; give a run folder\n", err
+    assert afile.read_text() == "not a folder"
+
+
+def test_summary_gives_execution_per_image_and_this_run_s_apart(G, images, tmp_path):
+    """The report: summary.json's config.execution showed this run's execution settings over results made with
+    others (they are not compared for reuse, so a second run with other ones skips the photos)."""
+    from pti.cli import main
+    from pti.stylegan2.checkpoints import save
+
+    save(G, tmp_path / "g.safetensors")
+    run = tmp_path / "run"
+    argv = ["run", str(images[0]), "-o", str(run), "-g", str(tmp_path / "g.safetensors"), "--device", "cpu",
+            "--no-align", "--quiet", "--inv-steps", "2", "--tune-steps", "2", "--inv-w-avg-samples", "100",
+            "--inv-perceptual-net", "effnet-lite0", "--tune-perceptual-net", "effnet-lite0"]
+    assert main(argv) == 0
+    assert main([*argv, "--exec-sync-every", "7"]) == 0  # skipped: made with sync_every 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["this_run"]["skipped_finished"] == 1
+    assert "execution" not in summary["config"] and summary["this_run"]["execution"]["sync_every"] == 7
+    assert summary["images"][0]["execution"]["sync_every"] == 1
+    assert _metrics(run, images[0].stem)["config"]["execution"]["sync_every"] == 1

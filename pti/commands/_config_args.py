@@ -136,6 +136,33 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type)
                                default=argparse.SUPPRESS, help=text, **kwargs)
 
 
+def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, optional: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` for a command's own numeric option (``kind``: int or float) with a range, by the
+    same mechanism as the config fields (:func:`pti.config.make_range`; NaN and inf are always refused):
+    ``type=bounded(int, ge=1)``. ``optional``: 'none' also parses (as None). Pair it with
+    :func:`valid_text` in the help."""
+    from pti.config import make_range
+
+    parse = _in_range(kind, make_range(ge, gt, le, lt), kind is int, optional)
+    return _parse_optional(parse) if optional else parse
+
+
+def seed_type() -> Callable[[str], Any]:
+    """The argparse ``type`` of a seed option: an integer in [0, 2**63) (:data:`pti.config.SEED_END`)."""
+    from pti.config import SEED_END
+
+    return bounded(int, ge=0, lt=SEED_END)
+
+
+def valid_text(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+               lt: float | None = None) -> str:
+    """The range of :func:`bounded` in words ('an integer >= 1'), for the option's help."""
+    from pti.config import make_range
+
+    return make_range(ge, gt, le, lt).describe(kind is int)
+
+
 def option_type(cls: type, name: str) -> Callable[[str], Any]:
     """The argparse ``type`` of field ``name`` of ``cls`` (its range checked), for an option named otherwise
     (``pti run --seed``)."""

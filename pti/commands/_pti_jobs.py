@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from pti.commands._config_args import (add_config_arguments, add_execution_arguments, build_configs, build_execution,
-                                       option_type)
+from pti.commands._config_args import (add_config_arguments, add_execution_arguments, bounded, build_configs,
+                                       build_execution, option_type)
+
+#: the most minutes --dist-timeout-min takes (about two years; datetime.timedelta and torch's timeout overflow
+#: far above it)
+MAX_TIMEOUT_MIN = 1_000_000
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +52,16 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="process images even if already finished (without it, a finished image is redone "
                              "anyway when its generator, photo or settings changed, and the run says so)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--dist-timeout-min", type=float, default=24 * 60, metavar="MIN",
-                        help="under torchrun: how long the end-of-job barrier waits for the slowest rank "
-                             "(default: 1440 minutes)")
+    add_dist_timeout_argument(parser)
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
     add_execution_arguments(parser)
+
+
+def add_dist_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dist-timeout-min MIN``: a finite number of minutes > 0."""
+    parser.add_argument("--dist-timeout-min", type=bounded(float, gt=0, le=MAX_TIMEOUT_MIN), default=24 * 60,
+                        metavar="MIN", help="under torchrun: how long the end-of-job barrier waits for the slowest "
+                                            f"rank, in minutes, 0 < MIN <= {MAX_TIMEOUT_MIN} (default: 1440)")
 
 
 def add_edit_argument(parser: argparse.ArgumentParser) -> None:
@@ -73,14 +83,14 @@ def add_multi_id_arguments(parser: argparse.ArgumentParser) -> None:
                              "--tune-batch-size B: B photos per step): RUN/tuned.safetensors, and a pivot, "
                              "reconstruction and metrics per photo. One process; an interrupted run resumes its "
                              "tuning from the last saved state")
-    parser.add_argument("--state-every-min", type=float, default=5.0, metavar="MIN",
+    parser.add_argument("--state-every-min", type=bounded(float, ge=0), default=5.0, metavar="MIN",
                         help="with --multi-id: minutes between two saves of the tuning state "
                              "(RUN/.multi_id_state.pt; 0: after every step; default 5)")
 
 
 def add_class_index_argument(parser: argparse.ArgumentParser) -> None:
     """``--class-index K``: the photos' class for a conditional generator (see :mod:`pti.conditioning`)."""
-    parser.add_argument("--class-index", type=int, default=None, metavar="K",
+    parser.add_argument("--class-index", type=bounded(int, ge=0), default=None, metavar="K",
                         help="conditional generators (c_dim > 0) only, and required for them: the photos' class, "
                              "0 <= K < c_dim (one-hot label); the w statistics and locality samples are drawn for it. "
                              "pti does not average over classes")
@@ -89,7 +99,6 @@ def add_class_index_argument(parser: argparse.ArgumentParser) -> None:
 def run_job(args: argparse.Namespace, stage: str) -> int:
     import time
     from datetime import timedelta
-    from pathlib import Path
 
     from pti import distributed
     from pti.conditioning import ConditioningError, class_label
@@ -122,6 +131,9 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         check_unique_names(paths)
     except (FileNotFoundError, ValueError) as exc:
         print(f"pti: {exc}", file=sys.stderr)
+        return 2
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        print(f"pti {stage}: --output {args.output} is a file, not a folder; give a run folder", file=sys.stderr)
         return 2
     try:
         ctx = distributed.setup(args.device, timeout=timedelta(minutes=args.dist_timeout_min))
@@ -186,10 +198,12 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         sessions = distributed.all_gather_objects(ctx, session_record(worker, outcomes, setup_seconds, loop_seconds))
         status = None
         if ctx.is_main:
+            # how the steps ran is not compared (pti.runner, "Reuse"): it is this run's, under "this_run";
+            # each image's own is in its entry ("execution", from its metrics.json)
             info = {"input": str(source), "generator": str(args.generator), "class_index": args.class_index,
-                    "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg),
-                               "execution": config_to_dict(options.execution)}}
-            summary = build_summary(paths, run_dir, options.stage, sessions, info)
+                    "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)}}
+            summary = build_summary(paths, run_dir, options.stage, sessions, info,
+                                    execution=config_to_dict(options.execution))
             json_path, md_path = write_summary(summary, run_dir, progress=not args.quiet)
             c = summary["counts"]
             print(f"pti {stage}: {c['done']} of {c['images']} image(s) finished, {c['failed']} failed, "

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pti.commands._config_args import bounded
+
 HELP = "FFHQ-align faces: one photo or every image in a folder (dlib landmarks); finished files are skipped"
 
 
@@ -12,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="a photo, or a folder of photos (not recursive)")
     parser.add_argument("dst", help="output file (when SRC is a file and DST has an image suffix) or folder; "
                                     "outputs are PNG named after the input")
-    parser.add_argument("--size", type=int, default=1024, help="output side in pixels (default 1024)")
-    parser.add_argument("--transform-size", type=int, default=None,
+    parser.add_argument("--size", type=bounded(int, ge=1), default=1024, help="output side in pixels (default 1024)")
+    parser.add_argument("--transform-size", type=bounded(int, ge=1), default=None,
                         help="supersampling resolution of the crop transform (default 4 x size)")
     add_face_index_argument(parser)
     parser.add_argument("--landmarks", choices=("68", "5"), default="68",

@@ -10,6 +10,7 @@ HELP = "time inversion/tuning per step, per image and images per minute for each
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.bench_presets import DEFAULT_PATHS, GENERATOR_CONFIGS, PERCEPTUAL_MODES
+    from pti.commands._config_args import bounded, seed_type
 
     parser.description = (
         "Run PTI (inversion + pivotal tuning) on the same targets with each execution path and print a table: "
@@ -27,20 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paths", default=None,
                         help=f"comma-separated paths (default on cuda: {DEFAULT_PATHS['cuda']}; "
                              f"on cpu: {DEFAULT_PATHS['cpu']}); baseline is always run first")
-    parser.add_argument("--inv-steps", type=int, default=450, help="inversion steps per photo (paper: 450)")
-    parser.add_argument("--tune-steps", type=int, default=350, help="tuning steps per photo (paper: 350)")
-    parser.add_argument("--locality-steps", type=int, default=20, help="steps of the locality-regularised timing")
-    parser.add_argument("--warmup-steps", type=int, default=2, help="steps of each untimed warm-up phase")
-    parser.add_argument("--images", type=int, default=8, help="photos per path (batched paths use chunks of K)")
-    parser.add_argument("--w-avg-samples", type=int, default=10_000, help="mapping samples for w statistics")
+    parser.add_argument("--inv-steps", type=bounded(int, ge=0), default=450, help="inversion steps per photo (paper: 450)")
+    parser.add_argument("--tune-steps", type=bounded(int, ge=0), default=350, help="tuning steps per photo (paper: 350)")
+    parser.add_argument("--locality-steps", type=bounded(int, ge=0), default=20, help="steps of the locality-regularised timing")
+    parser.add_argument("--warmup-steps", type=bounded(int, ge=0), default=2, help="steps of each untimed warm-up phase")
+    parser.add_argument("--images", type=bounded(int, ge=1), default=8, help="photos per path (batched paths use chunks of K)")
+    parser.add_argument("--w-avg-samples", type=bounded(int, ge=1), default=10_000, help="mapping samples for w statistics")
     parser.add_argument("--early-stop", action="store_true",
                         help="keep the paper's LPIPS early stop (default: off, every path runs every step)")
     parser.add_argument("--repeat-baseline", action="store_true",
                         help="run the baseline again at the end (shows drift on a shared machine; × uses the mean)")
     parser.add_argument("--targets", default=None, help="folder of aligned photos (default: synthetic targets)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_type(), default=0,
                         help="seed of the random generator weights, synthetic targets, inversion and tuning (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--threads", type=bounded(int, ge=1), default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--out", default=None, help="markdown file to put the table in (its own section is replaced)")
     parser.add_argument("--section", default=None,
                         help="name of the section of --out to replace (default: <config or checkpoint>-<device>); "

@@ -11,17 +11,19 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
+from pti.commands._config_args import bounded
+
 HELP = "time the StyleGAN2 ops and a config-f generator: reference vs CUDA kernels (ratios) on GPU, reference on CPU"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda', 'cuda:1' or 'cpu'")
-    parser.add_argument("--resolution", type=int, default=None,
+    parser.add_argument("--resolution", type=bounded(int, ge=4), default=None,
                         help="generator output side in pixels (default: 1024 on GPU, 64 on CPU)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 4 on GPU, 1 on CPU)")
-    parser.add_argument("--iters", type=int, default=None, help="timed runs per case; the median is shown "
+    parser.add_argument("--batch", type=bounded(int, ge=1), default=None, help="batch size (default: 4 on GPU, 1 on CPU)")
+    parser.add_argument("--iters", type=bounded(int, ge=1), default=None, help="timed runs per case; the median is shown "
                         "(default: 20 on GPU, 5 on CPU)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing each case")
+    parser.add_argument("--warmup", type=bounded(int, ge=0), default=2, help="untimed runs before timing each case")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="dtype of the op inputs (the generator always runs in its own precision)")
     parser.add_argument("--skip-generator", action="store_true", help="time the single ops only")

@@ -10,8 +10,8 @@ HELP = "the paper's comparison: W, W+, e4e and PTI (and edits) on each photo, wi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pti.commands._config_args import add_config_arguments, add_execution_arguments
-    from pti.commands._pti_jobs import add_class_index_argument
+    from pti.commands._config_args import add_config_arguments, add_execution_arguments, bounded, seed_type
+    from pti.commands._pti_jobs import add_class_index_argument, add_dist_timeout_argument
     from pti.commands.align import add_face_index_argument
     import typing
 
@@ -37,16 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="e4e encoder for e4e/pti-e4e: checkpoint or zoo name (default: 'demo-e4e' for the demo "
                              "generator, else 'e4e': `pti download e4e`)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' (cuda:LOCAL_RANK), 'cuda:1', ...")
-    parser.add_argument("--seed", type=int, default=None, help="seed for inversion and tuning (default: 0)")
+    parser.add_argument("--seed", type=seed_type(), default=None, help="seed for inversion and tuning (default: 0)")
     add_class_index_argument(parser)
     parser.add_argument("--no-align", action="store_true", help="images are already aligned crops")
     add_face_index_argument(parser)
     parser.add_argument("--locality", action="store_true", help="turn on PTI's locality regularisation")
     parser.add_argument("--redo", action="store_true", help="compare photos again even if finished")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=bounded(int, ge=1), default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--dist-timeout-min", type=float, default=24 * 60, metavar="MIN",
-                        help="under torchrun: how long the end-of-job barrier waits (default: 1440 minutes)")
+    add_dist_timeout_argument(parser)
     add_config_arguments(parser, InversionConfig, TuningConfig, LocalityConfig)
     add_execution_arguments(parser)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from pti.commands._config_args import bounded, seed_type
+
 HELP = "fraction of generator samples in which MTCNN finds a face, at several truncations; optional figures"
 
 
@@ -10,15 +12,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="?", default=None,
                         help="generator (.safetensors/.pkl/.pt) or a train-demo state.pt "
                              "(default: pti/assets/demo_generator.safetensors)")
-    parser.add_argument("--n", type=int, default=1000, help="samples per truncation value (default 1000)")
-    parser.add_argument("--psi", type=float, nargs="+", default=[1.0, 0.7], help="truncation psi values to measure (1: no truncation; default 1.0 0.7)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    parser.add_argument("--n", type=bounded(int, ge=1), default=1000, help="samples per truncation value (default 1000)")
+    parser.add_argument("--psi", type=bounded(float, ge=0), nargs="+", default=[1.0, 0.7], help="truncation psi values to measure (1: no truncation; default 1.0 0.7)")
+    parser.add_argument("--seed", type=seed_type(), default=0, help="seed of the latents")
     parser.add_argument("--reference", action="store_true", help="also measure the training-data DCGAN")
-    parser.add_argument("--detect-size", type=int, default=128, help="images are resized to this for MTCNN")
+    parser.add_argument("--detect-size", type=bounded(int, ge=1), default=128, help="images are resized to this for MTCNN")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--figures", default=None,
                         help="folder for demo_style_mixing.png and demo_truncation.png (e.g. figures)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=bounded(int, ge=1), default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pti.commands._config_args import bounded, seed_type
+
 HELP = "fit InterFaceGAN boundaries (yaw, smile, mouth_open) for a generator from dlib-scored samples"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", required=True, help="checkpoint path or zoo name (e.g. demo)")
-    parser.add_argument("--samples", type=int, default=4000, help="generated samples to score (default 4000)")
+    parser.add_argument("--samples", type=bounded(int, ge=1), default=4000, help="generated samples to score (default 4000)")
     parser.add_argument("--out", required=True, help="output .pt collection (e.g. pti/assets/boundaries_demo.pt)")
     parser.add_argument("--attributes", default="yaw,smile,mouth_open",
                         help="comma-separated attributes (default yaw,smile,mouth_open)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi for the samples (default 1)")
-    parser.add_argument("--extreme-fraction", type=float, default=0.3,
-                        help="fraction of scored samples taken from each end of the score range (default 0.3)")
-    parser.add_argument("--heldout-fraction", type=float, default=0.25,
-                        help="fraction of labelled samples held out to measure accuracy (default 0.25)")
+    parser.add_argument("--seed", type=seed_type(), default=0, help="sampling seed (default 0)")
+    parser.add_argument("--truncation", type=bounded(float, ge=0, le=1), default=1.0, help="truncation psi for the samples, in [0, 1] (default 1)")
+    parser.add_argument("--extreme-fraction", type=bounded(float, gt=0, le=0.5), default=0.3,
+                        help="fraction of scored samples taken from each end of the score range, in (0, 0.5] (default 0.3)")
+    parser.add_argument("--heldout-fraction", type=bounded(float, gt=0, lt=1), default=0.25,
+                        help="fraction of labelled samples held out to measure accuracy, in (0, 1) (default 0.25)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=bounded(int, ge=1), default=32,
                         help="samples rendered and scored per forward pass (default 32)")
 
 

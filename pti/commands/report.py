@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from pti.commands._config_args import bounded
+
 HELP = "run notebooks/0N_*.ipynb with papermill into reports/ (.ipynb + .html), refreshing figures/"
 
 
@@ -31,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda' (notebook default: auto)")
     parser.add_argument("-p", "--parameter", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
                         help="any other notebook parameter, repeatable (e.g. -p tuning_steps=200 -p identity=false)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=bounded(int, ge=1), default=None,
                         help="CPU threads per notebook kernel (OMP_NUM_THREADS); 1 is fastest on a busy shared machine")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export")
     parser.add_argument("--notebooks-dir", default=None, help="where the notebooks are (default: <repo>/notebooks)")

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from pti.commands._config_args import bounded
+
 HELP = "build a tiny StyleGAN2, render an image and report timings (installation check)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--resolution", type=int, default=32, help="image resolution (power of two >= 4)")
+    parser.add_argument("--resolution", type=bounded(int, ge=4), default=32, help="image resolution (power of two >= 4)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pti.commands._config_args import bounded, seed_type
+
 HELP = "compute (or import) StyleCLIP global directions for a generator, for `pti edit --text`"
 
 
@@ -29,20 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_clip_arguments(parser)
     parser.add_argument("--cache", default=None,
                         help="folder of prepared directions (default: $PTI_CACHE_DIR/styleclip or ~/.cache/pti/styleclip)")
-    parser.add_argument("--stat-samples", type=int, default=100_000,
+    parser.add_argument("--stat-samples", type=bounded(int, ge=1), default=100_000,
                         help="samples for the channel mean/std at psi 0.7 (default 100000, the paper's)")
-    parser.add_argument("--samples", type=int, default=100, help="samples each Δi_c averages over (default 100)")
-    parser.add_argument("--max-resolution", type=int, default=128,
+    parser.add_argument("--samples", type=bounded(int, ge=1), default=100, help="samples each Δi_c averages over (default 100)")
+    parser.add_argument("--max-resolution", type=bounded(int, ge=1), default=128,
                         help="channels of conv layers up to this resolution get a direction (default 128)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per CLIP batch (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--batch-size", type=bounded(int, ge=1), default=16, help="images per CLIP batch (default 16)")
+    parser.add_argument("--seed", type=seed_type(), default=0, help="sampling seed (default 0)")
     parser.add_argument("--import-ffhq", action="store_true",
                         help="import StyleCLIP's precomputed FFHQ fs3.npy (downloaded unless --fs3) instead of computing")
     parser.add_argument("--fs3", default=None, help="a local StyleCLIP fs3.npy (with --import-ffhq)")
     parser.add_argument("--s-mean-std", default=None,
                         help="a local StyleCLIP S_mean_std (with --import-ffhq; default: computed from the generator)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=bounded(int, ge=1), default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
