@@ -1,8 +1,9 @@
 """``pti edit``: render W-space edits of a pivot as a labelled grid.
 
 ``pti edit RUN/PHOTO --direction smile`` takes a photo folder of ``pti run``: its ``pivot.pt`` and
-``tuned.safetensors`` (kept by ``pti run --save-generator``); directions are resolved on the run's
-original generator (``RUN/summary.json``). ``--generator G --pivot FILE`` names both explicitly.
+``tuned.safetensors`` (kept by ``pti run --save-generator``; a ``--multi-id`` run's ``RUN/tuned.safetensors``);
+directions are resolved on the run's original generator (``RUN/summary.json``). ``--generator G --pivot FILE``
+names both explicitly and, for a pivot in a run's photo folder, renders the same (:func:`resolve_inputs`).
 
 ``--direction`` takes what ``pti run --edit`` takes (:class:`pti.editing.run_edits.EditSpec`: own strengths,
 combinations ``smile:1+yaw:2[@STRENGTHS]``); each row is rendered at its own strengths, one column per strength
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser._negative_number_matcher = _NUMBER_LIST  # noqa: SLF001 (see _NUMBER_LIST)
     parser.add_argument("photo", nargs="?", default=None,
                         help="a photo folder of a `pti run` (RUN/PHOTO): its pivot.pt and tuned.safetensors "
-                             "(kept by `pti run --save-generator`) are used")
+                             "(kept by `pti run --save-generator`; a --multi-id run's RUN/tuned.safetensors) are "
+                             "used, rendered as the run rendered reconstruction.png")
     parser.add_argument("--generator", default=None,
                         help="checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors; "
                              "default with a photo folder: its tuned.safetensors)")

@@ -19,7 +19,7 @@ PIVOT_FILE = "projected_w.npz"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("photo", help="a photo folder of a `pti run` made with --save-generator (RUN/PHOTO: its "
-                                      "tuned.safetensors and pivot.pt)")
+                                      "tuned.safetensors and pivot.pt) or --multi-id (RUN/tuned.safetensors)")
     parser.add_argument("--format", choices=FORMATS, default="nvidia",
                         help="nvidia: stylegan2-ada-pytorch (training.networks.Generator state dict + "
                              "projected_w.npz)")
