@@ -495,7 +495,7 @@ def test_failed_redo_sets_the_stale_result_aside_and_the_run_fails(G, images, tm
     assert _metrics(run, images[0].stem)["inversion"]["reused_pivot"] is True
 
 
-def test_pti_tune_with_another_generator_fails_and_keeps_no_stale_result(G, images, tmp_path):
+def test_pti_tune_with_another_generator_fails_and_sets_its_result_aside(G, images, tmp_path):
     """`pti tune -g other` on a run made with another generator: failed, counted failed, the pivot kept aside
     for a `pti tune` with the right generator."""
     from pti.run_folder import stale_dir
