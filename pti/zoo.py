@@ -284,6 +284,22 @@ def _missing_packaged_message(entry: ZooEntry, path: Path) -> str:
             f"or pass the path of another checkpoint")
 
 
+def resolve_named(path_or_name: str | Path, kind: str) -> Path | None:
+    """The local file of zoo entry ``path_or_name`` if it names one of this ``kind`` ('generator' or 'encoder';
+    downloaded if needed), or None when it is not a zoo name (or a file of that name exists: files win).
+
+    Raises :class:`ZooError` for a zoo name of another kind (listing this kind's names) or a failed download.
+    """
+    if not isinstance(path_or_name, str) or path_or_name not in ZOO or Path(path_or_name).exists():
+        return None
+    entry = ZOO[path_or_name]
+    if entry.kind != kind:
+        names = ", ".join(n for n, e in ZOO.items() if e.kind == kind)
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ZooError(f"{path_or_name!r} is a {entry.kind} in pti's zoo, not {article} {kind}; {kind}s: {names}")
+    return resolve(path_or_name)
+
+
 def resolve(name: str, cache: Path | None = None, allow_download: bool = True, progress: bool = True) -> Path:
     """Local file of zoo entry ``name``, downloading it first if needed (and allowed)."""
     entry = get_entry(name)

@@ -247,7 +247,7 @@ def test_generator_loader_refuses_encoder_zoo_names_before_downloading(tmp_path,
 
     monkeypatch.chdir(tmp_path)  # no file named "e4e" here
     monkeypatch.setenv("PTI_CACHE_DIR", str(tmp_path / "cache"))
-    with pytest.raises(CheckpointError, match="encoder in the zoo, not a generator"):
+    with pytest.raises(CheckpointError, match="encoder in pti.s zoo, not a generator"):
         load("e4e")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 

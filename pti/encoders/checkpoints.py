@@ -83,16 +83,13 @@ def _resolve(path_or_name: str | Path) -> Path:
     """A path as given, or the local file of an encoder zoo name (downloaded if needed)."""
     from pti import zoo
 
+    try:
+        named = zoo.resolve_named(path_or_name, "encoder")
+    except zoo.ZooError as exc:
+        raise CheckpointError(str(exc)) from None
+    if named is not None:
+        return named
     path = Path(path_or_name)
-    if isinstance(path_or_name, str) and path_or_name in zoo.ZOO and not path.exists():
-        entry = zoo.ZOO[path_or_name]
-        if entry.kind != "encoder":
-            raise CheckpointError(f"{path_or_name!r} is a {entry.kind} in pti's zoo, not an encoder; encoders: "
-                                  f"{', '.join(n for n, e in zoo.ZOO.items() if e.kind == 'encoder')}")
-        try:
-            return zoo.resolve(path_or_name)
-        except zoo.ZooError as exc:
-            raise CheckpointError(str(exc)) from None
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (nor an encoder zoo name); give an official e4e .pt or a pti "
                               f"encoder .safetensors")

@@ -128,16 +128,13 @@ def _resolve(path_or_name: str | Path) -> Path:
     """A path as given, or the local file of a zoo name (downloaded if needed)."""
     from pti import zoo
 
+    try:
+        named = zoo.resolve_named(path_or_name, "generator")
+    except zoo.ZooError as exc:
+        raise CheckpointError(str(exc)) from None
+    if named is not None:
+        return named
     path = Path(path_or_name)
-    if isinstance(path_or_name, str) and path_or_name in zoo.ZOO and not path.exists():
-        kind = getattr(zoo.ZOO[path_or_name], "kind", "generator")
-        if kind != "generator":
-            raise CheckpointError(f"{path_or_name!r} is a {kind} in the zoo, not a generator; generators: "
-                                  f"{', '.join(k for k, e in zoo.ZOO.items() if getattr(e, 'kind', 'generator') == 'generator')}")
-        try:
-            return zoo.resolve(path_or_name)
-        except zoo.ZooError as exc:
-            raise CheckpointError(str(exc)) from None
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (nor a zoo name: {', '.join(zoo.ZOO)}); give a .pkl, .pt or "
                               f".safetensors generator checkpoint")
