@@ -126,7 +126,7 @@ def validate(cfg: Any) -> None:
     Raises ``ValueError`` naming the field and what it must be, e.g. ``LocalityConfig.interval must be an
     integer >= 1, got 0``, and ``TypeError`` for a nested config given as anything but its dataclass (a dict:
     build it with :func:`config_from_dict`). Called when a config is made (``__post_init__``) and again by
-    :func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune` and :func:`pti.runner.process_images`
+    :func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune` and :func:`pti.jobs.runner.process_images`
     (fields may be assigned after construction).
     """
     hints = _hints(type(cfg))

@@ -80,11 +80,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from pti.conditioning import class_label
     from pti.editing import resolve_direction
     from pti.editing.run_edits import render_w_and_pti
-    from pti.images import GridSection, pil_to_tensor, save_sections
     from pti.fast import pipeline
+    from pti.images import GridSection, pil_to_tensor, save_sections
+    from pti.jobs.runner import list_images
     from pti.losses import PerceptualLoss
     from pti.metrics import evaluate, identity_similarity
-    from pti.runner import list_images
     from pti.stylegan2.checkpoints import load
 
     from pti.zoo import inversion_defaults

@@ -38,7 +38,7 @@ def pivot_label(origin: str | None, space: str | None, steps: int | None = 0) ->
 
 def metrics_pivot(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """``{"origin", "space", "steps", "label"}`` of the pivot of a photo's ``metrics.json``
-    (:func:`pti.runner.run_one`); an older file without ``inversion.origin`` is a projector's."""
+    (:func:`pti.jobs.runner.run_one`); an older file without ``inversion.origin`` is a projector's."""
     inversion = metrics.get("inversion") or {}
     origin, space, steps = inversion.get("origin") or "projector", metrics.get("space") or "w", inversion.get("steps")
     return {"origin": origin, "space": space, "steps": steps, "label": pivot_label(origin, space, steps)}

@@ -133,7 +133,7 @@ def load_photos(images: str | Sequence[str] | None, resolution: int, align: bool
     from pti.alignment import align_face
     from pti.demo import bundled_photos
     from pti.images import pil_to_tensor, read_image
-    from pti.runner import list_images
+    from pti.jobs.runner import list_images
 
     if images is None:
         sources: dict[str, Any] = dict(bundled_photos())

@@ -145,7 +145,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
             ``[c_dim]`` or ``[N, c_dim]``); default: the pivots' ``Pivot.c``. With locality on, a conditional
             generator needs one or the other (:class:`~pti.conditioning.ConditioningError`).
         callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update.
-        checkpoint: saves and restores the loop's state (:class:`pti.multi_id.TuningCheckpoint`):
+        checkpoint: saves and restores the loop's state (:class:`pti.jobs.multi_id.TuningCheckpoint`):
             ``checkpoint.restore(tuned, optimizer, gen, result) -> (first step, batch order)`` before the first
             step and ``checkpoint.after_step(step, tuned, optimizer, gen, result, order)`` after every update.
     Returns: :class:`TuningResult`. Raises ``ValueError`` for mismatched inputs,

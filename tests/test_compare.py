@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from pti.cli import main
-from pti.compare import METHODS, expand_edit_lists, parse_methods
-from pti.compare_summary import build_compare_summary, stats
+from pti.jobs.compare import METHODS, expand_edit_lists, parse_methods
+from pti.jobs.compare_summary import build_compare_summary, stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -161,7 +161,7 @@ def test_report_notebook_07_on_the_run(compared, tmp_path):
 
 @pytest.mark.slow
 def test_two_torchrun_ranks_share_the_photos(tmp_path):
-    """Rank r of 2 takes photos r, r+2, ... (pti.distributed.shard); rank 0's summary covers all of them."""
+    """Rank r of 2 takes photos r, r+2, ... (pti.jobs.distributed.shard); rank 0's summary covers all of them."""
     import os
     import subprocess
     import sys

@@ -151,9 +151,9 @@ def test_entry_points_refuse_before_any_work(tmp_path):
     """project(), pivotal_tune() and process_images() check the configs first: the report's config reached
     tuning after every photo was inverted. Here nothing is written and no step runs."""
     from pti.images import write_image
+    from pti.jobs.runner import RunOptions, process_images
     from pti.pivot import Pivot
     from pti.projector import project
-    from pti.runner import RunOptions, process_images
     from pti.tuning import pivotal_tune
 
     G = make_tiny_generator(resolution=16)

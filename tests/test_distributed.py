@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.distributed import launch_env, pick_device, shard
 from pti.images import write_image
+from pti.jobs.distributed import launch_env, pick_device, shard
 from pti.pivot import Pivot
 
 STEPS = ["--inv-steps", "2", "--tune-steps", "2", "--inv-w-avg-samples", "100",
@@ -147,7 +147,7 @@ def test_two_processes_share_the_work_and_match_one_process(workspace, tmp_path)
 def test_worker_record_names_threads_and_kernel_isa(monkeypatch):
     """stylegan2-ada-pytorch #285: one process with 2 threads and torchrun's 1 thread per process gave
     results up to 29 levels apart; what decides it is recorded with every result."""
-    from pti.distributed import DistContext
+    from pti.jobs.distributed import DistContext
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)

@@ -20,10 +20,10 @@ from pti.config import InversionConfig, TuningConfig, config_to_dict
 from pti.divergence import OUTPUT_RMS_LIMIT, DivergenceError, check_images, output_rms
 from pti import fast
 from pti.fast import ExecutionConfig
+from pti.jobs.runner import RunOptions, failure_path, process_images, staging_dir
 from pti.losses import PerceptualLoss
 from pti.pivot import NonFiniteLossError, Pivot
 from pti.projector import project
-from pti.runner import RunOptions, failure_path, process_images, staging_dir
 from pti.tuning import pivotal_tune
 
 INV = InversionConfig(steps=5, w_avg_samples=100, perceptual_net="effnet-lite0")

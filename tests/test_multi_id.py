@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 
 from conftest import make_tiny_generator
 from pti.config import LocalityConfig, TuningConfig
+from pti.jobs.multi_id import STATE_FILE, TuningCheckpoint
 from pti.losses import PerceptualLoss
-from pti.multi_id import STATE_FILE, TuningCheckpoint
 from pti.tuning import pivotal_tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,8 +157,8 @@ def test_multi_id_run_killed_mid_tune_resumes_to_the_same_generator(tmp_path):
 def test_state_every_must_be_a_finite_number_of_seconds(every, tmp_path):
     """The report: `pti run --multi-id --state-every-min -1/nan/inf` was accepted silently (NaN and inf never
     save the state; the command line now refuses them too: tests/test_config_ranges.py)."""
-    from pti.multi_id import process_multi_id
-    from pti.runner import RunOptions
+    from pti.jobs.multi_id import process_multi_id
+    from pti.jobs.runner import RunOptions
 
     with pytest.raises(ValueError, match="must be a number >= 0"):
         TuningCheckpoint(tmp_path / STATE_FILE, every)

@@ -21,7 +21,7 @@ from conftest import make_tiny_generator
 from pti.config import InversionConfig, TuningConfig
 from pti.editing.run_edits import edit_key, parse_edit, resolve_run_edits
 from pti.images import write_image
-from pti.runner import RunOptions, process_images
+from pti.jobs.runner import RunOptions, process_images
 
 INV = InversionConfig(steps=2, w_avg_samples=100, perceptual_net="effnet-lite0")
 TUNE = TuningConfig(steps=2, perceptual_net="effnet-lite0", lpips_threshold=None)
@@ -231,8 +231,8 @@ def test_pti_edit_on_a_run_folder(G, photos, tmp_path, capsys):
 
 
 def test_summary_html_rows_thumbnails_and_pages(photos, tmp_path):
-    from pti.run_html import THUMB_DIR
-    from pti.run_summary import write_summary
+    from pti.jobs.summary import write_summary
+    from pti.jobs.summary_html import THUMB_DIR
 
     folder = shutil.copytree(photos / "photos", tmp_path / "photos")
     (folder / "broken.png").write_bytes(b"not an image")

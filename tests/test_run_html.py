@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pti.jobs.summary_html import THUMB_DIR, edit_label, edit_rows, html_page
 from pti.labels import metrics_pivot, pivot_label
-from pti.run_html import THUMB_DIR, edit_label, edit_rows, html_page
 
 E4E_PIVOT = "e4e W+ + 25 steps"
 
@@ -97,7 +97,7 @@ def test_combined_edit_captions_show_the_label_not_the_file_key(tmp_path):
     specs = [parse_edit(t) for t in texts]
     files = [f for spec in specs for f in RunEdit(spec.key, d, spec.strengths or spec.default_strengths).files()]
     assert [label for label, _ in edit_rows(files)] == sorted(spec.label for spec in specs)
-    from pti.run_html import _edits
+    from pti.jobs.summary_html import _edits
 
     cell = _edits({"name": "p", "edits": files}, {})
     assert "smile 1 + yaw 2 s=1" in cell and "smile1+yaw2 s=1" not in cell

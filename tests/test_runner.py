@@ -21,10 +21,10 @@ import torch
 from conftest import make_tiny_generator
 from pti.config import InversionConfig, TuningConfig, config_to_dict
 from pti.images import write_image
+from pti.jobs.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
+                             run_one, staging_dir)
 from pti.pivot import Pivot
 from pti.stylegan2.checkpoints import weights_fingerprint
-from pti.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
-                        run_one, staging_dir)
 
 INV = InversionConfig(steps=2, w_avg_samples=100, perceptual_net="effnet-lite0")
 TUNE = TuningConfig(steps=2, perceptual_net="effnet-lite0", lpips_threshold=None)
@@ -296,8 +296,8 @@ def test_finished_result_records_what_it_was_made_from(G, images, tmp_path):
 def test_finished_result_is_redone_when_what_it_was_made_from_changed(G, images, tmp_path, change):
     """The report: `pti run photos/`, then the same with `-g other.safetensors` said '0 done, 2 already
     finished'. Every input of a result counts: the generator's weights, the settings, the photo's bytes."""
-    from pti.run_folder import NOT_RECORDED
-    from pti.runner import redone_message
+    from pti.jobs.folder import NOT_RECORDED
+    from pti.jobs.runner import redone_message
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -467,7 +467,7 @@ def test_failed_redo_sets_the_stale_result_aside_and_the_run_fails(G, images, tm
     'FAILED' for both photos, then '2 of 2 image(s) finished, 0 failed', exit 0, and kept the results made
     with the first generator (which `pti edit RUN/PHOTO` then used)."""
     from pti.cli import main
-    from pti.run_folder import stale_dir, stale_note
+    from pti.jobs.folder import stale_dir, stale_note
 
     run, argv = _two_photos_two_generators(G, images, tmp_path)
     argv.append("--save-generator")
@@ -498,7 +498,7 @@ def test_failed_redo_sets_the_stale_result_aside_and_the_run_fails(G, images, tm
 def test_pti_tune_with_another_generator_fails_and_sets_its_result_aside(G, images, tmp_path):
     """`pti tune -g other` on a run made with another generator: failed, counted failed, the pivot kept aside
     for a `pti tune` with the right generator."""
-    from pti.run_folder import stale_dir
+    from pti.jobs.folder import stale_dir
 
     run = tmp_path / "run"
     process_images(G, images[:1], run, INV, TUNE, OPTS)

@@ -1,6 +1,6 @@
 """Shared implementation of ``pti invert``, ``pti tune`` and ``pti run``.
 
-The same command runs on one process, or on many under ``torchrun`` (see :mod:`pti.distributed`):
+The same command runs on one process, or on many under ``torchrun`` (see :mod:`pti.jobs.distributed`):
 each rank processes its share of the sorted images, then rank 0 writes ``summary.json``,
 ``summary.md`` and ``summary.html`` (with thumbnails) into the run folder after a barrier.
 Exit status (rank 0's; the other ranks exit 0 unless their own setup fails): 0 when every image
@@ -77,7 +77,7 @@ def add_edit_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_multi_id_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--multi-id`` and ``--state-every-min`` of ``pti run`` (multi-image PTI: :mod:`pti.multi_id`)."""
+    """``--multi-id`` and ``--state-every-min`` of ``pti run`` (multi-image PTI: :mod:`pti.jobs.multi_id`)."""
     parser.add_argument("--multi-id", action="store_true",
                         help="tune ONE generator for all the photos (multi-image PTI, paper Sec. 4.4; "
                              "--tune-batch-size B: B photos per step): RUN/tuned.safetensors, and a pivot, "
@@ -100,14 +100,14 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     import time
     from datetime import timedelta
 
-    from pti import distributed
     from pti.conditioning import ConditioningError, class_label
     from pti.config import config_to_dict
     from pti.editing.run_edits import resolve_run_edits
-    from pti.run_summary import build_summary, session_record, write_summary
-    from pti.runner import RunOptions, check_unique_names, list_images, process_images, redone_message
-    from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.encoders import default_encoder, encoder_for
+    from pti.jobs import distributed
+    from pti.jobs.runner import RunOptions, check_unique_names, list_images, process_images, redone_message
+    from pti.jobs.summary import build_summary, session_record, write_summary
+    from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.zoo import inversion_defaults
 
     source = args.input_opt or args.input
@@ -171,12 +171,12 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         share = distributed.shard(paths, ctx.rank, ctx.world_size)
         worker = ctx.describe()
         t0 = time.perf_counter()
-        if getattr(args, "multi_id", False):  # one generator for all the photos: pti.multi_id, in one process
+        if getattr(args, "multi_id", False):  # one generator for all the photos: pti.jobs.multi_id, in one process
             if ctx.distributed:
                 print(f"{tag}: --multi-id tunes one generator in one process; run it without torchrun",
                       file=sys.stderr)
                 return 2
-            from pti.multi_id import process_multi_id
+            from pti.jobs.multi_id import process_multi_id
 
             outcomes = process_multi_id(G, share, run_dir, inv_cfg, tune_cfg, options, worker,
                                         state_every_s=args.state_every_min * 60)
@@ -198,7 +198,7 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
         sessions = distributed.all_gather_objects(ctx, session_record(worker, outcomes, setup_seconds, loop_seconds))
         status = None
         if ctx.is_main:
-            # how the steps ran is not compared (pti.runner, "Reuse"): it is this run's, under "this_run";
+            # how the steps ran is not compared (pti.jobs.runner, "Reuse"): it is this run's, under "this_run";
             # each image's own is in its entry ("execution", from its metrics.json)
             info = {"input": str(source), "generator": str(args.generator), "class_index": args.class_index,
                     "config": {"inversion": config_to_dict(inv_cfg), "tuning": config_to_dict(tune_cfg)}}

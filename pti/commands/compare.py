@@ -1,5 +1,5 @@
 """``pti compare``: W, W+, e4e and PTI on the same aligned photos, scored alike, with a summary (see
-:mod:`pti.compare`). Runs on one process or sharded under torchrun, like ``pti run``; exit status 0 when
+:mod:`pti.jobs.compare`). Runs on one process or sharded under torchrun, like ``pti run``; exit status 0 when
 every photo is finished, 1 when some failed, 2 for usage errors."""
 from __future__ import annotations
 
@@ -57,15 +57,15 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pti import distributed
     from pti.commands._config_args import build_configs, build_execution
-    from pti.compare import CompareOptions, compare_photos, expand_edit_lists, parse_methods
-    from pti.compare_summary import build_compare_summary, write_compare_summary
     from pti.conditioning import ConditioningError, class_label
     from pti.config import config_to_dict
     from pti.editing.run_edits import resolve_run_edits
     from pti.encoders import default_encoder, encoder_for
-    from pti.run_folder import check_unique_names, list_images
+    from pti.jobs import distributed
+    from pti.jobs.compare import CompareOptions, compare_photos, expand_edit_lists, parse_methods
+    from pti.jobs.compare_summary import build_compare_summary, write_compare_summary
+    from pti.jobs.folder import check_unique_names, list_images
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.zoo import inversion_defaults
 

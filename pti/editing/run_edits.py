@@ -339,7 +339,7 @@ def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", 
                     out_dir: Path, tune_cfg: "TuningConfig") -> list[str]:
     """Render ``edits`` of ``pivot`` and write them into ``out_dir/edits/`` (see the module docstring);
     returns the relative paths written. Each file is written atomically; ``out_dir`` is meant to be
-    the photo's staging folder (:func:`pti.runner.run_one`)."""
+    the photo's staging folder (:func:`pti.jobs.runner.run_one`)."""
     from pti.images import save_grid, write_image
     from pti.labels import pivot_label
 
@@ -403,7 +403,7 @@ def tuned_generator_file(folder: Path) -> Path | None:
     """The tuned generator that a run's photo folder ``RUN/PHOTO`` was rendered with, or None (the run kept no
     weights): ``RUN/PHOTO/tuned.safetensors`` (``pti run --save-generator``), else, for a ``--multi-id`` run, the
     run's one ``RUN/tuned.safetensors`` when ``RUN/multi_id.json`` lists the photo (and the photo's
-    ``metrics.json`` records that tuning: the same ``tuning.key``, :mod:`pti.multi_id`)."""
+    ``metrics.json`` records that tuning: the same ``tuning.key``, :mod:`pti.jobs.multi_id`)."""
     folder = Path(folder)
     if (folder / "tuned.safetensors").is_file():
         return folder / "tuned.safetensors"
