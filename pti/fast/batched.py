@@ -18,7 +18,6 @@ sharing one generator) does not apply here and is ignored.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -28,12 +27,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from pti.config import TuningConfig
-from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
+from pti.divergence import DivergenceError, output_rms
 from pti.fast.config import ExecutionConfig, check_execution
-from pti.fast.execution import (DeferredHistory, autocast, channels_last, maybe_compile, needs_loss_scaling, tf32,
-                                to_channels_last, traceable_ops)
+from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
+                                step_environment, step_failure, to_channels_last)
 from pti.fast.graphs import StepGraphs
-from pti.fast.optim import DeviceLossScaler, FlatAdam
+from pti.fast.optim import AdamStep, FlatAdam
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image, step_towards
 from pti.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
@@ -62,6 +61,13 @@ class BatchedTuningResult:
     seconds: float = 0.0
     perceptual_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, original: nn.Module, k: int, perceptual_name: str) -> "BatchedTuningResult":
+        """The record of ``k`` photos before their first step."""
+        return cls(original=original, weights={}, steps=[0] * k, stopped_early=[False] * k,
+                   loss_history=[[] for _ in range(k)], perceptual_history=[[] for _ in range(k)],
+                   locality_history=[[] for _ in range(k)], errors=[None] * k, perceptual_name=perceptual_name)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -118,18 +124,10 @@ def codes_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor, z:
     return w_r.reshape(k, s, *w_r.shape[1:])
 
 
-def tune_batched(
-    G: nn.Module,
-    targets: torch.Tensor | Sequence[torch.Tensor],
-    pivots: Sequence[Pivot] | torch.Tensor,
-    cfg: TuningConfig | None = None,
-    *,
-    c: Any = None,
-    perceptual: PerceptualLoss | None = None,
-    progress: bool = True,
-    callback: Callable[[int, dict[str, Any]], None] | None = None,
-    execution: ExecutionConfig | None = None,
-) -> BatchedTuningResult:
+def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], pivots: Sequence[Pivot] | torch.Tensor,
+                 cfg: TuningConfig | None = None, *, c: Any = None, perceptual: PerceptualLoss | None = None,
+                 progress: bool = True, callback: Callable[[int, dict[str, Any]], None] | None = None,
+                 execution: ExecutionConfig | None = None) -> BatchedTuningResult:
     """Pivotal tuning of K photos at once, photo k with its own weights (see the module doc).
 
     Args:
@@ -152,85 +150,42 @@ def tune_batched(
     k_photos = x.shape[0]
     labels = pivot_labels(G, pivots, c, k_photos, device) if cfg.locality.enabled or c is not None else None
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
-
-    names, stacked = stack_synthesis_parameters(G, k_photos)
+    names, stacked = stack_synthesis_parameters(G, k_photos)  # θ* of photo k: slot k, starting at θ
     flat = FlatAdam(stacked, lr=cfg.lr, compile_update=ex.compile)
     params = dict(zip(names, flat.params))
-    buffers = dict(G.synthesis.named_buffers())
     noise = None
     if cfg.use_pivot_noise:  # per layer [K, 1, 1, R, R]: each photo renders its one image with its own maps
         noise = [n.unsqueeze(1) for n in batch_noise(noises, list(range(k_photos)))]
-    scaler = DeviceLossScaler(device) if needs_loss_scaling(ex, device) else None
+    adam = AdamStep(flat=flat, scaler=loss_scaler(ex, device))
     regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     generators = [torch.Generator().manual_seed(cfg.seed) for _ in range(k_photos)]
-
-    def render(noise_mode: str) -> Callable[..., torch.Tensor]:
-        def one_photo(p: dict[str, torch.Tensor], w: torch.Tensor, maps: list[torch.Tensor] | None) -> torch.Tensor:
-            return functional_call(G.synthesis, (p, buffers), (w,),
-                                   {"noise_mode": noise_mode, "force_fp32": ex.force_fp32, "noise": maps})
-        return one_photo
-
-    render_pivots = vmap(render(cfg.noise_mode), in_dims=(0, 0, 0 if noise is not None else None))
-    render_locality = vmap(render(cfg.locality.noise_mode), in_dims=(0, 0, None))
-
-    def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor, target: list[torch.Tensor],
-                maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-photo reconstruction losses ``[K]``, perceptual distances ``[K]`` and image RMS values ``[K]``;
-        ``target``: the photos' cached perceptual features."""
-        with autocast(device, ex.precision):
-            image = render_pivots(p, ws.unsqueeze(1), maps)[:, 0]
-            dist = perceptual.distance_to(to_channels_last(image, ex.channels_last), target).float()
-        return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist, output_rms(image)
-
-    def locality(p: dict[str, torch.Tensor], w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """Per-photo locality penalties ``[K]`` for ``w_r [K, S, num_ws, w_dim]``."""
-        with autocast(device, ex.precision):
-            rendered = render_locality(p, w_r, None).flatten(0, 1)
-            return regularizer.penalty_per_group(rendered, reference, groups=k_photos)
-
-    step_loss = maybe_compile(forward, ex.compile, ex.compile_mode)
-    step_locality = maybe_compile(locality, ex.compile, ex.compile_mode)
-
-    result = BatchedTuningResult(original=G, weights={}, steps=[0] * k_photos, stopped_early=[False] * k_photos,
-                                 loss_history=[[] for _ in range(k_photos)],
-                                 perceptual_history=[[] for _ in range(k_photos)],
-                                 locality_history=[[] for _ in range(k_photos)], errors=[None] * k_photos,
-                                 perceptual_name=perceptual.name)
+    step_loss, locality_penalty = _batched_losses(G, perceptual, regularizer, cfg, ex, k_photos, noise is not None)
+    result = BatchedTuningResult.start(G, k_photos, perceptual.name)
     running = [True] * k_photos  # the host's view: photos not yet stopped or abandoned
-    active = torch.ones([k_photos], dtype=torch.bool, device=device)
+    active = torch.ones([k_photos], dtype=torch.bool, device=device)  # the device's: photos still updated
     history = DeferredHistory(ex.sync_every)
     interval = cfg.locality.interval
-    # the locality samples of the whole run, drawn ahead (each photo's stream in its single-photo order)
-    draws = [draw_per_photo(regularizer, generators) for step in range(cfg.steps)
-             if regularizer is not None and step % interval == 0]
-    z_all = torch.stack(draws).to(device) if draws else None
-    z_step = z_all[0].clone() if draws else None  # this step's draw, where the (captured) step reads it
-    target: list[torch.Tensor] = []
+    z_all = _draw_locality_ahead(regularizer, generators, cfg.steps, interval, device)
+    z_step = z_all[0].clone() if z_all is not None else None  # this step's draw, where the (captured) step reads it
+    target: list[torch.Tensor] = []  # the photos' features, filled below
 
     def whole_step(regularize: bool) -> tuple[torch.Tensor, ...]:
-        """Forward, early-stop mask, locality, backward and the masked Adam: graph-safe."""
+        """Eq. 4 per photo, its early-stop mask, L_R (Eq. 5-7), backward and the masked Adam: graph-safe."""
         loss, dist, rms = step_loss(params, ws, x, target, noise)
         if cfg.lpips_threshold is not None:
             active.logical_and_(dist.detach() > cfg.lpips_threshold)
         reg = torch.zeros([k_photos], device=device)
         if regularize:
-            w_r = codes_per_photo(regularizer, ws, z_step)
-            with autocast(device, ex.precision):
-                reference = regularizer.reference(w_r.flatten(0, 1), ex.force_fp32)
-            reg = step_locality(params, w_r, reference)
+            reg = locality_penalty(params, codes_per_photo(regularizer, ws, z_step))
             loss = loss + reg
-        flat.zero_grad()
-        total = loss.sum()
-        (scaler.scale_loss(total) if scaler is not None else total).backward()
-        flat.step(active=active, scaler=scaler)
+        adam.update(loss.sum(), active)
         return loss, dist, rms, reg
 
     run_step = StepGraphs(whole_step, device, enabled=ex.cuda_graphs, what="batched tuning step")
     bar = progress_bar(range(cfg.steps), desc=f"tune (batched x{k_photos})", disable=not progress, leave=False)
     # vmap and torch.compile need the pure-PyTorch ops (the CUDA kernels' autograd functions have no vmap rule)
-    with traceable_ops(device, True), channels_last([perceptual], [G], enabled=ex.channels_last), tf32(ex.tf32):
-        with autocast(device, ex.precision):  # the photos never change: their features, once
-            target += perceptual.target_features(to_channels_last(x, ex.channels_last))
+    with step_environment(ex, device, perceptual, G, traceable=True):
+        target += cached_target_features(perceptual, x, ex, device)  # the photos never change: once
         for step in bar:
             regularize = regularizer is not None and step % interval == 0
             if regularize:
@@ -238,23 +193,70 @@ def tune_batched(
             loss, dist, rms, reg = run_step(regularize)
             history.record(step, loss=loss, perceptual=dist, active=active, output_rms=rms,
                            **({"locality": reg} if regularize else {}))
-            if history.due(step) or step == cfg.steps - 1:
-                abandoned = _consume(history.flush(), result, running, callback)
-                if abandoned:  # freeze photos whose loss became non-finite; the others go on
-                    active[abandoned] = False
-                bar.set_postfix(running=sum(running))
-                if not any(running):
-                    break
+            if _consume(history.flush_if_due(step, cfg.steps), result, running, active, bar, callback):
+                break
 
     result.weights = {name: p.detach() for name, p in params.items()}
     result.seconds = time.perf_counter() - t0
     return result
 
 
+def _batched_losses(G: nn.Module, perceptual: PerceptualLoss, regularizer: LocalityRegularizer | None,
+                    cfg: TuningConfig, ex: ExecutionConfig, k_photos: int,
+                    pivot_noise: bool) -> tuple[Callable[..., Any], Callable[..., torch.Tensor]]:
+    """The K photos' losses over stacked weights ``p`` (``vmap`` of ``functional_call`` of ``G.synthesis``):
+    ``forward(p, ws, x, target, maps) -> (loss [K], dist [K], rms [K])``, Eq. 4 per photo with its perceptual
+    distance and image RMS (:mod:`pti.divergence`); ``locality_penalty(p, w_r [K, S, num_ws, w_dim]) -> [K]``,
+    L_R (Eq. 5-7) against the original's images of ``w_r``. Both compiled when ``ex.compile``."""
+    device = next(G.parameters()).device
+    buffers = dict(G.synthesis.named_buffers())
+
+    def render(noise_mode: str) -> Callable[..., torch.Tensor]:
+        def one_photo(p: dict[str, torch.Tensor], w: torch.Tensor, maps: list[torch.Tensor] | None) -> torch.Tensor:
+            return functional_call(G.synthesis, (p, buffers), (w,),
+                                   {"noise_mode": noise_mode, "force_fp32": ex.force_fp32, "noise": maps})
+        return one_photo
+
+    render_pivots = vmap(render(cfg.noise_mode), in_dims=(0, 0, 0 if pivot_noise else None))
+    render_locality = vmap(render(cfg.locality.noise_mode), in_dims=(0, 0, None))
+
+    def forward(p: dict[str, torch.Tensor], ws: torch.Tensor, x: torch.Tensor, target: list[torch.Tensor],
+                maps: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with autocast(device, ex.precision):
+            image = render_pivots(p, ws.unsqueeze(1), maps)[:, 0]
+            dist = perceptual.distance_to(to_channels_last(image, ex.channels_last), target).float()
+        return cfg.l2_weight * l2_per_image(image.float(), x) + cfg.lpips_weight * dist, dist, output_rms(image)
+
+    def locality(p: dict[str, torch.Tensor], w_r: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        with autocast(device, ex.precision):
+            rendered = render_locality(p, w_r, None).flatten(0, 1)
+            return regularizer.penalty_per_group(rendered, reference, groups=k_photos)
+
+    step_locality = maybe_compile(locality, ex.compile, ex.compile_mode)
+
+    def locality_penalty(p: dict[str, torch.Tensor], w_r: torch.Tensor) -> torch.Tensor:
+        with autocast(device, ex.precision):
+            reference = regularizer.reference(w_r.flatten(0, 1), ex.force_fp32)
+        return step_locality(p, w_r, reference)
+
+    return maybe_compile(forward, ex.compile, ex.compile_mode), locality_penalty
+
+
+def _draw_locality_ahead(regularizer: LocalityRegularizer | None, generators: Sequence[torch.Generator], steps: int,
+                         interval: int, device: torch.device) -> torch.Tensor | None:
+    """The locality samples of the whole run, drawn ahead: ``z [draws, K * num_samples, z_dim]`` on ``device``,
+    each photo's from its own stream in its single-photo order (:func:`draw_per_photo`); None without locality."""
+    draws = [draw_per_photo(regularizer, generators) for step in range(steps)
+             if regularizer is not None and step % interval == 0]
+    return torch.stack(draws).to(device) if draws else None
+
+
 def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult, running: list[bool],
-             callback: Callable[[int, dict[str, Any]], None] | None) -> list[int]:
-    """Append flushed steps to each running photo's record; returns photos abandoned for a non-finite loss
-    or a diverged image."""
+             active: torch.Tensor, bar: Any, callback: Callable[[int, dict[str, Any]], None] | None) -> bool:
+    """Append flushed steps to each running photo's record; photos whose loss became non-finite or whose image
+    diverged are abandoned (frozen on the device through ``active``). True once every photo has stopped."""
+    if not rows:
+        return False
     abandoned = []
     for step, row in rows:
         for k in range(len(running)):
@@ -266,14 +268,10 @@ def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult
                 running[k] = False
                 result.stopped_early[k] = True
                 continue
-            if not math.isfinite(row["loss"][k]):
+            error = step_failure("tuning", step, row["loss"][k], row["output_rms"][k])
+            if error is not None:
                 running[k] = False
-                result.errors[k] = f"tuning loss became {row['loss'][k]} at step {step}"
-                abandoned.append(k)
-                continue
-            if is_diverged(row["output_rms"][k]):
-                running[k] = False
-                result.errors[k] = diverged_message("tuning", step, row["output_rms"][k])
+                result.errors[k] = str(error)
                 abandoned.append(k)
                 continue
             if "locality" in row:
@@ -282,7 +280,10 @@ def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult
         if callback is not None:
             callback(step, {"loss": row["loss"], "perceptual": row["perceptual"],
                             "active": [bool(a) for a in row["active"]]})
-    return abandoned
+    if abandoned:  # freeze photos whose loss became non-finite; the others go on
+        active[abandoned] = False
+    bar.set_postfix(running=sum(running))
+    return not any(running)
 
 
 def pivotal_tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],

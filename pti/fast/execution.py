@@ -2,7 +2,11 @@
 
 These helpers turn the fields of :class:`~pti.fast.ExecutionConfig` into context managers and
 wrappers; none of them changes what a step computes beyond float rounding. :class:`DeferredHistory`
-keeps per-step values on the device and reads them back in one sync every N steps.
+keeps per-step values on the device and reads them back in one sync every N steps. What the three
+fast loops (:mod:`pti.fast.projector`, :mod:`pti.fast.tuning`, :mod:`pti.fast.batched`) share is here
+too: the block they run in (:func:`step_environment`), the photos' cached perceptual features
+(:func:`cached_target_features`), the fp16 loss scaler (:func:`loss_scaler`) and the error a failed
+step raises or records (:func:`step_failure`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from pti.divergence import DivergenceError, diverged_message, is_diverged
 from pti.fast.config import ExecutionConfig
+from pti.fast.optim import DeviceLossScaler
+from pti.pivot import NonFiniteLossError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -33,6 +40,11 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 def needs_loss_scaling(cfg: ExecutionConfig, device: torch.device | str) -> bool:
     """fp16 gradients underflow without loss scaling: autocast fp16, or the network's own fp16 layers on CUDA."""
     return cfg.precision == "fp16" or (not cfg.force_fp32 and torch.device(device).type == "cuda")
+
+
+def loss_scaler(cfg: ExecutionConfig, device: torch.device | str) -> DeviceLossScaler | None:
+    """A :class:`~pti.fast.optim.DeviceLossScaler` on ``device`` where :func:`needs_loss_scaling`, else None."""
+    return DeviceLossScaler(device) if needs_loss_scaling(cfg, device) else None
 
 
 @contextlib.contextmanager
@@ -105,6 +117,24 @@ def to_channels_last(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
 
 
+@contextlib.contextmanager
+def step_environment(ex: ExecutionConfig, device: torch.device | str, perceptual: nn.Module, generator: nn.Module,
+                     traceable: bool) -> Iterator[None]:
+    """The block a fast loop runs in: the pure-PyTorch ops when ``traceable`` (:func:`traceable_ops`),
+    ``ex.channels_last`` for ``perceptual`` and ``generator`` (:func:`channels_last`) and ``ex.tf32`` (:func:`tf32`)."""
+    with traceable_ops(device, traceable), channels_last([perceptual], [generator], enabled=ex.channels_last), \
+            tf32(ex.tf32):
+        yield
+
+
+def cached_target_features(perceptual: Any, x: torch.Tensor, ex: ExecutionConfig,
+                           device: torch.device | str) -> list[torch.Tensor]:
+    """The photos' perceptual features ``x [N, C, R, R]`` -> per layer ``[N, ...]``, computed once (the photos
+    never change; as NVIDIA's projector), under ``ex``'s autocast and memory format."""
+    with autocast(device, ex.precision):
+        return list(perceptual.target_features(to_channels_last(x, ex.channels_last)))
+
+
 def maybe_compile(fn: Callable[..., Any], enabled: bool, mode: str = "default") -> Callable[..., Any]:
     """``torch.compile(fn, mode=mode)`` when ``enabled``, else ``fn``."""
     if not enabled:
@@ -132,6 +162,10 @@ class DeferredHistory:
     def due(self, step: int) -> bool:
         return (step + 1) % self.sync_every == 0
 
+    def flush_if_due(self, step: int, steps: int) -> list[tuple[int, dict[str, Any]]]:
+        """:meth:`flush` after a due step or the run's last (``steps - 1``); ``[]`` (no sync) otherwise."""
+        return self.flush() if self.due(step) or step == steps - 1 else []
+
     def flush(self) -> list[tuple[int, dict[str, Any]]]:
         if not self._pending:
             return []
@@ -148,6 +182,17 @@ class DeferredHistory:
             out.append((step, row))
         self._pending = []
         return out
+
+
+def step_failure(what: str, step: int, loss: float, rms: float) -> DivergenceError | None:
+    """The error one step calls for: :class:`~pti.pivot.NonFiniteLossError` when ``loss`` is NaN/inf, else
+    :class:`~pti.divergence.DivergenceError` when the image RMS ``rms`` has diverged; None when neither.
+    ``what`` names the loop ('tuning')."""
+    if not math.isfinite(loss):
+        return NonFiniteLossError(f"{what} loss became {loss} at step {step}")
+    if is_diverged(rms):
+        return DivergenceError(diverged_message(what, step, rms))
+    return None
 
 
 def first_non_finite(rows: Sequence[tuple[int, dict[str, Any]]], key: str) -> tuple[int, float] | None:

@@ -218,3 +218,37 @@ def bind_module_parameters(module: nn.Module, compile_update: bool = False, lr: 
     for p, view in zip(params, opt.params):
         p.data = view.detach()[0]
     return opt
+
+
+class AdamStep:
+    """One optimiser update of a fast loop: ``torch.optim.Adam`` (the core's control flow: ``optimizer``), or the
+    masked :class:`FlatAdam` (``flat``: graph-safe, with device-side learning rate, early-stop mask and fp16 loss
+    scaling by ``scaler``). ``grad_sources``: the tensors whose ``.grad`` the flat Adam reads (a module bound
+    by :func:`bind_module_parameters`); None: its own ``params``."""
+
+    def __init__(self, flat: FlatAdam | None = None, optimizer: torch.optim.Optimizer | None = None,
+                 scaler: DeviceLossScaler | None = None, grad_sources: Sequence[torch.Tensor] | None = None) -> None:
+        if (flat is None) == (optimizer is None):
+            raise ValueError("AdamStep needs exactly one of flat and optimizer")
+        self.flat, self.optimizer, self.scaler, self.grad_sources = flat, optimizer, scaler, grad_sources
+
+    def set_lr(self, lr: float) -> None:
+        """This step's learning rate (with the flat Adam a device-side fill: no sync, read by a captured step)."""
+        if self.flat is not None:
+            self.flat.set_lr(lr)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def update(self, loss: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """Zero the gradients, backpropagate the scalar ``loss`` (scaled when there is a scaler) and update
+        (only the ``active`` slots with the flat Adam)."""
+        if self.flat is not None:
+            self.flat.zero_grad(self.grad_sources)
+            (self.scaler.scale_loss(loss) if self.scaler is not None else loss).backward()
+            self.flat.step(active=active, scaler=self.scaler, grad_sources=self.grad_sources)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+

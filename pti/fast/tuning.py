@@ -9,8 +9,8 @@ one-sync-per-step result while the host reads values back only every N steps.
 from __future__ import annotations
 
 import copy
-import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -18,30 +18,23 @@ from torch import nn
 
 from pti.conditioning import Label
 from pti.config import TuningConfig
-from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
+from pti.divergence import output_rms
 from pti.fast.config import ExecutionConfig, check_execution
-from pti.fast.execution import (DeferredHistory, autocast, channels_last, first_non_finite, maybe_compile,
-                                needs_loss_scaling, tf32, to_channels_last, traceable_ops)
+from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
+                                step_environment, step_failure, to_channels_last)
 from pti.fast.graphs import StepGraphs
-from pti.fast.optim import DeviceLossScaler, FlatAdam, bind_module_parameters, make_adam
+from pti.fast.optim import AdamStep, bind_module_parameters, make_adam
 from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
-from pti.pivot import NonFiniteLossError, Pivot
+from pti.pivot import Pivot
 from pti.progress import progress_bar
 from pti.tuning import TuningResult, batch_indices, batch_noise, pivot_labels, prepare_inputs, select_features
 
 
-def pivotal_tune(
-    G: nn.Module,
-    targets: torch.Tensor | Sequence[torch.Tensor],
-    pivots: Sequence[Pivot] | Pivot | torch.Tensor,
-    cfg: TuningConfig | None = None,
-    *,
-    c: Label = None,
-    perceptual: PerceptualLoss | None = None,
-    progress: bool = True,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
-    execution: ExecutionConfig | None = None,
-) -> TuningResult:
+def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
+                 pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None = None, *,
+                 c: Label = None, perceptual: PerceptualLoss | None = None, progress: bool = True,
+                 callback: Callable[[int, dict[str, float]], None] | None = None,
+                 execution: ExecutionConfig | None = None) -> TuningResult:
     """:func:`pti.tuning.pivotal_tune` with ``execution``'s speed paths (one generator for all photos).
 
     The same arguments, returns and errors as the core, plus ``execution``
@@ -72,26 +65,86 @@ def pivotal_tune(
     n = x.shape[0]
     labels = pivot_labels(G, pivots, c, n, device) if cfg.locality.enabled or c is not None else None
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
-    early_stop = cfg.lpips_threshold is not None and batch == n
-
     perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
-    tuned = copy.deepcopy(G).train(G.training)
-    tuned.requires_grad_(True)
+    tuned = copy.deepcopy(G).train(G.training).requires_grad_(True)  # θ*, starting at θ
+    adam = _tuning_adam(tuned, cfg, ex, device)
+    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order and locality samples
+    step_loss, locality_penalty = _tuning_losses(tuned, perceptual, regularizer, cfg, ex, device)
+    result, order = TuningResult(generator=tuned, perceptual_name=perceptual.name), []
+    bar = progress_bar(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress,
+                       leave=False)
+    with step_environment(ex, device, perceptual, tuned, traceable=ex.compile):
+        photos = _Photos(x, ws, noises, cached_target_features(perceptual, x, ex, device), batch, cfg.use_pivot_noise)
+        if adam.flat is not None:  # device-side control flow: graph-safe steps, captured when asked
+            _tune_on_device(photos, cfg, ex, gen, regularizer, step_loss, locality_penalty, adam, result, bar,
+                            callback, device)
+        else:
+            for step in bar:  # the official control flow: read the values back every step
+                idx, order = batch_indices(n, batch, order, gen)
+                loss, dist, rms = step_loss(*photos.of(idx))  # Eq. 4 for the batch; L_LPIPS per photo
+                dist_max = float(dist.detach().max())
+                result.perceptual_history.append(float(dist.detach().mean()))
+                if photos.all_at_once and cfg.lpips_threshold is not None and dist_max <= cfg.lpips_threshold:
+                    result.stopped_early = True  # early stop
+                    result.loss_history.append(float(loss.detach()))
+                    break
+                reg = {}
+                if regularizer is not None and step % cfg.locality.interval == 0:  # L_R, Eq. 5-7
+                    penalty = locality_penalty(regularizer.sample_w(ws, gen))
+                    loss, reg = loss + penalty, {"locality": float(penalty.detach())}
+                loss_value, rms_max = float(loss.detach()), float(rms.max())
+                result.loss_history.append(loss_value)
+                _check_step(step, loss_value, rms_max)
+                adam.update(loss)
+                _finish_step(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
+                                    "perceptual_max": dist_max, "output_rms": rms_max, **reg}, result, bar, callback)
+
+    tuned.requires_grad_(False)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@dataclass
+class _Photos:
+    """The photos ``x [N, C, R, R]``, their pivots ``ws [N, num_ws, w_dim]``, noise maps and cached perceptual
+    features ``target``; :meth:`of` gives a step's batch as :func:`_tuning_losses`' ``forward`` takes it."""
+
+    x: torch.Tensor
+    ws: torch.Tensor
+    noises: list[list[torch.Tensor]]
+    target: list[torch.Tensor]
+    batch: int
+    use_pivot_noise: bool
+
+    @property
+    def all_at_once(self) -> bool:  # every step sees every photo: the early stop applies
+        return self.batch == self.x.shape[0]
+
+    def of(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
+        return (self.ws[idx], self.x[idx], select_features(self.target, idx, self.x.shape[0]),
+                batch_noise(self.noises, idx) if self.use_pivot_noise else None)
+
+
+def _tuning_adam(tuned: nn.Module, cfg: TuningConfig, ex: ExecutionConfig, device: torch.device) -> AdamStep:
+    """Adam over θ*: the masked :class:`FlatAdam` bound to ``tuned``'s parameters where the control flow lives on
+    the device (``sync_every > 1``, fp16 loss scaling, CUDA graphs), else ``ex.adam``'s ``torch.optim.Adam``."""
     params = list(tuned.parameters())
-    scaler = DeviceLossScaler(device) if needs_loss_scaling(ex, device) else None
-    flat: FlatAdam | None = None
-    optimizer = None
+    scaler = loss_scaler(ex, device)
     if ex.sync_every > 1 or scaler is not None or ex.cuda_graphs:  # updates are masked on the device
         flat = bind_module_parameters(tuned, compile_update=ex.compile, lr=cfg.lr)
-    else:
-        optimizer = make_adam(params, lr=cfg.lr, impl=ex.adam)
-    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
-    gen = torch.Generator().manual_seed(cfg.seed)
+        return AdamStep(flat=flat, scaler=scaler, grad_sources=params)
+    return AdamStep(optimizer=make_adam(params, lr=cfg.lr, impl=ex.adam))
 
+
+def _tuning_losses(tuned: nn.Module, perceptual: PerceptualLoss, regularizer: LocalityRegularizer | None,
+                   cfg: TuningConfig, ex: ExecutionConfig,
+                   device: torch.device) -> tuple[Callable[..., Any], Callable[[torch.Tensor], torch.Tensor]]:
+    """``forward(ws, x, target, noise) -> (loss, dist [B], rms [B])``: Eq. 4 (``λ_L2 · L_L2 + λ_LPIPS · L_LPIPS``,
+    the batch mean), the per-image perceptual distances and image RMS values (:mod:`pti.divergence`); and
+    ``locality_penalty(w_r)``: L_R (Eq. 5-7) against the original's images of ``w_r``. Both compiled when asked."""
     def forward(ws_b: torch.Tensor, x_b: torch.Tensor, target_b: list[torch.Tensor],
                 noise_b: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The reconstruction loss (scalar), the per-image perceptual distances ``[B]`` and image RMS values
-        ``[B]`` (divergence, see :mod:`pti.divergence`); ``target_b``: the photos' cached perceptual features."""
         with autocast(device, ex.precision):
             image = tuned.synthesis(ws_b, noise_mode=cfg.noise_mode, force_fp32=ex.force_fp32, noise=noise_b)
             dist = perceptual.distance_to(to_channels_last(image, ex.channels_last), target_b).float()
@@ -102,62 +155,32 @@ def pivotal_tune(
             rendered = tuned.synthesis(w_r, noise_mode=cfg.locality.noise_mode, force_fp32=ex.force_fp32)
             return regularizer.penalty_per_group(rendered, reference)[0]
 
-    step_loss = maybe_compile(forward, ex.compile, ex.compile_mode)
     step_locality = maybe_compile(locality, ex.compile, ex.compile_mode)
 
-    result = TuningResult(generator=tuned, perceptual_name=perceptual.name)
-    history = DeferredHistory(ex.sync_every)
-    active = torch.ones([], dtype=torch.bool, device=device)
-    order: list[int] = []
-    bar = progress_bar(range(cfg.steps), desc=f"tune ({n} image{'s' if n > 1 else ''})", disable=not progress,
-                       leave=False)
-    with traceable_ops(device, ex.compile), channels_last([perceptual], [tuned], enabled=ex.channels_last), \
-            tf32(ex.tf32):
-        with autocast(device, ex.precision):  # the photos never change: their features, once
-            target = perceptual.target_features(to_channels_last(x, ex.channels_last))
-        if flat is not None:  # device-side control flow: graph-safe steps, captured when asked
-            _tune_on_device(cfg, ex, n, batch, gen, regularizer, result, history, bar, callback, active, flat, scaler,
-                            params, ws, x, target, noises, step_loss, step_locality, device)
-            tuned.requires_grad_(False)
-            result.seconds = time.perf_counter() - t0
-            return result
-        for step in bar:  # the official control flow: read the values back every step
-            idx, order = batch_indices(n, batch, order, gen)
-            noise = batch_noise(noises, idx) if cfg.use_pivot_noise else None
-            loss, dist, rms = step_loss(ws[idx], x[idx], select_features(target, idx, n), noise)
-            dist_max = float(dist.detach().max())
-            result.perceptual_history.append(float(dist.detach().mean()))
-            if early_stop and dist_max <= cfg.lpips_threshold:
-                result.stopped_early = True
-                result.loss_history.append(float(loss.detach()))
-                break
-            reg = None
-            if regularizer is not None and step % cfg.locality.interval == 0:
-                w_r = regularizer.sample_w(ws, gen)
-                with autocast(device, ex.precision):
-                    reference = regularizer.reference(w_r, ex.force_fp32)
-                reg = step_locality(w_r, reference)
-                loss = loss + reg
-                result.locality_history.append(float(reg.detach()))
-            loss_value = float(loss.detach())
-            result.loss_history.append(loss_value)
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
-            rms_max = float(rms.max())
-            if is_diverged(rms_max):
-                raise DivergenceError(diverged_message("tuning", step, rms_max))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            result.steps = step + 1
-            bar.set_postfix(loss=f"{loss_value:.4f}", dist=f"{dist_max:.4f}")
-            if callback is not None:
-                callback(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
-                                "perceptual_max": dist_max, "output_rms": rms_max})
+    def locality_penalty(w_r: torch.Tensor) -> torch.Tensor:
+        with autocast(device, ex.precision):
+            reference = regularizer.reference(w_r, ex.force_fp32)
+        return step_locality(w_r, reference)
 
-    tuned.requires_grad_(False)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return maybe_compile(forward, ex.compile, ex.compile_mode), locality_penalty
+
+
+def _check_step(step: int, loss: float, rms: float) -> None:
+    """Raise :func:`~pti.fast.execution.step_failure`'s error for a step's loss / image RMS (before its update)."""
+    error = step_failure("tuning", step, loss, rms)
+    if error is not None:
+        raise error
+
+
+def _finish_step(step: int, row: dict[str, float], result: TuningResult, bar: Any,
+                 callback: Callable[[int, dict[str, float]], None] | None) -> None:
+    """After an applied update: its L_R into the history, the step count, the progress bar and the callback."""
+    if "locality" in row:
+        result.locality_history.append(row["locality"])
+    result.steps = step + 1
+    bar.set_postfix(loss=f"{row['loss']:.4f}", dist=f"{row['perceptual_max']:.4f}")
+    if callback is not None:
+        callback(step, {key: row[key] for key in ("loss", "perceptual", "perceptual_max", "output_rms")})
 
 
 def draw_ahead(n: int, batch: int, steps: int, regularizer: LocalityRegularizer | None, interval: int,
@@ -183,85 +206,82 @@ def _copy_into(dst: Any, src: Any) -> None:
             d.copy_(s)
 
 
-def _tune_on_device(cfg: TuningConfig, ex: ExecutionConfig, n: int, batch: int, gen: torch.Generator,
-                    regularizer: LocalityRegularizer | None, result: TuningResult, history: DeferredHistory, bar: Any,
-                    callback: Callable[[int, dict[str, float]], None] | None, active: torch.Tensor, flat: FlatAdam,
-                    scaler: DeviceLossScaler | None, params: list[torch.Tensor], ws: torch.Tensor, x: torch.Tensor,
-                    target: list[torch.Tensor], noises: list[list[torch.Tensor]], step_loss: Callable[..., Any],
-                    step_locality: Callable[..., Any], device: torch.device) -> None:
+def _tune_on_device(photos: _Photos, cfg: TuningConfig, ex: ExecutionConfig, gen: torch.Generator,
+                    regularizer: LocalityRegularizer | None, step_loss: Callable[..., Any],
+                    locality_penalty: Callable[[torch.Tensor], torch.Tensor], adam: AdamStep, result: TuningResult,
+                    bar: Any, callback: Callable[[int, dict[str, float]], None] | None, device: torch.device) -> None:
     """The tuning loop with its control flow on the device: the early stop freezes the weights through the
     masked Adam, values are read back every ``sync_every`` steps, and each step is graph-safe (its inputs are
     copied into fixed tensors before it runs, its random numbers drawn ahead), so ``ex.cuda_graphs`` can
     capture it (:class:`~pti.fast.graphs.StepGraphs`: one graph for plain steps, one for regularised ones)."""
-    early_stop = cfg.lpips_threshold is not None and batch == n
-    photos, draws = draw_ahead(n, batch, cfg.steps, regularizer, cfg.locality.interval, gen)
+    n = photos.x.shape[0]
+    early_stop = cfg.lpips_threshold is not None and photos.all_at_once
+    batches, draws = draw_ahead(n, photos.batch, cfg.steps, regularizer, cfg.locality.interval, gen)
     z_all = torch.stack([z for z, _ in draws]).to(device) if draws else None
     pivot_all = torch.stack([i for _, i in draws]).to(device) if draws else None
-    inputs: dict[str, Any] = {}
-
-    def set_inputs(idx: list[int], draw: int | None) -> None:
-        if not inputs or batch != n:
-            fresh = {"ws": ws[idx], "x": x[idx], "target": select_features(target, idx, n),
-                     "noise": batch_noise(noises, idx) if cfg.use_pivot_noise else None}
-            for key, value in fresh.items():
-                if key in inputs:  # the same tensors every step (a captured step reads them there)
-                    _copy_into(inputs[key], value)
-                else:
-                    inputs[key] = value
-        if draw is not None:
-            if "z" not in inputs:
-                inputs["z"], inputs["pivot"] = z_all[draw].clone(), pivot_all[draw].clone()
-            inputs["z"].copy_(z_all[draw])
-            inputs["pivot"].copy_(pivot_all[draw])
+    inputs = _StepInputs()
+    active = torch.ones([], dtype=torch.bool, device=device)
 
     def whole_step(regularize: bool) -> tuple[torch.Tensor, ...]:
-        loss, dist, rms = step_loss(inputs["ws"], inputs["x"], inputs["target"], inputs["noise"])
+        loss, dist, rms = step_loss(*inputs.photos)
         if early_stop:  # the threshold reached: this and every later update is masked out
             active.logical_and_(dist.detach().max() > cfg.lpips_threshold)
         reg = torch.zeros([], device=device)
         if regularize:
-            w_r = regularizer.codes(ws, inputs["z"], inputs["pivot"])
-            with autocast(device, ex.precision):
-                reference = regularizer.reference(w_r, ex.force_fp32)
-            reg = step_locality(w_r, reference)
+            reg = locality_penalty(regularizer.codes(photos.ws, inputs.z, inputs.pivot))
             loss = loss + reg
-        flat.zero_grad(params)
-        (scaler.scale_loss(loss) if scaler is not None else loss).backward()
-        flat.step(active=active, scaler=scaler, grad_sources=params)
+        adam.update(loss, active)
         return loss, dist, rms, reg
 
     run_step = StepGraphs(whole_step, device, enabled=ex.cuda_graphs, what="tuning step")
+    history = DeferredHistory(ex.sync_every)
     draw = -1
     for step in bar:
         regularize = regularizer is not None and step % cfg.locality.interval == 0
         draw += regularize
-        set_inputs(photos[step], draw if regularize else None)
+        if not inputs.photos or not photos.all_at_once:  # the same tensors every step (a captured step reads them)
+            inputs.set_photos(photos.of(batches[step]))
+        if regularize:
+            inputs.set_draw(z_all[draw], pivot_all[draw])
         loss, dist, rms, reg = run_step(regularize)
         history.record(step, loss=loss, perceptual=dist.mean(), perceptual_max=dist.max(), active=active,
                        output_rms=rms.max(), **({"locality": reg} if regularize else {}))
-        if (history.due(step) or step == cfg.steps - 1) and _consume(history.flush(), result, bar, callback):
+        if _consume(history.flush_if_due(step, cfg.steps), result, bar, callback):
             break
+
+
+class _StepInputs:
+    """The fixed tensors a graph-safe tuning step reads: ``photos`` (as :meth:`_Photos.of` gives them) and the
+    locality draw ``z``, ``pivot``; the first values are kept, later ones copied into them."""
+
+    def __init__(self) -> None:
+        self.photos: tuple[Any, ...] = ()
+        self.z: torch.Tensor | None = None
+        self.pivot: torch.Tensor | None = None
+
+    def set_photos(self, values: tuple[Any, ...]) -> None:
+        if not self.photos:
+            self.photos = values
+            return
+        for dst, src in zip(self.photos, values):
+            _copy_into(dst, src)
+
+    def set_draw(self, z: torch.Tensor, pivot: torch.Tensor) -> None:
+        if self.z is None:
+            self.z, self.pivot = z.clone(), pivot.clone()
+        self.z.copy_(z)
+        self.pivot.copy_(pivot)
 
 
 def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: Any,
              callback: Callable[[int, dict[str, float]], None] | None) -> bool:
     """Append flushed steps to ``result`` (device-decided early stop); True when tuning has stopped."""
-    bad = first_non_finite(rows, "loss")
     for step, row in rows:
         result.perceptual_history.append(row["perceptual"])
         result.loss_history.append(row["loss"])
         if not row["active"]:  # the threshold was reached at this step: no update was applied
             result.stopped_early = True
             return True
-        if bad is not None and bad[0] == step:
-            raise NonFiniteLossError(f"tuning loss became {bad[1]} at step {step}")
-        if is_diverged(row["output_rms"]):
-            raise DivergenceError(diverged_message("tuning", step, row["output_rms"]))
-        if "locality" in row:
-            result.locality_history.append(row["locality"])
-        result.steps = step + 1
-        bar.set_postfix(loss=f"{row['loss']:.4f}", dist=f"{row['perceptual_max']:.4f}")
-        if callback is not None:
-            callback(step, {"loss": row["loss"], "perceptual": row["perceptual"],
-                            "perceptual_max": row["perceptual_max"], "output_rms": row["output_rms"]})
+        _check_step(step, row["loss"], row["output_rms"])
+        _finish_step(step, row, result, bar, callback)
     return False
