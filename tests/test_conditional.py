@@ -200,7 +200,7 @@ def test_pti_run_class_index(G, target, tmp_path, capsys):
     shutil.copy(tmp_path / "run" / "a" / "pivot.pt", tmp_path / "run2" / "a" / "pivot.pt")
     tune_argv = ["tune", *_argv(tmp_path, tmp_path / "cond.safetensors")[1:], "--output", str(tmp_path / "run2")]
     assert main(tune_argv + ["--class-index", "0"]) == 1
-    assert "no valid pivot.pt for this generator, space and class" in capsys.readouterr().err
+    assert "no pivot.pt in the run folder fits this generator, class and pivot space" in capsys.readouterr().err
     assert main(tune_argv + ["--class-index", "2"]) == 0
     assert json.loads((tmp_path / "run2" / "a" / "metrics.json").read_text())["inversion"]["reused_pivot"]
 
