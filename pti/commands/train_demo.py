@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["augment"] = parse_policies(args.augment)
         except ValueError as exc:
             raise SystemExit(f"pti train-demo: --augment {exc}") from None
-    if args.ema_rampup is not None:
-        if args.ema_rampup < 0:
-            raise SystemExit(f"pti train-demo: --ema-rampup must be >= 0, got {args.ema_rampup}")
+    if args.ema_rampup is not None:  # >= 0, checked by the parser
         overrides["ema_rampup"] = args.ema_rampup or None
     if args.z_dim is not None:
         overrides.update(z_dim=args.z_dim, w_dim=args.z_dim)
