@@ -284,20 +284,28 @@ def _missing_packaged_message(entry: ZooEntry, path: Path) -> str:
             f"or pass the path of another checkpoint")
 
 
-def resolve_named(path_or_name: str | Path, kind: str) -> Path | None:
-    """The local file of zoo entry ``path_or_name`` if it names one of this ``kind`` ('generator' or 'encoder';
-    downloaded if needed), or None when it is not a zoo name (or a file of that name exists: files win).
+def resolve_checkpoint(path_or_name: str | Path, kind: str, missing: str,
+                       error: type[Exception] = ZooError) -> Path:
+    """``path_or_name`` as a file: the path itself, or the local file of zoo entry ``path_or_name`` of this
+    ``kind`` ('generator' or 'encoder'; downloaded if needed). A file of that name wins over the zoo.
 
-    Raises :class:`ZooError` for a zoo name of another kind (listing this kind's names) or a failed download.
+    Raises ``error`` (the caller's exception class) for a zoo name of another kind (listing this kind's
+    names), a failed download, or no such file (``missing`` follows "PATH: no such file ").
     """
-    if not isinstance(path_or_name, str) or path_or_name not in ZOO or Path(path_or_name).exists():
-        return None
-    entry = ZOO[path_or_name]
-    if entry.kind != kind:
-        names = ", ".join(n for n, e in ZOO.items() if e.kind == kind)
-        article = "an" if kind[0] in "aeiou" else "a"
-        raise ZooError(f"{path_or_name!r} is a {entry.kind} in pti's zoo, not {article} {kind}; {kind}s: {names}")
-    return resolve(path_or_name)
+    if isinstance(path_or_name, str) and path_or_name in ZOO and not Path(path_or_name).exists():
+        entry = ZOO[path_or_name]
+        if entry.kind != kind:
+            names = ", ".join(n for n, e in ZOO.items() if e.kind == kind)
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise error(f"{path_or_name!r} is a {entry.kind} in pti's zoo, not {article} {kind}; {kind}s: {names}")
+        try:
+            return resolve(path_or_name)
+        except ZooError as exc:
+            raise error(str(exc)) from None
+    path = Path(path_or_name)
+    if not path.is_file():
+        raise error(f"{path}: no such file {missing}")
+    return path
 
 
 def resolve(name: str, cache: Path | None = None, allow_download: bool = True, progress: bool = True) -> Path:

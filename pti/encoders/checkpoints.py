@@ -83,17 +83,8 @@ def _resolve(path_or_name: str | Path) -> Path:
     """A path as given, or the local file of an encoder zoo name (downloaded if needed)."""
     from pti import zoo
 
-    try:
-        named = zoo.resolve_named(path_or_name, "encoder")
-    except zoo.ZooError as exc:
-        raise CheckpointError(str(exc)) from None
-    if named is not None:
-        return named
-    path = Path(path_or_name)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file (nor an encoder zoo name); give an official e4e .pt or a pti "
-                              f"encoder .safetensors")
-    return path
+    return zoo.resolve_checkpoint(path_or_name, "encoder", "(nor an encoder zoo name); give an official e4e .pt "
+                                  "or a pti encoder .safetensors", CheckpointError)
 
 
 def load_e4e_with_format(path_or_name: str | Path,

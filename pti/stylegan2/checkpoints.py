@@ -128,17 +128,8 @@ def _resolve(path_or_name: str | Path) -> Path:
     """A path as given, or the local file of a zoo name (downloaded if needed)."""
     from pti import zoo
 
-    try:
-        named = zoo.resolve_named(path_or_name, "generator")
-    except zoo.ZooError as exc:
-        raise CheckpointError(str(exc)) from None
-    if named is not None:
-        return named
-    path = Path(path_or_name)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file (nor a zoo name: {', '.join(zoo.ZOO)}); give a .pkl, .pt or "
-                              f".safetensors generator checkpoint")
-    return path
+    return zoo.resolve_checkpoint(path_or_name, "generator", f"(nor a zoo name: {', '.join(zoo.ZOO)}); give a "
+                                  f".pkl, .pt or .safetensors generator checkpoint", CheckpointError)
 
 
 def load_with_format(path_or_name: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, str]:
