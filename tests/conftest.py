@@ -48,6 +48,20 @@ def make_tiny_generator(resolution: int = 16, seed: int = 0, c_dim: int = 0, img
                      mapping_kwargs={"num_layers": 2}, synthesis_kwargs=kwargs).eval()
 
 
+def write_generated_photos(G, folder, names, seed: int) -> list:
+    """Render ``len(names)`` images of ``G`` (z from ``seed``, const noise) to ``folder/<name>.png``; the paths."""
+    from pti.images import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(len(names), G.z_dim, generator=torch.Generator().manual_seed(seed)),
+                                  None), noise_mode="const")
+    paths = [folder / f"{name}.png" for name in names]
+    for image, path in zip(x, paths):
+        write_image(image, path)
+    return paths
+
+
 @pytest.fixture
 def tiny_generator():
     return make_tiny_generator()

@@ -168,18 +168,12 @@ def test_two_torchrun_ranks_share_the_photos(tmp_path):
 
     import torch
 
-    from conftest import make_tiny_generator
-    from pti.images import write_image
+    from conftest import make_tiny_generator, write_generated_photos
     from pti.stylegan2.checkpoints import save
 
     G = make_tiny_generator(resolution=16, seed=2)
     save(G, tmp_path / "g.safetensors")
-    (tmp_path / "photos").mkdir()
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(9)), None),
-                        noise_mode="const")
-    for i, name in enumerate("abc"):
-        write_image(x[i], tmp_path / "photos" / f"{name}.png")
+    write_generated_photos(G, tmp_path / "photos", "abc", seed=9)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"

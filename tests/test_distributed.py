@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_generator
-from pti.images import write_image
+from conftest import make_tiny_generator, write_generated_photos
 from pti.jobs.distributed import launch_env, pick_device, shard
 from pti.pivot import Pivot
 
@@ -39,12 +38,7 @@ def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dist")
     G = make_tiny_generator(resolution=16, seed=2)
     save(G, root / "g.safetensors")
-    (root / "photos").mkdir()
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(9)), None),
-                        noise_mode="const")
-    for i, name in enumerate("abcdef"):
-        write_image(x[i], root / "photos" / f"{name}.png")
+    write_generated_photos(G, root / "photos", "abcdef", seed=9)
     return root
 
 

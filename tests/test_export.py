@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_generator
+from conftest import make_tiny_generator, write_generated_photos
 from pti.cli import main
 from pti.commands.export import GENERATOR_FILE
-from pti.images import write_image
 from test_run_edits import STEP_ARGS  # the same tiny run: 2 inversion and 2 tuning steps, EfficientNet-Lite0
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,11 +33,7 @@ def run_folder(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("export")
     G = make_tiny_generator(resolution=16, seed=2)
-    (root / "photos").mkdir()
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None),
-                        noise_mode="const")
-    write_image(x[0], root / "photos" / "face.png")
+    write_generated_photos(G, root / "photos", ["face"], seed=3)
     save(G, root / "g.safetensors")
     assert main(["run", str(root / "photos"), "--output", str(root / "run"), "--generator",
                  str(root / "g.safetensors"), "--save-generator", *STEP_ARGS]) == 0
@@ -137,12 +132,7 @@ def test_export_finds_the_generator_of_a_multi_id_run(tmp_path, capsys):
     from pti.stylegan2.checkpoints import load, save
 
     G = make_tiny_generator(resolution=16, seed=2)
-    (tmp_path / "photos").mkdir()
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3)), None),
-                        noise_mode="const")
-    for i in range(2):
-        write_image(x[i], tmp_path / "photos" / f"p{i}.png")
+    write_generated_photos(G, tmp_path / "photos", ["p0", "p1"], seed=3)
     save(G, tmp_path / "g.safetensors")
     run = tmp_path / "run"
     assert main(["run", str(tmp_path / "photos"), "--output", str(run), "--generator", str(tmp_path / "g.safetensors"),
