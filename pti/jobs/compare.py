@@ -34,7 +34,6 @@ import dataclasses
 import math
 import shutil
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -43,7 +42,7 @@ import torch
 
 from pti.config import InversionConfig, TuningConfig, config_to_dict
 from pti.fast.config import ExecutionConfig
-from pti.jobs.folder import (ImageOutcome, failure_path, is_finished, manifest, output_name, read_metrics,
+from pti.jobs.folder import (ImageOutcome, error_text, failure_path, is_finished, manifest, output_name, read_metrics,
                              record_failure, staging_dir)
 
 if TYPE_CHECKING:
@@ -282,7 +281,7 @@ def compare_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: Invers
                 options: CompareOptions, **kwargs: Any) -> dict[str, Any]:
     """:func:`compare_photo` in a staging folder that becomes ``final_dir`` only when complete; on failure the
     staging folder is removed, ``final_dir`` is left as it was and the exception propagates."""
-    from pti.jobs.runner import recover_staged
+    from pti.jobs.runner import _replace_dir
 
     staging = staging_dir(final_dir)
     shutil.rmtree(staging, ignore_errors=True)
@@ -291,7 +290,7 @@ def compare_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: Invers
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    recover_staged(final_dir, STAGE)  # the finished staging folder replaces final_dir
+    _replace_dir(staging, final_dir)  # the finished staging folder replaces final_dir, as in runner.run_one
     return metrics
 
 
@@ -327,10 +326,7 @@ def compare_photos(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | Pat
         try:
             metrics = compare_one(G, path, run_dir / name, inv_cfg, tune_cfg, options, worker=worker, **shared)
         except Exception as exc:  # one bad photo must not stop the comparison
-            error = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)):
-                error += "\n" + traceback.format_exc(limit=3)
-            outcome = ImageOutcome(name, "failed", time.perf_counter() - t0, error=error, file=str(path))
+            outcome = ImageOutcome(name, "failed", time.perf_counter() - t0, error=error_text(exc), file=str(path))
             record_failure(run_dir, outcome, STAGE, worker)  # type: ignore[arg-type]
             outcomes.append(outcome)
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -138,6 +139,15 @@ def what_changed(metrics: dict[str, Any], made_from: dict[str, Any], config: dic
 
 def failure_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / FAILURES_DIR / f"{name}.json"
+
+
+def error_text(exc: Exception) -> str:
+    """A failed photo's error as recorded: ``Type: message``, plus the last frames of the traceback for errors that
+    are not the expected kinds (bad input, I/O, a diverged optimisation). Call it inside the ``except`` block."""
+    message = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)):
+        message += "\n" + traceback.format_exc(limit=3)
+    return message
 
 
 def record_failure(run_dir: Path, outcome: ImageOutcome, stage: Stage, worker: dict[str, Any] | None) -> None:

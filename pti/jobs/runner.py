@@ -60,7 +60,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +69,8 @@ import torch
 
 from pti.config import InversionConfig, TuningConfig, config_to_dict, validate
 from pti.fast.config import ExecutionConfig
-from pti.jobs.folder import (FAILURES_DIR, ImageOutcome, Stage, check_unique_names, failure_path,  # noqa: F401
-                             is_finished, list_images, manifest, output_name, read_failure, read_metrics,
+from pti.jobs.folder import (FAILURES_DIR, ImageOutcome, Stage, check_unique_names, error_text,  # noqa: F401
+                             failure_path, is_finished, list_images, manifest, output_name, read_failure, read_metrics,
                              record_failure, set_aside_stale, stale_dir, staging_dir, what_changed)
 
 if TYPE_CHECKING:
@@ -168,9 +167,12 @@ def _pivot_blocker(prior: dict[str, Any] | None, made: dict[str, Any], require_p
 
 
 def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: InversionConfig, any_config: bool,
-                         label: torch.Tensor | None = None, origin: str | None = None):
+                         label: torch.Tensor | None = None, origin: str | None = None,
+                         fingerprint: str | None = None):
     """A pivot.pt that fits ``G``, ``inv_cfg`` (any config when ``any_config``), the class ``label``
-    ``[1, c_dim]`` of a conditional ``G`` and ``origin`` ('projector' or 'e4e'; any when None), or None."""
+    ``[1, c_dim]`` of a conditional ``G`` and ``origin`` ('projector' or 'e4e'; any when None), or None.
+
+    ``fingerprint``: ``G``'s weights fingerprint when the caller has it (hashing G's weights is the costly part)."""
     from pti.pivot import Pivot
 
     if not pivot_path.exists():
@@ -188,7 +190,7 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
     if pivot.generator:
         from pti.stylegan2.checkpoints import weights_fingerprint
 
-        if pivot.generator != weights_fingerprint(G):
+        if pivot.generator != (fingerprint or weights_fingerprint(G)):
             return None  # inverted with other weights of the same shape
     if not bool(torch.isfinite(pivot.w).all()) or not all(bool(torch.isfinite(n).all()) for n in pivot.noise):
         return None
@@ -236,7 +238,7 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     pivot_path = out_dir / "pivot.pt"
     origin = None if options.require_pivot else "e4e" if options.encoder is not None else "projector"
     pivot = _load_reusable_pivot(G, pivot_path, inv_cfg, any_config=options.require_pivot, label=label,
-                                 origin=origin) if options.reuse_pivot else None
+                                 origin=origin, fingerprint=made["generator"]) if options.reuse_pivot else None
     reused = pivot is not None
     if pivot is None and options.require_pivot:
         raise FileNotFoundError(f"{path}: no pivot.pt in the run folder fits this generator"
@@ -348,13 +350,6 @@ def run_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionC
     return metrics
 
 
-def _error_text(exc: Exception) -> str:
-    message = f"{type(exc).__name__}: {exc}"
-    if not isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)):
-        message += "\n" + traceback.format_exc(limit=3)
-    return message
-
-
 def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Path, inv_cfg: InversionConfig,
                    tune_cfg: TuningConfig, options: RunOptions, worker: dict[str, Any] | None = None,
                    ) -> list[ImageOutcome]:
@@ -427,7 +422,7 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
             metrics = run_one(G, path, out_dir, inv_cfg, tune_cfg, image_options, perceptual_inv, perceptual_tune,
                               worker, made)
         except Exception as exc:  # one bad image must not stop the batch
-            error = _error_text(exc)
+            error = error_text(exc)
             if changed and out_dir.is_dir():  # the finished result no longer matches its inputs: never count it
                 moved = set_aside_stale(out_dir, changed, error)
                 first, newline, rest = error.partition("\n")
