@@ -149,10 +149,11 @@ def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le:
 
 
 def seed_type() -> Callable[[str], Any]:
-    """The argparse ``type`` of a seed option: an integer in [0, 2**63) (:data:`pti.config.SEED_END`)."""
-    from pti.config import SEED_END
+    """The argparse ``type`` of a seed option: the range of the configs' ``seed`` field, an integer in
+    [0, 2**63) (:data:`pti.config.SEED_END`), written once on the field."""
+    from pti.config import InversionConfig
 
-    return bounded(int, ge=0, lt=SEED_END)
+    return option_type(InversionConfig, "seed")
 
 
 def valid_text(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,

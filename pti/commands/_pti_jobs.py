@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pti.commands._config_args import (add_config_arguments, add_execution_arguments, bounded, build_configs,
-                                       build_execution, option_type)
+                                       build_execution, seed_type)
 
 #: the most minutes --dist-timeout-min takes (about two years; datetime.timedelta and torch's timeout overflow
 #: far above it)
@@ -32,7 +32,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda' "
                              "(cuda:LOCAL_RANK), 'cuda:1', ...")
-    parser.add_argument("--seed", type=option_type(InversionConfig, "seed"), default=None, metavar="INT",
+    parser.add_argument("--seed", type=seed_type(), default=None, metavar="INT",
                         help="seed for inversion and tuning (default: 0)")
     parser.add_argument("--space", choices=["w", "w+"], default=None, help="pivot space (default: w, the paper's)")
     parser.add_argument("--init", choices=["mean", "e4e"], default="mean",
