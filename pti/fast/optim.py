@@ -123,18 +123,18 @@ class FlatAdam:
         device = tensors[0].device
         self.flat = torch.cat([t.detach().reshape(self.num_slots, -1).to(torch.float32) for t in tensors], dim=1)
         self.shapes = [tuple(t.shape) for t in tensors]
-        self.params: list[nn.Parameter] = []
-        offset = 0
-        for shape in self.shapes:
-            size = math.prod(shape[1:])
-            self.params.append(nn.Parameter(self.flat[:, offset:offset + size].view(shape)))
-            offset += size
         # gradients land in one flat buffer too: zero_grad points each source's .grad at its view, backward
         # accumulates into it in place, and step reads the buffer without gathering (fixed addresses, which
         # a captured step also needs)
         self.grad_flat = torch.zeros_like(self.flat)
-        self._grad_views = [self.grad_flat[:, o:o + math.prod(sh[1:])].view(sh)
-                            for o, sh in zip(self._offsets(), self.shapes)]
+        self.params: list[nn.Parameter] = []
+        self._grad_views: list[torch.Tensor] = []
+        offset = 0
+        for shape in self.shapes:
+            size = math.prod(shape[1:])
+            self.params.append(nn.Parameter(self.flat[:, offset:offset + size].view(shape)))
+            self._grad_views.append(self.grad_flat[:, offset:offset + size].view(shape))
+            offset += size
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self.steps = torch.zeros([self.num_slots], device=device)
@@ -143,13 +143,6 @@ class FlatAdam:
         self._update: Callable[..., None] = _adam_update
         if compile_update:
             self._update = torch.compile(_adam_update, dynamic=False)
-
-    def _offsets(self) -> list[int]:
-        offsets, offset = [], 0
-        for shape in self.shapes:
-            offsets.append(offset)
-            offset += math.prod(shape[1:])
-        return offsets
 
     def _views_for(self, sources: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The gradient buffer's views shaped like ``sources`` (with or, for K = 1, without the slot dimension)."""
@@ -173,8 +166,6 @@ class FlatAdam:
         sources = grad_sources if grad_sources is not None else self.params
         if len(sources) != len(self.shapes):
             raise ValueError(f"expected {len(self.shapes)} gradient sources, got {len(sources)}")
-        if all(p.grad is not None and p.grad.data_ptr() == v.data_ptr() for p, v in zip(sources, self._grad_views)):
-            return self.grad_flat.clone()  # backward accumulated into the buffer (zero_grad): nothing to gather
         parts = [(p.grad if p.grad is not None else torch.zeros(shape, device=self.flat.device))
                  .reshape(self.num_slots, -1).to(torch.float32) for p, shape in zip(sources, self.shapes)]
         return torch.cat(parts, dim=1)

@@ -269,6 +269,7 @@ class _StepInputs:
     def set_draw(self, z: torch.Tensor, pivot: torch.Tensor) -> None:
         if self.z is None:
             self.z, self.pivot = z.clone(), pivot.clone()
+            return
         self.z.copy_(z)
         self.pivot.copy_(pivot)
 
