@@ -61,3 +61,12 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
     """Write strict JSON (RFC 8259: no NaN/Infinity tokens; non-finite floats become null) atomically."""
     text = json.dumps(strict_json_value(obj), indent=2, sort_keys=True, allow_nan=False)
     atomic_write_text(text + "\n", path)
+
+
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object in ``path``; ``{}`` when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

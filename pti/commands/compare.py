@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.commands._config_args import build_configs, build_execution
     from pti.conditioning import ConditioningError, class_label
     from pti.config import config_to_dict
-    from pti.editing.run_edits import resolve_run_edits
+    from pti.editing.run_edits import STYLECLIP_PREFIXES, resolve_run_edits
     from pti.encoders import default_encoder, encoder_for
     from pti.jobs import distributed
     from pti.jobs.compare import CompareOptions, compare_photos, expand_edit_lists, parse_methods
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             encoder_name = args.encoder or default_encoder(args.generator)
             encoder = (encoder_for(G, encoder_name, ctx.device)
                        if {"e4e", "pti-e4e"} & set(methods) else None)
-            styleclip = [e for e in args.edit if e.startswith(("text:", "mapper:", "optimize:"))]
+            styleclip = [e for e in args.edit if e.startswith(STYLECLIP_PREFIXES)]
             if styleclip:
                 raise ValueError(f"--edit {styleclip[0]!r}: pti compare scores W-space directions (InterFaceGAN, "
                                  f"GANSpace, SeFa, files); StyleCLIP edits run with pti edit or pti run --edit")

@@ -95,11 +95,6 @@ class EditInputs:
     pivot_noise: bool = False
 
 
-def _read_json(path: Path) -> dict:
-    from pti.editing.run_edits import read_json_object
-
-    return read_json_object(path)
-
 
 def _same_generator(a: str, b: str) -> bool:
     """Whether two generator arguments (paths or zoo names) name the same generator: equal text or the same file."""
@@ -132,6 +127,7 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
     A pivot file outside a run is rendered with the generator's own constant noise (the runner's default).
     """
     from pti.editing.run_edits import no_tuned_weights_message, tuned_generator_file
+    from pti.io_utils import read_json_object
 
     if args.photo and args.pivot:
         raise _UsageError("give a run's photo folder (RUN/PHOTO) or --pivot, not both")
@@ -152,7 +148,7 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
             raise _UsageError(f"{source}: with a pivot file, --generator is needed (or give a run's photo folder)")
     if folder is None:
         return EditInputs(args.generator, pivot, args.direction_generator)
-    original = _read_json(folder.parent / "summary.json").get("generator")
+    original = read_json_object(folder.parent / "summary.json").get("generator")
     original = original if isinstance(original, str) and original else None
     generator = args.generator
     if generator is None:
@@ -165,7 +161,7 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
     if original is not None and _same_generator(generator, original):
         inputs.pivot_noise = True  # the original generator: as inversion.png is rendered
     else:
-        tuning = (_read_json(folder / "metrics.json").get("config") or {}).get("tuning") or {}
+        tuning = (read_json_object(folder / "metrics.json").get("config") or {}).get("tuning") or {}
         inputs.noise_mode = str(tuning.get("noise_mode", "const"))
         inputs.pivot_noise = bool(tuning.get("use_pivot_noise", False))
     return inputs

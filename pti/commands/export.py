@@ -49,7 +49,7 @@ def _inputs(folder: Path) -> tuple[Path, Path]:
 
 def _uses_pivot_noise(folder: Path) -> bool:
     """Whether the run rendered with the pivot's noise maps (metrics.json: config.tuning.use_pivot_noise)."""
-    from pti.editing.run_edits import read_json_object
+    from pti.io_utils import read_json_object
 
     tuning = (read_json_object(folder / "metrics.json").get("config") or {}).get("tuning") or {}
     return bool(tuning.get("use_pivot_noise", False)) if isinstance(tuning, dict) else False

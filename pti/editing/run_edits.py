@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from pti.editing.direction import Direction, render_edits
+from pti.io_utils import read_json_object
 
 if TYPE_CHECKING:
     from pti.config import TuningConfig
@@ -218,6 +219,10 @@ def edit_file_stem(keys: Sequence[str], layers: tuple[int, int] | None = None,
     return stem
 
 
+#: the ``--edit`` prefixes of StyleCLIP edits (:mod:`pti.editing.styleclip.edits`); everything else is a W/W+ direction
+STYLECLIP_PREFIXES = ("text:", "mapper:", "optimize:")
+
+
 def strength_text(strength: float) -> str:
     """How a strength appears in file names and labels: ``-3``, ``0``, ``1.5`` (never ``-0``)."""
     return f"{float(strength) + 0.0:g}"
@@ -252,7 +257,7 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
     """
     edits: list[RunEdit] = []
     for text in texts:
-        if text.startswith(("text:", "mapper:", "optimize:")):  # StyleCLIP (pti.editing.styleclip.edits)
+        if text.startswith(STYLECLIP_PREFIXES):  # StyleCLIP (pti.editing.styleclip.edits)
             from pti.editing.styleclip.edits import resolve_run_edit
 
             edits.append(resolve_run_edit(text, G))  # type: ignore[arg-type]
@@ -266,7 +271,7 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
 
 def _direction_identity(edit: RunEdit) -> tuple:
     """What an edit renders, up to its strengths: its terms with direction files as absolute paths."""
-    if not edit.spec or edit.spec.startswith(("text:", "mapper:", "optimize:")):
+    if not edit.spec or edit.spec.startswith(STYLECLIP_PREFIXES):
         return (edit.spec or edit.key,)
     spec = parse_edit(edit.spec)
     terms = []
@@ -386,17 +391,6 @@ def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[R
                  f"--save-generator to tune them again (their pivot.pt is reused) and keep the weights for "
                  f"later edits.")
     return text
-
-
-def read_json_object(path: Path) -> dict:
-    """The JSON object in ``path``; ``{}`` when it is missing, unreadable or not an object."""
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def tuned_generator_file(folder: Path) -> Path | None:

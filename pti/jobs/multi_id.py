@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from pti.config import InversionConfig, TuningConfig, config_to_dict
+from pti.io_utils import read_json_object
 from pti.jobs.folder import ImageOutcome, is_finished, manifest, output_name, read_metrics
 
 STATE_FILE = ".multi_id_state.pt"
@@ -187,7 +188,7 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
     key = tuning_key(G, [o.name for o in ready], pivots, tune_cfg)
     record_path, generator_path = run_dir / RECORD_FILE, run_dir / GENERATOR_FILE
     perceptual = PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
-    record = _read_record(record_path)
+    record = read_json_object(record_path)
     t1 = time.perf_counter()
     if record.get("key") == key and generator_path.is_file():  # tuned before: finish the photos it left
         tuned = load(generator_path, device=device).eval()
@@ -221,9 +222,3 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
     return [result_outcomes[output_name(p)] for p in paths if output_name(p) in result_outcomes]
 
 
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

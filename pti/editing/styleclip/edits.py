@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from pti.editing.run_edits import STYLECLIP_PREFIXES, strength_text
 from pti.editing.style_space import add_style_delta, render_styles, ws_to_styles
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 METHODS = ("global", "mapper", "optimize")
 #: ``pti run --edit`` prefixes of StyleCLIP edits
-RUN_PREFIXES = ("text:", "mapper:", "optimize:")
+RUN_PREFIXES = STYLECLIP_PREFIXES
 
 
 def styleclip_key(kind: str, name: str) -> str:
@@ -41,9 +42,6 @@ def styleclip_key(kind: str, name: str) -> str:
     stem = Path(name).stem if kind == "mapper" and name.endswith(".pt") else name
     return f"{prefix}_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.")[:60] or "edit")
 
-
-def _strength_text(strength: float) -> str:
-    return f"{float(strength) + 0.0:g}"
 
 
 @dataclass
@@ -71,7 +69,7 @@ class StyleClipEdit:
 
     def files(self) -> list[str]:
         """Its PTI edit images, relative to the photo folder: ``edits/<key>_<s>.png`` per strength."""
-        return [f"edits/{self.key}_{_strength_text(s)}.png" for s in self.strengths]
+        return [f"edits/{self.key}_{strength_text(s)}.png" for s in self.strengths]
 
     @property
     def label(self) -> str:
@@ -229,7 +227,7 @@ def write_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edit
         rows += [list(w_img), list(pti_img)]
         labels += [f"W: {e.key}", f"PTI: {e.key}"]
         names = {"global": "alpha", "mapper": "k", "optimize": "step"}
-        cols = [("pivot" if not s else "optimised") if e.kind == "optimize" else f"{names[e.kind]}={_strength_text(s)}"
+        cols = [("pivot" if not s else "optimised") if e.kind == "optimize" else f"{names[e.kind]}={strength_text(s)}"
                 for s in e.strengths]
         columns = cols if len(cols) > len(columns) else columns
         record = {"method": e.kind, "spec": e.spec, "description": e.description,
