@@ -10,14 +10,22 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from pti import _moved  # noqa: E402  old module paths (pti.projector, pti.runner, ...) warn for one round
+
+_moved.install()
+
 _LAZY = {
     # name: module that defines it
     "Generator": "pti.stylegan2",
     "load_generator": "pti.stylegan2",
     "save_generator": "pti.stylegan2",
-    "Pivot": "pti.pivot",
-    "project": "pti.projector",
-    "pivotal_tune": "pti.tuning",
+    "Pivot": "pti.core.pivot",
+    "load_pivot": "pti.core.pivot",
+    "InversionConfig": "pti.core.config",
+    "TuningConfig": "pti.core.config",
+    "LocalityConfig": "pti.core.config",
+    "project": "pti.core.projector",
+    "pivotal_tune": "pti.core.tuning",
     "ExecutionConfig": "pti.fast",
 }
 

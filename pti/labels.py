@@ -2,7 +2,7 @@
 
 A pivot's name says where its code came from and in which space it lives (issue 29, item 13: an
 e4e W+ code must not be shown as "W inversion"). The origin and space are stored in ``pivot.pt``
-(:attr:`pti.pivot.Pivot.origin`, :attr:`~pti.pivot.Pivot.space`) and in a photo's ``metrics.json``
+(:attr:`pti.core.pivot.Pivot.origin`, :attr:`~pti.core.pivot.Pivot.space`) and in a photo's ``metrics.json``
 (``"space"``, ``inversion.origin``, ``inversion.steps``).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ def pivot_label(origin: str | None, space: str | None, steps: int | None = 0) ->
     ['e4e W+', 'e4e W+ + 25 steps', 'given W + 1 step']
 
     ``origin``: 'projector' (None: an older pivot, written before origins were stored, is a
-    projector's), 'e4e', 'w_init' or 'file' (a bare code read by :func:`pti.pivot.load_pivot`); ``space``: 'w' or 'w+' (None: 'w'); ``steps``: projector steps
+    projector's), 'e4e', 'w_init' or 'file' (a bare code read by :func:`pti.core.pivot.load_pivot`); ``space``: 'w' or 'w+' (None: 'w'); ``steps``: projector steps
     run after the encoder or the given start (ignored for 'projector'). An unknown origin or space
     is shown as stored.
     """

@@ -23,7 +23,7 @@ identity similarity repeat a gray channel to RGB first (their networks take RGB)
   check that it equals the package at 5 scales and scikit-image's SSIM at 1 scale). The
   package runs in float32, which costs ~1e-4 of precision on flat images.
   :func:`ms_ssim_scales` says how many scales an image size gets: report it with the value.
-- :func:`perceptual_distance`: :mod:`pti.perceptual` (real LPIPS when its backbone weights are
+- :func:`perceptual_distance`: :mod:`pti.core.perceptual` (real LPIPS when its backbone weights are
   available, otherwise the named EfficientNet-Lite0 fallback; ``.name`` says which).
 - :func:`identity_similarity`: cosine similarity of the 128-D face descriptors of dlib's
   ResNet face recognition model (``dlib_face_recognition_resnet_model_v1.dat``, public domain,
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pti.perceptual import PerceptualDistance, load_perceptual
+from pti.core.perceptual import PerceptualDistance, load_perceptual
 
 #: the MS-SSIM scale weights of Wang et al. (2003)
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -167,7 +167,7 @@ def perceptual_distance(x: torch.Tensor, y: torch.Tensor, perceptual: Perceptual
                         net: str = "alex") -> torch.Tensor:
     """Perceptual distance per image ``[N]`` (lower is better).
 
-    ``perceptual``: a loaded :class:`pti.perceptual.PerceptualDistance`; by default
+    ``perceptual``: a loaded :class:`pti.core.perceptual.PerceptualDistance`; by default
     ``load_perceptual(net)`` once per process and device (LPIPS, or the named fallback with a
     warning). Report ``perceptual.name`` (or :func:`perceptual_name`) with the values.
     """
@@ -268,8 +268,8 @@ def evaluate(image: torch.Tensor, target: torch.Tensor, *, perceptual: Callable 
             Generator outputs may leave ``[-1, 1]``: MSE, PSNR and MS-SSIM clamp them to it first (as the
             saved PNG shows them) and work on ``(x + 1) / 2`` in ``[0, 1]``; the perceptual distance and
             the identity model get the images unclamped, as they are.
-        perceptual: ``(x, y) -> [N]`` distance, e.g. :class:`pti.perceptual.PerceptualDistance` or
-            :class:`pti.losses.PerceptualLoss`; None: ``load_perceptual(net)``, once per process and device.
+        perceptual: ``(x, y) -> [N]`` distance, e.g. :class:`pti.core.perceptual.PerceptualDistance` or
+            :class:`pti.core.losses.PerceptualLoss`; None: ``load_perceptual(net)``, once per process and device.
             Report its ``.name`` with the values.
         identity: ``(x, y) -> [N]`` identity similarity, e.g. :func:`identity_similarity` (dlib ResNet
             cosine); None leaves the ``identity`` key out.

@@ -32,12 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import Iterator, Mapping
 
 from pti.progress import _is_terminal
-
-if TYPE_CHECKING:
-    from pti.config import InversionConfig
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 _CHUNK = 1 << 20
@@ -66,8 +63,9 @@ class ZooEntry:
         license: the licence of the weights.
         kind: ``'generator'`` (:func:`pti.stylegan2.load`) or ``'encoder'`` (:func:`pti.encoders.load_e4e`).
         page: a web page where a person can download the file by hand, when that differs from ``url``.
-        projector_lr: the projector's peak learning rate for this generator (:func:`inversion_defaults`);
-            None: the official PTI's 5e-3 (:class:`pti.config.InversionConfig`). Set only where 450 steps at
+        projector_lr: the projector's peak learning rate for this generator
+            (:func:`pti.core.config.inversion_defaults`);
+            None: the official PTI's 5e-3 (:class:`pti.core.config.InversionConfig`). Set only where 450 steps at
             5e-3 measurably leave w near the mean (the demo generator: its model card).
     """
 
@@ -122,21 +120,6 @@ def cache_dir() -> Path:
     """Folder for downloaded checkpoints: ``$PTI_CACHE_DIR`` if set, else ``~/.cache/pti``."""
     override = os.environ.get("PTI_CACHE_DIR")
     return Path(override).expanduser() if override else Path.home() / ".cache" / "pti"
-
-
-def inversion_defaults(generator: object) -> "InversionConfig":
-    """The paper's :class:`~pti.config.InversionConfig` for ``generator``, with its zoo entry's
-    ``projector_lr`` when it has one (the demo generator: 0.02 instead of PTI's 5e-3).
-
-    ``generator``: a zoo name; anything else (a checkpoint path, a module, None) gets the paper's settings
-    unchanged. Options given on top (``--inv-lr``, ``dataclasses.replace``) still win.
-    """
-    from pti.config import InversionConfig
-
-    entry = ZOO.get(generator) if isinstance(generator, str) else None
-    if entry is not None and entry.projector_lr is not None:
-        return InversionConfig(lr=entry.projector_lr)
-    return InversionConfig()
 
 
 def get_entry(name: str) -> ZooEntry:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pti.bench.encoder_pivots import STRENGTHS, _edit_cell, editability
-from pti.pivot import Pivot
+from pti.core.pivot import Pivot
 
 
 class _Scores:

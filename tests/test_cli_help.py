@@ -10,7 +10,7 @@ import pytest
 
 from pti.cli import build_parser, main
 from pti.commands._config_args import PREFIXES, field_docs
-from pti.config import InversionConfig, LocalityConfig, TuningConfig, config_from_dict, literal_choices
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig, config_from_dict, literal_choices
 from pti.fast.config import ExecutionConfig
 
 CONFIGS = (InversionConfig, TuningConfig, LocalityConfig, ExecutionConfig)

@@ -144,7 +144,7 @@ def test_compare_resumes_and_redoes_on_another_plan(compared):
 
 @pytest.mark.slow
 def test_report_notebook_07_on_the_run(compared, tmp_path):
-    from pti.report import run_report
+    from pti.apps.report import run_report
 
     runs = run_report(["07"], reports=tmp_path / "reports", figures=tmp_path / "figures", threads=1,
                       parameters={"run": str(compared["run"])}, progress=False, log=lambda *_: None)

@@ -1,6 +1,6 @@
 """Conditional generators (c_dim > 0): the photo's class is required, checked, and used for every mapped z.
 
-pti's choice (pti/conditioning.py, README "Conditional generators"): without a class it stops with a clear
+pti's choice (pti/core/conditioning.py, README "Conditional generators"): without a class it stops with a clear
 error; it never averages over classes nor maps z with an all-zero label. Tiny random generators (16 px,
 4 classes), the offline EfficientNet-Lite0 distance, one CPU thread.
 """
@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.conditioning import ConditioningError, class_label
-from pti.config import InversionConfig, LocalityConfig, TuningConfig
+from pti.core.conditioning import ConditioningError, class_label
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 from pti.images import write_image
-from pti.pivot import Pivot
-from pti.projector import project, w_statistics
-from pti.losses import LocalityRegularizer
-from pti.tuning import pivotal_tune
+from pti.core.pivot import Pivot
+from pti.core.projector import project, w_statistics
+from pti.core.losses import LocalityRegularizer
+from pti.core.tuning import pivotal_tune
 
 C_DIM = 4
 INV = InversionConfig(steps=2, w_avg_samples=200, perceptual_net="effnet-lite0")
@@ -55,7 +55,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
 
 @pytest.fixture(scope="module")
 def perceptual():
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
 
     return PerceptualLoss("effnet-lite0")
 
@@ -211,7 +211,7 @@ def test_pti_run_class_index(G, target, tmp_path, capsys):
 
 
 def test_demo_needs_the_class_of_a_conditional_generator(G, tmp_path):
-    from pti.demo import DemoConfig, run_demo
+    from pti.apps.demo import DemoConfig, run_demo
     from pti.stylegan2.checkpoints import save
 
     save(G, tmp_path / "cond.safetensors")

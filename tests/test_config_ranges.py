@@ -3,7 +3,7 @@
 The report: `pti run photos/ --locality --locality-interval 0` aligned and inverted every photo, then died in
 tuning with a ZeroDivisionError and deleted the pivot; `--locality-num-samples 0` failed late with a reshape
 error; `--locality-alpha -30` was accepted. The ranges are written once, next to the fields
-(``pti.config.ranged``); the Python API raises ``ValueError`` and the command line exits 2 while parsing,
+(``pti.core.config.ranged``); the Python API raises ``ValueError`` and the command line exits 2 while parsing,
 both naming the field or option and its range.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.config import (InversionConfig, LocalityConfig, Range, TuningConfig, config_from_dict, field_range,
+from pti.core.config import (InversionConfig, LocalityConfig, Range, TuningConfig, config_from_dict, field_range,
                         is_integer_field, validate)
 from pti.fast.config import ExecutionConfig
 
@@ -61,7 +61,7 @@ def _inside(valid: Range, integer: bool) -> list:
 @pytest.mark.parametrize("cls,f,annotation", list(_numeric_fields()))
 def test_every_numeric_field_has_a_range_and_it_is_enforced(cls, f, annotation):
     valid = field_range(f)
-    assert valid is not None, f"{cls.__name__}.{f.name}: write its range next to it (pti.config.ranged)"
+    assert valid is not None, f"{cls.__name__}.{f.name}: write its range next to it (pti.core.config.ranged)"
     integer = is_integer_field(annotation)
     assert valid.error(f.default, integer, type(None) in typing.get_args(annotation)) is None  # the default is valid
     for value in _inside(valid, integer):
@@ -152,9 +152,9 @@ def test_entry_points_refuse_before_any_work(tmp_path):
     tuning after every photo was inverted. Here nothing is written and no step runs."""
     from pti.images import write_image
     from pti.jobs.runner import RunOptions, process_images
-    from pti.pivot import Pivot
-    from pti.projector import project
-    from pti.tuning import pivotal_tune
+    from pti.core.pivot import Pivot
+    from pti.core.projector import project
+    from pti.core.tuning import pivotal_tune
 
     G = make_tiny_generator(resolution=16)
     target = torch.zeros(1, 3, 16, 16)

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.config import InversionConfig, LocalityConfig, TuningConfig
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 from pti import fast
 from pti.fast import ExecutionConfig
 from pti.fast.execution import DeferredHistory, first_non_finite
-from pti.losses import PerceptualLoss
-from pti.tuning import pivotal_tune
+from pti.core.losses import PerceptualLoss
+from pti.core.tuning import pivotal_tune
 
 LOC = LocalityConfig(enabled=True, alpha=2.0, num_samples=1, interval=2)
 TUNE = TuningConfig(steps=6, lpips_threshold=None, perceptual_net="effnet-lite0", locality=LOC)
@@ -97,7 +97,7 @@ def test_batched_tuning_with_locality_interval_and_deferred_syncs(G, scene, perc
 
 
 def test_inversion_with_deferred_syncs_keeps_every_step(G, scene, perceptual):
-    from pti.projector import project
+    from pti.core.projector import project
 
     targets, _ = scene
     cfg = InversionConfig(steps=5, w_avg_samples=100, perceptual_net="effnet-lite0")

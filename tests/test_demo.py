@@ -104,7 +104,7 @@ def test_demo_runs_with_pivots_that_have_no_optimised_noise(tmp_path):
 
 def test_demo_figure_labels_methods_and_strengths_in_their_own_rows(tmp_path):
     """The figure's first block is original | W | W+ | PTI; the edit block has its own strength columns."""
-    from pti.demo import RECONSTRUCTION_COLUMNS, strength_labels
+    from pti.apps.demo import RECONSTRUCTION_COLUMNS, strength_labels
     from pti.images import GridSection, render_grid, save_sections
 
     assert RECONSTRUCTION_COLUMNS == ("original", "W", "W+", "PTI")
@@ -137,13 +137,13 @@ def test_demo_figure_labels_methods_and_strengths_in_their_own_rows(tmp_path):
 def test_demo_options_apply_over_its_own_defaults():
     from pti.cli import build_parser
     from pti.commands._config_args import build_configs, build_execution
-    from pti.demo import DemoConfig
-    from pti.zoo import inversion_defaults
+    from pti.apps.demo import DemoConfig
+    from pti.core.config import inversion_defaults
 
     defaults = DemoConfig()
     args = build_parser().parse_args(["demo", "--exec-adam", "foreach", "--tune-steps", "5",
                                       "--locality-alpha", "7"])
-    assert defaults.inversion is None  # the paper's projector with the generator's lr (pti.zoo.inversion_defaults)
+    assert defaults.inversion is None  # the paper's projector with the generator's lr (pti.core.config.inversion_defaults)
     inv, tune = build_configs(args, inversion_defaults(args.generator), defaults.tuning)
     execution = build_execution(args, "cpu", defaults.execution)
     assert inv.steps == 450 and inv.lr == 0.02 and tune.steps == 5  # the paper's steps, 'demo''s lr / given

@@ -173,7 +173,7 @@ def test_a_combined_direction_is_the_sum_of_its_terms_in_their_own_units(G, tmp_
 def test_pti_edit_reads_a_per_style_input_file_and_refuses_a_wrong_row_count(G, tmp_path: Path, capsys):
     """The report as a user meets it: `pti edit --direction rows.pt` (exit 1 and one line for a wrong count)."""
     from pti.cli import main
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import save
 
     num_ws, w_dim = int(G.num_ws), int(G.w_dim)

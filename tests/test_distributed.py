@@ -18,7 +18,7 @@ import torch
 
 from conftest import make_tiny_generator, write_generated_photos
 from pti.jobs.distributed import launch_env, pick_device, shard
-from pti.pivot import Pivot
+from pti.core.pivot import Pivot
 
 STEPS = ["--inv-steps", "2", "--tune-steps", "2", "--inv-w-avg-samples", "100",
          "--inv-perceptual-net", "effnet-lite0", "--tune-perceptual-net", "effnet-lite0", "--tune-lpips-threshold",

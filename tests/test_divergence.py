@@ -16,15 +16,15 @@ import torch
 
 from conftest import make_tiny_generator
 from pti import metrics
-from pti.config import InversionConfig, TuningConfig, config_to_dict
-from pti.divergence import OUTPUT_RMS_LIMIT, DivergenceError, check_images, output_rms
+from pti.core.config import InversionConfig, TuningConfig, config_to_dict
+from pti.core.divergence import OUTPUT_RMS_LIMIT, DivergenceError, check_images, output_rms
 from pti import fast
 from pti.fast import ExecutionConfig
 from pti.jobs.runner import RunOptions, failure_path, process_images, staging_dir
-from pti.losses import PerceptualLoss
-from pti.pivot import NonFiniteLossError, Pivot
-from pti.projector import project
-from pti.tuning import pivotal_tune
+from pti.core.losses import PerceptualLoss
+from pti.core.pivot import NonFiniteLossError, Pivot
+from pti.core.projector import project
+from pti.core.tuning import pivotal_tune
 
 INV = InversionConfig(steps=5, w_avg_samples=100, perceptual_net="effnet-lite0")
 TUNE = TuningConfig(steps=3, perceptual_net="effnet-lite0", lpips_threshold=None)

@@ -29,6 +29,8 @@ _FENCE = re.compile(r"^(```|~~~)")
 _INLINE = re.compile(r"`([^`\n]+)`")
 # `pti CMD ...`, `python -m pti CMD ...`, `torchrun ... -m pti CMD ...`
 _START = re.compile(r"(?:^|\s|-m\s+)pti\s+([a-z][a-z0-9-]*)(.*)$")
+# Python in a fenced block: `from pti import ...`, `import pti ...` are not commands
+_PYTHON = re.compile(r"^\s*(from|import)\s+pti\b")
 
 
 def command_lines(text: str) -> list[tuple[int, str]]:
@@ -43,7 +45,7 @@ def command_lines(text: str) -> list[tuple[int, str]]:
         for candidate in candidates:
             candidate = candidate.split(" # ")[0].strip()  # a trailing shell comment
             candidate = re.sub(r"^\$\s+", "", candidate)
-            match = _START.search(candidate)
+            match = None if _PYTHON.match(candidate) else _START.search(candidate)
             if match and (in_fence or candidate.startswith(("pti ", "python -m pti", "torchrun"))):
                 found.append((number, f"pti {match.group(1)}{match.group(2)}"))
     return found
@@ -141,3 +143,8 @@ def test_the_link_check_sees_a_broken_link(tmp_path):
 ])
 def test_command_extraction(text, expected):
     assert [line for _, line in command_lines(text)] == expected
+
+
+def test_python_imports_in_code_blocks_are_not_commands():
+    text = "```python\nfrom pti import project\nimport pti.stylegan2 as sg\n```\n```bash\npti run photos/\n```\n"
+    assert command_lines(text) == [(6, "pti run photos/")]

@@ -526,7 +526,7 @@ def test_yaw_boundary_moves_measured_yaw_monotonically_on_a_face_generator():
 # --- command line --------------------------------------------------------------------------
 
 def _saved_tiny_setup(tmp_path: Path):
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import save
 
     G = make_tiny_generator()
@@ -739,13 +739,13 @@ def test_smile_edit_after_pti_moves_the_smile_score_monotonically(photo: str):
     from scipy.stats import spearmanr
 
     from pti.alignment import align_face
-    from pti.config import TuningConfig
-    from pti.zoo import inversion_defaults
-    from pti.demo import bundled_photos
+    from pti.core.config import TuningConfig
+    from pti.core.config import inversion_defaults
+    from pti.apps.demo import bundled_photos
     from pti.editing.scorers import LandmarkScorer
     from pti.images import pil_to_tensor
-    from pti.projector import project
-    from pti.tuning import pivotal_tune
+    from pti.core.projector import project
+    from pti.core.tuning import pivotal_tune
 
     G, _ = _demo_with_boundary("smile")
     x = pil_to_tensor(align_face(bundled_photos()[photo], output_size=G.img_resolution, name=photo), 3)
@@ -776,12 +776,12 @@ def test_pti_edit_keeps_identity_better_than_an_edit_of_the_w_inversion():
     import skimage.data
 
     from pti.alignment import align_face
-    from pti.config import InversionConfig, TuningConfig
+    from pti.core.config import InversionConfig, TuningConfig
     from pti.editing.scorers import LandmarkScorer
     from pti.images import pil_to_tensor
-    from pti.projector import project
+    from pti.core.projector import project
     from pti.metrics import identity_similarity
-    from pti.tuning import pivotal_tune
+    from pti.core.tuning import pivotal_tune
 
     photo = align_face(skimage.data.astronaut(), output_size=G.img_resolution)
     target = pil_to_tensor(photo).reshape(1, 3, G.img_resolution, G.img_resolution)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pti.effnet_lite0 import (FEATURE_CHANNELS, FEATURE_STRIDES, HEAD_CHANNELS, load_efficientnet_lite0,
+from pti.core.effnet_lite0 import (FEATURE_CHANNELS, FEATURE_STRIDES, HEAD_CHANNELS, load_efficientnet_lite0,
                               pretrained_weight_path, remap_key, remap_state_dict)
 
-# Outputs of the hand-written EfficientNet-Lite0 (pti/effnet_lite0.py before timm; ImageNet top-1
+# Outputs of the hand-written EfficientNet-Lite0 (pti/core/effnet_lite0.py before timm; ImageNet top-1
 # checked by the tests below) on two fixed inputs: skimage's astronaut at 64x64 and a seeded
 # uniform 37x50 image, with their 5 stage features, 1280-D pooled head features and logits.
 REFERENCE = Path(__file__).parent / "data" / "effnet_lite0_reference.pt"

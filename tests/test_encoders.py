@@ -474,11 +474,11 @@ def test_an_encoder_code_is_a_pivot_refined_by_n_steps_and_tuned_as_usual(tmp_pa
 
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import make_tiny_generator
-    from pti.config import InversionConfig, TuningConfig
-    from pti.losses import PerceptualLoss
-    from pti.pivot import Pivot
-    from pti.projector import project
-    from pti.tuning import pivotal_tune
+    from pti.core.config import InversionConfig, TuningConfig
+    from pti.core.losses import PerceptualLoss
+    from pti.core.pivot import Pivot
+    from pti.core.projector import project
+    from pti.core.tuning import pivotal_tune
 
     G, enc = make_tiny_generator(64), make_small()  # num_ws 10, w_dim 32: the SMALL encoder's codes
     perceptual = PerceptualLoss("random-alex", None, "cpu")
@@ -507,7 +507,7 @@ def test_pti_run_init_e4e_makes_encoder_pivots_and_refuses_a_foreign_encoder(tmp
     from conftest import make_tiny_generator
     from pti.cli import main
     from pti.images import write_image
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import save
 
     G, enc = make_tiny_generator(64), make_small()
@@ -577,7 +577,7 @@ def test_pti_run_init_e4e_uses_the_shipped_encoder_for_the_demo_generator(tmp_pa
 
     from pti.cli import main
     from pti.images import write_image
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
     _shipped_demo_encoder()
     photos = tmp_path / "photos"

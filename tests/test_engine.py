@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.config import InversionConfig, LocalityConfig, TuningConfig, config_from_dict
-from pti.pivot import NonFiniteLossError, Pivot
-from pti.projector import learning_rate, project, w_statistics
-from pti.losses import PerceptualLoss, noise_regularization, step_towards
-from pti.tuning import pivotal_tune
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig, config_from_dict
+from pti.core.pivot import NonFiniteLossError, Pivot
+from pti.core.projector import learning_rate, project, w_statistics
+from pti.core.losses import PerceptualLoss, noise_regularization, step_towards
+from pti.core.tuning import pivotal_tune
 
 # lr 0.03, not the StyleGAN2 projector's 0.1: at 0.1 this toy's inversion is chaotic, and the asserted
 # outcomes moved with the CPU kernels' rounding. Measured over 10 runs (default kernels with 1 and 2

@@ -41,7 +41,7 @@ def run_folder(tmp_path_factory) -> Path:
 
 
 def test_export_writes_weights_only_state_dict_and_projected_w(run_folder, tmp_path, capsys):
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2 import Generator
     from pti.stylegan2.checkpoints import load
 
@@ -77,7 +77,7 @@ def test_export_writes_weights_only_state_dict_and_projected_w(run_folder, tmp_p
 def test_export_default_output_and_pivot_noise_baked_in(run_folder, tmp_path):
     import json
 
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
     photo = tmp_path / "face"
     shutil.copytree(run_folder / "face", photo)

@@ -16,12 +16,12 @@ import torch
 
 from conftest import make_tiny_generator
 from pti import fast
-from pti.config import InversionConfig, LocalityConfig, TuningConfig
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 from pti.fast import ExecutionConfig
 from pti.fast.graphs import StepGraphs
-from pti.losses import PerceptualLoss
-from pti.projector import project
-from pti.tuning import pivotal_tune
+from pti.core.losses import PerceptualLoss
+from pti.core.projector import project
+from pti.core.tuning import pivotal_tune
 from test_speed_paths import _one_thread  # noqa: F401 (autouse: one torch thread)
 
 INV = InversionConfig(steps=10, lr=0.01, w_avg_samples=300)

@@ -24,7 +24,7 @@ from PIL import Image
 from conftest import make_tiny_generator
 from pti.images import pil_to_tensor, read_image, save_grid, tensor_to_pil, to_channels, write_image
 from pti.metrics import identity_similarity, ms_ssim, mse, perceptual_distance, psnr
-from pti.perceptual import load_perceptual
+from pti.core.perceptual import load_perceptual
 
 PHOTO = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 #: one step of 8-bit quantisation in the library's [-1, 1] units

@@ -13,7 +13,7 @@ from PIL import Image
 from pti import metrics
 from pti.alignment import align_face
 from pti.images import open_rgb, pil_to_tensor
-from pti.perceptual import load_perceptual
+from pti.core.perceptual import load_perceptual
 
 skimage_data = pytest.importorskip("skimage.data")
 cbook = pytest.importorskip("matplotlib.cbook")
@@ -201,7 +201,7 @@ def test_evaluate_clamps_out_of_range_outputs(photo):
 
 
 def test_bench_mse_is_the_unit_range_mse_of_evaluate():
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
     from pti.bench import BenchConfig, build_generator, reconstruction_quality, synthetic_targets
 

@@ -22,10 +22,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import make_tiny_generator
-from pti.config import LocalityConfig, TuningConfig
+from pti.core.config import LocalityConfig, TuningConfig
 from pti.jobs.multi_id import STATE_FILE, TuningCheckpoint
-from pti.losses import PerceptualLoss
-from pti.tuning import pivotal_tune
+from pti.core.losses import PerceptualLoss
+from pti.core.tuning import pivotal_tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,7 +2,7 @@
 missing in Colab).
 
 ``pti report 04`` used to stop at the slider cell with an ImportError and write no ``04_metrics.json``.
-Here notebook 04 runs through :func:`pti.report.run_report` (papermill, the code path of ``make report``)
+Here notebook 04 runs through :func:`pti.apps.report.run_report` (papermill, the code path of ``make report``)
 at the tiny settings of tests/test_notebooks.py, in a kernel whose ``PYTHONPATH`` starts with a stub
 ``ipywidgets`` package that raises ``ModuleNotFoundError`` on import, as an environment without the
 package does. The notebook must finish, print the one line in place of the sliders, write its metrics
@@ -29,7 +29,7 @@ TINY_04 = {"device": "cpu", "inversion_steps": 15, "tuning_steps": 15, "w_avg_sa
 
 
 def test_notebook_04_without_ipywidgets_finishes_and_says_so(tmp_path, monkeypatch):
-    from pti.report import run_report
+    from pti.apps.report import run_report
     from pti.stylegan2.checkpoints import save
 
     stub = tmp_path / "no_ipywidgets" / "ipywidgets"

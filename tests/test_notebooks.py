@@ -1,7 +1,7 @@
 """The numbered notebooks and ``pti report``.
 
 The committed notebooks are checked as files (parameters cell first, no outputs). Then all
-five are executed once, through :func:`pti.report.run_report` (papermill + nbconvert, the
+five are executed once, through :func:`pti.apps.report.run_report` (papermill + nbconvert, the
 code path of ``make report``), on a tiny random 64x64 generator with 15 inversion and 15
 tuning steps, and the tests assert on what they wrote: the metrics JSON (finite values,
 PTI's reconstruction better than W's), the figures, the executed notebooks and their HTML.
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.report import NOTEBOOKS, ReportError, check_kernel, notebook_parameters, notebooks_dir, run_report, select
+from pti.apps.report import NOTEBOOKS, ReportError, check_kernel, notebook_parameters, notebooks_dir, run_report, select
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 REQUIRED_PARAMETERS = {"generator", "images", "device", "seed", "output_dir", "inversion_steps", "tuning_steps"}
@@ -65,7 +65,7 @@ def test_committed_notebook_has_parameters_first_and_no_outputs(name):
 
 def test_run_folder_notebook_07_is_committed_clean_and_selected_by_name_only():
     """07_compare_report reads a `pti compare` run folder (executed in tests/test_compare.py)."""
-    from pti.report import ON_REQUEST_NOTEBOOKS
+    from pti.apps.report import ON_REQUEST_NOTEBOOKS
 
     assert ON_REQUEST_NOTEBOOKS == ("06_styleclip", "07_compare_report") and select(["07"]) == ["07_compare_report"]
     assert select(["06"]) == ["06_styleclip"]
@@ -91,7 +91,7 @@ def test_select_and_unknown_parameters(tmp_path):
 
 
 def test_relative_paths_are_made_absolute_for_the_kernels(tmp_path, monkeypatch):
-    from pti.report import absolute_paths
+    from pti.apps.report import absolute_paths
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()
@@ -104,7 +104,7 @@ def test_relative_paths_are_made_absolute_for_the_kernels(tmp_path, monkeypatch)
 def test_kernel_runs_this_interpreter():
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from pti.report import _runs_this_interpreter
+    from pti.apps.report import _runs_this_interpreter
 
     check_kernel()
     argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
@@ -125,9 +125,9 @@ def test_setup_offline_falls_back_in_one_line(tmp_path, monkeypatch, capsys):
     import urllib.error
     import warnings
 
-    import pti.notebook_support as nbs
-    from pti import perceptual as perceptual_module
-    from pti.perceptual import FALLBACK_NAME
+    import pti.apps.notebook_support as nbs
+    from pti.core import perceptual as perceptual_module
+    from pti.core.perceptual import FALLBACK_NAME
 
     def refuse(url, *args, **kwargs):  # the network edge: torch.hub's downloader
         raise urllib.error.URLError("network unreachable (test)")
@@ -199,7 +199,7 @@ def test_edit_explorer_callback_rerenders():
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """All notebooks run once through pti.report with tiny settings (the code path of `make report`)."""
+    """All notebooks run once through pti.apps.report with tiny settings (the code path of `make report`)."""
     root = tmp_path_factory.mktemp("notebooks")
     generator = root / "tiny64.safetensors"
     from pti.stylegan2.checkpoints import save
@@ -369,7 +369,7 @@ def test_06_styleclip_runs_offline_and_says_its_edits_are_meaningless(tmp_path, 
     mapper in the official layout and latent optimisation on W and e4e pivots, each beside the original
     generator's edit; the output says the edits are meaningless."""
     from pti.encoders import E4EConfig, Encoder4Editing, save_encoder
-    from pti.report import check_kernel, execute_notebook
+    from pti.apps.report import check_kernel, execute_notebook
     from pti.stylegan2.checkpoints import save
 
     name = "06_styleclip"

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pti import perceptual
-from pti.perceptual import FALLBACK_NAME, PerceptualUnavailable, describe, load_perceptual
+from pti.core import perceptual
+from pti.core.perceptual import FALLBACK_NAME, PerceptualUnavailable, describe, load_perceptual
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -133,7 +133,7 @@ def test_lpips_against_cached_target_features_is_bit_equal(net, photo):
     """LPIPS against the target's features computed once (what the projector and tuning now do) runs the
     same operations in the same order as ``lpips.LPIPS.forward``: equal values and gradients, bit for bit
     (measured with the default kernels and ONEDNN_MAX_CPU_ISA=AVX2, batch 1 and 3, 64 and 16 px)."""
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
 
     for resolution in (None, 32):
         loss = PerceptualLoss(net, resolution)
@@ -187,7 +187,7 @@ def test_batched_noise_regularization_equals_the_per_map_loop():
     """Measured over 20 seeds (maps of a 1024 px generator, 1-3 photos, white and correlated noise): values
     rel 6.8e-7 apart, gradients bit-equal, under the default kernels, ONEDNN_MAX_CPU_ISA=AVX2 and
     ATEN_CPU_CAPABILITY=default; rel 1e-5 leaves ~15x. A term left out or doubled moves it by > 1e-3."""
-    from pti.losses import noise_regularization, noise_regularization_per_image
+    from pti.core.losses import noise_regularization, noise_regularization_per_image
 
     for seed in range(4):
         gen = torch.Generator().manual_seed(seed)

@@ -1,5 +1,5 @@
 """Pivots from other tools (issue 29 item 11, StyleCLIP #11): `pti edit --pivot w.pt` with a bare W+ code
-said only "not a pti pivot file". :func:`pti.pivot.load_pivot` reads bare ``[num_ws, w_dim]`` /
+said only "not a pti pivot file". :func:`pti.core.pivot.load_pivot` reads bare ``[num_ws, w_dim]`` /
 ``[1, num_ws, w_dim]`` tensors (.pt, .npy) and NVIDIA's ``projected_w.npz``, and refuses other shapes
 naming the shape and what the generator needs. Tiny random generator (16 px: num_ws 6, w_dim 32)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_tiny_generator
 from pti.cli import main
-from pti.pivot import Pivot, load_pivot
+from pti.core.pivot import Pivot, load_pivot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import make_tiny_generator
-from pti.config import InversionConfig, TuningConfig
+from pti.core.config import InversionConfig, TuningConfig
 from pti.editing.run_edits import edit_key, parse_edit, resolve_run_edits
 from pti.images import write_image
 from pti.jobs.runner import RunOptions, process_images
@@ -200,7 +200,7 @@ def test_pti_edit_on_a_run_folder(G, photos, tmp_path, capsys):
     assert tuned_file.stat().st_size < 0.55 * sum(t.numel() * 4 for t in G.state_dict().values())
     tuned = load(tuned_file)
     assert {p.dtype for p in tuned.parameters()} == {torch.float32}
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
     pivot = Pivot.load(photo / "pivot.pt")
     with torch.no_grad():

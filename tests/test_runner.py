@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.config import InversionConfig, TuningConfig, config_to_dict
+from pti.core.config import InversionConfig, TuningConfig, config_to_dict
 from pti.images import write_image
 from pti.jobs.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
                              run_one, staging_dir)
-from pti.pivot import Pivot
+from pti.core.pivot import Pivot
 from pti.stylegan2.checkpoints import weights_fingerprint
 
 INV = InversionConfig(steps=2, w_avg_samples=100, perceptual_net="effnet-lite0")

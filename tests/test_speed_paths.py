@@ -31,14 +31,14 @@ import pytest
 import torch
 
 from conftest import make_tiny_generator
-from pti.config import InversionConfig, LocalityConfig, TuningConfig
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 from pti import fast
 from pti.fast import ExecutionConfig
 from pti.fast.optim import DeviceLossScaler, FlatAdam
-from pti.losses import PerceptualLoss
-from pti.pivot import NonFiniteLossError, Pivot
-from pti.projector import project
-from pti.tuning import pivotal_tune
+from pti.core.losses import PerceptualLoss
+from pti.core.pivot import NonFiniteLossError, Pivot
+from pti.core.projector import project
+from pti.core.tuning import pivotal_tune
 
 # lr 0.01, not the StyleGAN2 projector's 0.1: at 0.1 this toy's 12-step inversion is chaotic. Measured
 # (batched vs sequential, which differ only in rounding): w agreed to 3.5e-6 with the default kernels

@@ -52,7 +52,7 @@ def photo_folder(generator_file, tmp_path_factory):
     PTI moves them), metrics.json with the tuning's noise settings, and RUN/summary.json naming the original."""
     import json
 
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import load
 
     run = tmp_path_factory.mktemp("run")
@@ -97,7 +97,7 @@ def test_edit_with_a_mapper_writes_w_and_pti_rows(photo_folder, tmp_path, capsys
     assert record["method"] == "mapper" and record["strengths"] == [0.0, 0.5]
     # k = 0 is the PTI reconstruction: the tuned generator at the pivot, rendered as the run renders it
     from pti.images import to_uint8_array
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import load
 
     tuned = load(photo_folder / "tuned.safetensors")

@@ -263,13 +263,14 @@ def test_progress_outside_a_terminal_is_two_lines(cache: Path, payload: Path,
 
 
 def test_inversion_defaults_give_only_the_demo_generator_its_own_projector_lr():
-    from pti.config import InversionConfig
+    from pti.core import config
+    from pti.core.config import InversionConfig
 
     # the demo generator is inverted at projector lr 0.02: at PTI's 5e-3, 450 steps left w within
     # 0.6 std of the mean on it (model card); every other generator keeps the official PTI's settings
-    assert zoo.inversion_defaults("demo") == dataclasses.replace(InversionConfig(), lr=0.02)
+    assert config.inversion_defaults("demo") == dataclasses.replace(InversionConfig(), lr=0.02)
     for other in ("ffhq", "e4e", "not-a-zoo-name", "runs/g.safetensors", None, torch.nn.Linear(1, 1)):
-        assert zoo.inversion_defaults(other) == InversionConfig() and InversionConfig().lr == 5e-3
+        assert config.inversion_defaults(other) == InversionConfig() and InversionConfig().lr == 5e-3
 
 
 @pytest.mark.parametrize("extra, lr", [((), 0.02), (("--inv-lr", "0.01"), 0.01)])

@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
               "[RUN/PHOTO ...] (or set PTI_NVIDIA_SOURCE)", file=sys.stderr)
         return 2
     NvGenerator = nvidia_generator_class(Path(source))
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import load
     from pti.stylegan2.export import export_nvidia_generator, export_projected_w
 

@@ -1,4 +1,4 @@
-"""Measure the image RMS values behind ``pti.divergence.OUTPUT_RMS_LIMIT`` (run: ``python tools/divergence_ranges.py``).
+"""Measure the image RMS values behind ``pti.core.divergence.OUTPUT_RMS_LIMIT`` (run: ``python tools/divergence_ranges.py``).
 
 Prints, per case, the largest root-mean-square pixel value of the images:
 
@@ -20,16 +20,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import pti.divergence as divergence  # noqa: E402
+import pti.core.divergence as divergence  # noqa: E402
 from conftest import make_tiny_generator  # noqa: E402
 from pti.alignment import align_face  # noqa: E402
-from pti.config import InversionConfig, LocalityConfig, TuningConfig  # noqa: E402
-from pti.demo import bundled_photos  # noqa: E402
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig  # noqa: E402
+from pti.apps.demo import bundled_photos  # noqa: E402
 from pti.images import pil_to_tensor  # noqa: E402
 from pti.fast.projector import project_batch  # noqa: E402
-from pti.losses import PerceptualLoss  # noqa: E402
+from pti.core.losses import PerceptualLoss  # noqa: E402
 from pti.stylegan2.checkpoints import load  # noqa: E402
-from pti.tuning import pivotal_tune  # noqa: E402
+from pti.core.tuning import pivotal_tune  # noqa: E402
 
 
 @torch.no_grad()

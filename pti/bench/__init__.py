@@ -2,7 +2,7 @@
 
 Every path runs the same PTI (inversion, then pivotal tuning) on the same targets with the
 same seeds; only how the steps are computed differs. The ``baseline`` path is the core
-(:func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune`), which does what the official
+(:func:`pti.core.projector.project`, :func:`pti.core.tuning.pivotal_tune`), which does what the official
 implementation does: fp32 everywhere (``force_fp32=True``), the CUDA ops on a GPU
 (``impl='auto'``), one photo at a time, ``torch.optim.Adam``, a host sync every step,
 full-resolution LPIPS for tuning, no compilation. Every other path runs :mod:`pti.fast`. Other paths are ``+``-joined tokens applied on top of it::

@@ -59,17 +59,17 @@ def _edit_cell(r: dict[str, float], attr: str) -> str:
 def run(generator: str, encoder_name: str, refine: list[int], inversion_steps: int | None = None,
         tuning_steps: int | None = None, identity: bool = True, figure: str | None = None) -> dict[str, Any]:
     from pti.alignment import align_face
-    from pti.config import TuningConfig
-    from pti.demo import bundled_photos
+    from pti.core.config import TuningConfig
+    from pti.apps.demo import bundled_photos
     from pti.editing.scorers import LandmarkScorer
     from pti.encoders import encoder_for
     from pti.images import pil_to_tensor
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
     from pti.metrics import evaluate, identity_similarity
-    from pti.projector import project
+    from pti.core.projector import project
     from pti.stylegan2.checkpoints import load
-    from pti.tuning import pivotal_tune
-    from pti.zoo import inversion_defaults
+    from pti.core.tuning import pivotal_tune
+    from pti.core.config import inversion_defaults
 
     G = load(generator).eval()
     enc = encoder_for(G, encoder_name)

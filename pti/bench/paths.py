@@ -11,7 +11,7 @@ from pti.bench.measure import (PeakMemory, build_generator, describe_environment
                                synchronize, synthetic_targets)
 from pti.bench.specs import (AUTO_BATCH_LIMIT, PAPER_INV_STEPS, PAPER_TUNE_STEPS, REPEAT_NAME, BenchConfig, BenchReport,
                              PathResult, PathSpec, parse_path)
-from pti.config import InversionConfig, LocalityConfig, TuningConfig
+from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 
 
 class _Runner:
@@ -83,7 +83,7 @@ def run_path(G: torch.nn.Module, spec: PathSpec, targets: torch.Tensor, cfg: Ben
              perceptual: Callable[[str, int | None], Any], evaluator: Any,
              log: Callable[[str], None] = print) -> PathResult:
     """Warm up, then time the whole pipeline on every target, then locality tuning; see the module doc."""
-    from pti.projector import w_statistics
+    from pti.core.projector import w_statistics
 
     inv = dataclasses.replace(InversionConfig(), steps=cfg.inv_steps, w_avg_samples=cfg.w_avg_samples,
                               seed=cfg.seed)
@@ -163,7 +163,7 @@ def timing_net(net: str, mode: str = "auto") -> str:
     reported as quality); 'random': always the random backbone; 'effnet': ``net`` itself, i.e. the
     EfficientNet-Lite0 fallback when LPIPS is unavailable (what tables before issue 30 were timed with)."""
     from pti.bench_presets import PERCEPTUAL_MODES
-    from pti.perceptual import LPIPS_NETS, PerceptualUnavailable, ensure_lpips_backbone
+    from pti.core.perceptual import LPIPS_NETS, PerceptualUnavailable, ensure_lpips_backbone
 
     if mode not in PERCEPTUAL_MODES:
         raise ValueError(f"--perceptual must be one of {', '.join(PERCEPTUAL_MODES)}, got {mode!r}")
@@ -180,7 +180,7 @@ def timing_net(net: str, mode: str = "auto") -> str:
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchReport:
     """Run every path of ``cfg.paths`` on the same generator and targets; failures are reported, not raised."""
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
 
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,7 +1,7 @@
 """Where a core step's time goes: one inversion step and one tuning step under ``torch.profiler``.
 
-``python -m pti.bench.profile --config f1024 --device cuda`` runs the core (:func:`pti.projector.project`,
-:func:`pti.tuning.pivotal_tune`: what the official code does) for a few warm-up steps and then profiles
+``python -m pti.bench.profile --config f1024 --device cuda`` runs the core (:func:`pti.core.projector.project`,
+:func:`pti.core.tuning.pivotal_tune`: what the official code does) for a few warm-up steps and then profiles
 ``--active`` steps of each, and reports per step: wall time, host (CPU) time of the profiled ops, device
 kernel time, the device's busy fraction (kernel time / wall time), kernels launched, and the top kernels by
 device time. On a CPU the "kernels" are the CPU ops (a dry run of the same code path). The perceptual
@@ -91,10 +91,10 @@ def profile_core(config: str = "f1024", device: str = "cuda", warmup: int = 3, a
     from pti.bench.measure import build_generator, describe_environment, synthetic_targets
     from pti.bench.paths import timing_net
     from pti.bench.specs import BenchConfig
-    from pti.config import InversionConfig, TuningConfig
-    from pti.losses import PerceptualLoss
-    from pti.projector import project
-    from pti.tuning import pivotal_tune
+    from pti.core.config import InversionConfig, TuningConfig
+    from pti.core.losses import PerceptualLoss
+    from pti.core.projector import project
+    from pti.core.tuning import pivotal_tune
 
     dev = torch.device(device)
     G = build_generator(BenchConfig(config=config, device=device, seed=seed), dev)

@@ -5,9 +5,9 @@
 (with ``--fast``: a preset, :func:`pti.fast.fast_preset`). The option's type comes from the field's resolved
 annotation (``typing.get_type_hints``): ``int``, ``float``, ``str``, ``bool`` (``true``/``false``),
 ``X | None`` (also accepts ``none``) and ``Literal[...]`` (argparse ``choices``: any other value exits
-with status 2 and a message listing them). A value outside the field's range (``pti.config.ranged``)
+with status 2 and a message listing them). A value outside the field's range (``pti.core.config.ranged``)
 exits with status 2 while the options are parsed, naming the option and the range. The help text is
-the field's attribute docstring in :mod:`pti.config`, followed by the range and the default, so it is
+the field's attribute docstring in :mod:`pti.core.config`, followed by the range and the default, so it is
 written once. Only options given on the command line override the base configs.
 
 Own code rather than a library such as tyro: those name options after the dataclass path
@@ -60,7 +60,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _in_range(parse: Callable[[str], Any], valid: Any, integer: bool, optional: bool) -> Callable[[str], Any]:
-    """``parse``, then refuse a value outside the field's :class:`~pti.config.Range` while argparse parses
+    """``parse``, then refuse a value outside the field's :class:`~pti.core.config.Range` while argparse parses
     (exit 2 before anything runs: 'argument --locality-interval: must be an integer >= 1, got 0')."""
     def parse_checked(text: str) -> Any:
         value = parse(text)
@@ -74,7 +74,7 @@ def _in_range(parse: Callable[[str], Any], valid: Any, integer: bool, optional: 
 
 def _argument_kwargs(annotation: Any, where: str, valid: Any = None) -> dict[str, Any]:
     """argparse ``type``, ``choices`` and ``metavar`` for a field annotation (and its range ``valid``)."""
-    from pti.config import is_integer_field, literal_choices
+    from pti.core.config import is_integer_field, literal_choices
 
     args = typing.get_args(annotation)
     optional = type(None) in args
@@ -110,8 +110,8 @@ def _show(value: Any) -> str:
 def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type) -> None:
     """Add ``--<prefix>-<field>`` options for each (non-nested) field of ``config_classes``.
 
-    A field's range (``pti.config.ranged``) is checked by the option's parser and shown in its help."""
-    from pti.config import field_range, is_integer_field
+    A field's range (``pti.core.config.ranged``) is checked by the option's parser and shown in its help."""
+    from pti.core.config import field_range, is_integer_field
 
     for cls in config_classes:
         prefix = PREFIXES[cls.__name__]
@@ -139,10 +139,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, *config_classes: type)
 def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None, optional: bool = False) -> Callable[[str], Any]:
     """An argparse ``type`` for a command's own numeric option (``kind``: int or float) with a range, by the
-    same mechanism as the config fields (:func:`pti.config.make_range`; NaN and inf are always refused):
+    same mechanism as the config fields (:func:`pti.core.config.make_range`; NaN and inf are always refused):
     ``type=bounded(int, ge=1)``. ``optional``: 'none' also parses (as None). Pair it with
     :func:`valid_text` in the help."""
-    from pti.config import make_range
+    from pti.core.config import make_range
 
     parse = _in_range(kind, make_range(ge, gt, le, lt), kind is int, optional)
     return _parse_optional(parse) if optional else parse
@@ -150,8 +150,8 @@ def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le:
 
 def seed_type() -> Callable[[str], Any]:
     """The argparse ``type`` of a seed option: the range of the configs' ``seed`` field, an integer in
-    [0, 2**63) (:data:`pti.config.SEED_END`), written once on the field."""
-    from pti.config import InversionConfig
+    [0, 2**63) (:data:`pti.core.config.SEED_END`), written once on the field."""
+    from pti.core.config import InversionConfig
 
     return option_type(InversionConfig, "seed")
 
@@ -159,7 +159,7 @@ def seed_type() -> Callable[[str], Any]:
 def valid_text(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
                lt: float | None = None) -> str:
     """The range of :func:`bounded` in words ('an integer >= 1'), for the option's help."""
-    from pti.config import make_range
+    from pti.core.config import make_range
 
     return make_range(ge, gt, le, lt).describe(kind is int)
 
@@ -168,7 +168,7 @@ def option_type(cls: type, name: str) -> Callable[[str], Any]:
     """The argparse ``type`` of field ``name`` of ``cls`` (its range checked), for an option named otherwise
     (``pti run --seed``)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    from pti.config import field_range
+    from pti.core.config import field_range
 
     return _argument_kwargs(typing.get_type_hints(cls)[name], f"{cls.__name__}.{name}", field_range(f))["type"]
 
@@ -182,7 +182,7 @@ def config_overrides(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
 def build_configs(args: argparse.Namespace, inversion=None, tuning=None):
     """(InversionConfig, TuningConfig): the options given on the command line on top of the base
     configs ``inversion`` / ``tuning`` (default: the paper's settings)."""
-    from pti.config import InversionConfig, TuningConfig, config_from_dict, config_to_dict
+    from pti.core.config import InversionConfig, TuningConfig, config_from_dict, config_to_dict
 
     inv_values = {**(config_to_dict(inversion) if inversion is not None else {}), **config_overrides(args, "inv")}
     inv = config_from_dict(InversionConfig, inv_values)
@@ -205,7 +205,7 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
 def build_execution(args: argparse.Namespace, device_type: str, base=None):
     """The :class:`pti.fast.ExecutionConfig` given by ``--exec-*`` on top of ``--fast``'s preset for
     ``device_type`` ('cuda' or 'cpu'), or else on top of ``base`` (default: the core's execution)."""
-    from pti.config import config_from_dict, config_to_dict
+    from pti.core.config import config_from_dict, config_to_dict
     from pti.fast.config import ExecutionConfig, check_execution, fast_preset
 
     start = fast_preset(device_type) if getattr(args, "fast", False) else base

@@ -22,7 +22,7 @@ MAX_TIMEOUT_MIN = 1_000_000
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.commands.align import add_face_index_argument
-    from pti.config import InversionConfig, LocalityConfig, TuningConfig
+    from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 
     parser.add_argument("input", nargs="?", help="an image file or a folder of images")
     parser.add_argument("--input", dest="input_opt", help="same as the positional INPUT")
@@ -89,7 +89,7 @@ def add_multi_id_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_class_index_argument(parser: argparse.ArgumentParser) -> None:
-    """``--class-index K``: the photos' class for a conditional generator (see :mod:`pti.conditioning`)."""
+    """``--class-index K``: the photos' class for a conditional generator (see :mod:`pti.core.conditioning`)."""
     parser.add_argument("--class-index", type=bounded(int, ge=0), default=None, metavar="K",
                         help="conditional generators (c_dim > 0) only, and required for them: the photos' class, "
                              "0 <= K < c_dim (one-hot label); the w statistics and locality samples are drawn for it. "
@@ -100,15 +100,15 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     import time
     from datetime import timedelta
 
-    from pti.conditioning import ConditioningError, class_label
-    from pti.config import config_to_dict
+    from pti.core.conditioning import ConditioningError, class_label
+    from pti.core.config import config_to_dict
     from pti.editing.run_edits import resolve_run_edits
     from pti.encoders import default_encoder, encoder_for
     from pti.jobs import distributed
     from pti.jobs.runner import RunOptions, check_unique_names, list_images, process_images, redone_message
     from pti.jobs.summary import build_summary, session_record, write_summary
     from pti.stylegan2.checkpoints import CheckpointError, load
-    from pti.zoo import inversion_defaults
+    from pti.core.config import inversion_defaults
 
     source = args.input_opt or args.input
     if not source:

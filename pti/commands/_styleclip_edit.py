@@ -82,7 +82,7 @@ def run_styleclip_edit(args: argparse.Namespace, resolve_inputs: Callable[[argpa
     from pti.editing.styleclip.global_directions import NoChannelError
     from pti.editing.styleclip.mapper import MapperCheckpointError
     from pti.editing.styleclip.optimize import OptimizeConfig
-    from pti.pivot import load_pivot
+    from pti.core.pivot import load_pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.zoo import ZooError
 

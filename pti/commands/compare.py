@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.commands.align import add_face_index_argument
     import typing
 
-    from pti.config import InversionConfig, LocalityConfig, PerceptualNet, TuningConfig
+    from pti.core.config import InversionConfig, LocalityConfig, PerceptualNet, TuningConfig
 
     parser.add_argument("input", help="an image file or a folder of images (e.g. the CelebA-HQ test split)")
     parser.add_argument("--output", "-o", default="runs/compare", help="run folder (default: runs/compare)")
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pti.commands._config_args import build_configs, build_execution
-    from pti.conditioning import ConditioningError, class_label
-    from pti.config import config_to_dict
+    from pti.core.conditioning import ConditioningError, class_label
+    from pti.core.config import config_to_dict
     from pti.editing.run_edits import STYLECLIP_PREFIXES, resolve_run_edits
     from pti.encoders import default_encoder, encoder_for
     from pti.jobs import distributed
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.jobs.compare_summary import build_compare_summary, write_compare_summary
     from pti.jobs.folder import check_unique_names, list_images
     from pti.stylegan2.checkpoints import CheckpointError, load
-    from pti.zoo import inversion_defaults
+    from pti.core.config import inversion_defaults
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))

@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.commands._config_args import add_config_arguments, add_execution_arguments
     from pti.commands._pti_jobs import add_class_index_argument
     from pti.commands.align import add_face_index_argument
-    from pti.config import InversionConfig, LocalityConfig, TuningConfig
+    from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 
     parser.add_argument("--generator", "-g", default="demo", help="checkpoint or zoo name (default: demo; 'ffhq')")
     parser.add_argument("--images", default=None, help="a photo or folder of photos (default: the bundled photos)")
@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from pti.commands._config_args import build_configs, build_execution, device_type
-    from pti.demo import DemoConfig, run_demo
+    from pti.apps.demo import DemoConfig, run_demo
 
-    from pti.zoo import inversion_defaults
+    from pti.core.config import inversion_defaults
 
     defaults = DemoConfig()  # the demo's settings (the paper's, plus channels_last) under the given options
     # the paper's projector with the generator's projector lr (0.02 for 'demo', see pti.zoo) under --inv-*
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                      face_index=args.face_index)
     t0 = time.perf_counter()
     summary = run_demo(cfg)
-    from pti.demo import metrics_markdown
+    from pti.apps.demo import metrics_markdown
 
     print(metrics_markdown(summary))
     print("wrote: " + ", ".join(summary["files"]))

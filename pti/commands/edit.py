@@ -86,7 +86,7 @@ class EditInputs:
     """What to edit: the generator, the pivot file, the generator directions are resolved on (None: the
     same), and how to render (``noise_mode``; ``pivot_noise``: use the pivot's noise maps instead of the
     generator's own). The defaults are how ``pti run`` renders with a tuned generator by default
-    (:class:`pti.config.TuningConfig`: ``noise_mode='const'``, ``use_pivot_noise=False``)."""
+    (:class:`pti.core.config.TuningConfig`: ``noise_mode='const'``, ``use_pivot_noise=False``)."""
 
     generator: str
     pivot: Path
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.editing.run_edits import edit_file_stem, parse_edit, parse_strengths, resolve_edit, strength_text
     from pti.images import render_grid
     from pti.labels import pivot_label
-    from pti.pivot import load_pivot
+    from pti.core.pivot import load_pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
 
     try:

@@ -57,7 +57,7 @@ def _uses_pivot_noise(folder: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from pti.commands.edit import unwritable_reason
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.stylegan2.export import export_nvidia_generator, export_projected_w
 

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from pti.report import ReportError, run_report
+    from pti.apps.report import ReportError, run_report
 
     parameters: dict[str, object] = {}
     for key in ("generator", "images", "device"):

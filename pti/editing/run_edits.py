@@ -32,8 +32,8 @@ from pti.editing.direction import Direction, render_edits
 from pti.io_utils import read_json_object
 
 if TYPE_CHECKING:
-    from pti.config import TuningConfig
-    from pti.pivot import Pivot
+    from pti.core.config import TuningConfig
+    from pti.core.pivot import Pivot
 
 #: strengths of an edit given without them (``--edit smile``); the default of ``pti edit --strengths``
 DEFAULT_STRENGTHS = "-3,0,3"

@@ -1,4 +1,4 @@
-"""Opt-in speed paths over the core (:mod:`pti.projector`, :mod:`pti.tuning`): the same losses, computed faster.
+"""Opt-in speed paths over the core (:mod:`pti.core.projector`, :mod:`pti.core.tuning`): the same losses, computed faster.
 
 - :func:`project` / :func:`project_batch`: the projector for one or K photos at once (one batched
   synthesis per step; each photo keeps its own random stream and Adam state);
@@ -39,14 +39,14 @@ def __getattr__(name: str) -> Any:  # torch-free import of the package (the CLI 
 
 
 def pipeline(execution: ExecutionConfig | None) -> tuple[Any, Any]:
-    """``(project, pivotal_tune)`` for ``execution``: the core's functions (:mod:`pti.projector`,
-    :mod:`pti.tuning`) when it is None or the core's own execution, else this layer's with ``execution``
+    """``(project, pivotal_tune)`` for ``execution``: the core's functions (:mod:`pti.core.projector`,
+    :mod:`pti.core.tuning`) when it is None or the core's own execution, else this layer's with ``execution``
     bound. Both take the core's arguments."""
     import functools
 
     if execution is None or execution.is_core():
-        from pti.projector import project as core_project
-        from pti.tuning import pivotal_tune as core_tune
+        from pti.core.projector import project as core_project
+        from pti.core.tuning import pivotal_tune as core_tune
 
         return core_project, core_tune
     from pti.fast.projector import project as fast_project

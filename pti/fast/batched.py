@@ -7,7 +7,7 @@ already a grouped convolution over per-sample weights, so per-photo weights cost
 extra there: vmap turns each layer into one grouped convolution over the K photos. The
 perceptual network runs on the K images as one batch.
 
-Photo k's result equals ``pti.tuning.pivotal_tune(G, targets[k], pivots[k], cfg)`` up to float rounding: its own
+Photo k's result equals ``pti.core.tuning.pivotal_tune(G, targets[k], pivots[k], cfg)`` up to float rounding: its own
 loss (the sum over photos has independent gradients), its own Adam moments and step count
 (:class:`~pti.fast.optim.FlatAdam`, one slot per photo), its own random stream for locality
 samples, and its own early stop: once its perceptual distance reaches the threshold its
@@ -26,17 +26,17 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from pti.config import TuningConfig
-from pti.divergence import DivergenceError, output_rms
+from pti.core.config import TuningConfig
+from pti.core.divergence import DivergenceError, output_rms
 from pti.fast.config import ExecutionConfig, check_execution
 from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
                                 step_environment, step_failure, to_channels_last)
 from pti.fast.graphs import StepGraphs
 from pti.fast.optim import AdamStep, FlatAdam
-from pti.losses import LocalityRegularizer, PerceptualLoss, l2_per_image, step_towards
-from pti.pivot import NonFiniteLossError, Pivot
+from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_per_image, step_towards
+from pti.core.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
-from pti.tuning import batch_noise, pivot_labels, prepare_inputs
+from pti.core.tuning import batch_noise, pivot_labels, prepare_inputs
 
 
 @dataclass
@@ -45,8 +45,8 @@ class BatchedTuningResult:
 
     ``weights``: synthesis parameter name -> ``[K, ...]`` (detached). Per photo: ``steps`` (updates
     applied), ``stopped_early``, ``loss_history`` / ``perceptual_history`` / ``locality_history``
-    (per step, as :class:`~pti.tuning.TuningResult`), ``errors`` (None, or why the photo was
-    abandoned: a non-finite loss or a diverged image, see :mod:`pti.divergence`; its weights are then
+    (per step, as :class:`~pti.core.tuning.TuningResult`), ``errors`` (None, or why the photo was
+    abandoned: a non-finite loss or a diverged image, see :mod:`pti.core.divergence`; its weights are then
     meaningless). ``seconds``: wall time of the batch.
     """
 
@@ -100,7 +100,7 @@ def sample_w_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor,
     """For each photo k (pivot ``w_pivots[k]``, stream ``generators[k]``): its locality codes ``w_r``,
     ``[K, num_samples, num_ws, w_dim]``.
 
-    Photo k draws exactly what :meth:`~pti.losses.LocalityRegularizer.sample_w` draws in a single-pivot run
+    Photo k draws exactly what :meth:`~pti.core.losses.LocalityRegularizer.sample_w` draws in a single-pivot run
     with ``generators[k]`` (z, then the pivot index, always 0), so batched runs equal sequential ones; the K
     mapping evaluations are batched into one.
     """
@@ -133,13 +133,13 @@ def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], p
     Args:
         G: the original generator (left unchanged).
         targets: ``[K, C, H, W]`` or K images ``[C, H, W]`` in [-1, 1] (C = 3 or 1).
-        pivots: K :class:`~pti.pivot.Pivot` (or ws ``[K, num_ws, w_dim]``), in the order of ``targets``.
-        cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
-        c: conditional generators: the class(es) of the locality codes, as :func:`pti.tuning.pivotal_tune`'s ``c``.
+        pivots: K :class:`~pti.core.pivot.Pivot` (or ws ``[K, num_ws, w_dim]``), in the order of ``targets``.
+        cfg: :class:`~pti.core.config.TuningConfig` (paper defaults when None).
+        c: conditional generators: the class(es) of the locality codes, as :func:`pti.core.tuning.pivotal_tune`'s ``c``.
         execution: :class:`~pti.fast.ExecutionConfig` (every field applies; default: the core's).
         callback: ``callback(step, {'loss': [K], 'perceptual': [K], 'active': [K]})`` per step, at syncs.
     Returns: :class:`BatchedTuningResult`; a photo whose loss becomes non-finite or whose image diverges
-    (:mod:`pti.divergence`) is frozen and named in ``errors`` (the others go on).
+    (:mod:`pti.core.divergence`) is frozen and named in ``errors`` (the others go on).
     """
     cfg = cfg or TuningConfig()
     ex = execution or ExecutionConfig()
@@ -206,7 +206,7 @@ def _batched_losses(G: nn.Module, perceptual: PerceptualLoss, regularizer: Local
                     pivot_noise: bool) -> tuple[Callable[..., Any], Callable[..., torch.Tensor]]:
     """The K photos' losses over stacked weights ``p`` (``vmap`` of ``functional_call`` of ``G.synthesis``):
     ``forward(p, ws, x, target, maps) -> (loss [K], dist [K], rms [K])``, Eq. 4 per photo with its perceptual
-    distance and image RMS (:mod:`pti.divergence`); ``locality_penalty(p, w_r [K, S, num_ws, w_dim]) -> [K]``,
+    distance and image RMS (:mod:`pti.core.divergence`); ``locality_penalty(p, w_r [K, S, num_ws, w_dim]) -> [K]``,
     L_R (Eq. 5-7) against the original's images of ``w_r``. Both compiled when ``ex.compile``."""
     device = next(G.parameters()).device
     buffers = dict(G.synthesis.named_buffers())
@@ -290,8 +290,8 @@ def pivotal_tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Te
                          pivots: Sequence[Pivot] | torch.Tensor, cfg: TuningConfig | None = None,
                          **kwargs: Any) -> list[nn.Module]:
     """Like :func:`tune_batched` but returns the K tuned generators; raises
-    :class:`~pti.pivot.NonFiniteLossError` naming every photo whose loss became non-finite
-    (:class:`~pti.divergence.DivergenceError`, its base class, when some images diverged instead)."""
+    :class:`~pti.core.pivot.NonFiniteLossError` naming every photo whose loss became non-finite
+    (:class:`~pti.core.divergence.DivergenceError`, its base class, when some images diverged instead)."""
     result = tune_batched(G, targets, pivots, cfg, **kwargs)
     failed = [f"photo {k}: {err}" for k, err in enumerate(result.errors) if err is not None]
     if failed:

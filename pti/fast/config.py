@@ -1,6 +1,6 @@
 """How PTI's steps are computed, apart from what they compute: :class:`ExecutionConfig`.
 
-The core (:func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune`) always runs as the
+The core (:func:`pti.core.projector.project`, :func:`pti.core.tuning.pivotal_tune`) always runs as the
 official implementation does: fp32 everywhere, ``torch.optim.Adam``, one host sync per step, no
 compilation. Every field here is an opt-in speed path of :mod:`pti.fast`, tested equal to the core
 within measured tolerances (``tests/test_speed_paths.py``) and measured by ``pti bench``.
@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from pti.config import ranged
+from pti.core.config import ranged
 
 Precision = Literal["fp32", "bf16", "fp16"]
 AdamImpl = Literal["auto", "loop", "foreach", "fused"]

@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from pti.divergence import DivergenceError, diverged_message, is_diverged
+from pti.core.divergence import DivergenceError, diverged_message, is_diverged
 from pti.fast.config import ExecutionConfig
 from pti.fast.optim import DeviceLossScaler
-from pti.pivot import NonFiniteLossError
+from pti.core.pivot import NonFiniteLossError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -185,8 +185,8 @@ class DeferredHistory:
 
 
 def step_failure(what: str, step: int, loss: float, rms: float) -> DivergenceError | None:
-    """The error one step calls for: :class:`~pti.pivot.NonFiniteLossError` when ``loss`` is NaN/inf, else
-    :class:`~pti.divergence.DivergenceError` when the image RMS ``rms`` has diverged; None when neither.
+    """The error one step calls for: :class:`~pti.core.pivot.NonFiniteLossError` when ``loss`` is NaN/inf, else
+    :class:`~pti.core.divergence.DivergenceError` when the image RMS ``rms`` has diverged; None when neither.
     ``what`` names the loop ('tuning')."""
     if not math.isfinite(loss):
         return NonFiniteLossError(f"{what} loss became {loss} at step {step}")

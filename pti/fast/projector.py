@@ -2,8 +2,8 @@
 
 :func:`project_batch` runs one batched synthesis per step; each photo keeps its own w, noise maps,
 random stream (seeded as a single-photo run: its noise maps, then each step's w noise, exactly
-as :func:`pti.projector.project` draws them) and Adam state, so photo k's pivot equals
-``pti.projector.project(G, targets[k])`` up to float rounding. :class:`~pti.fast.ExecutionConfig`
+as :func:`pti.core.projector.project` draws them) and Adam state, so photo k's pivot equals
+``pti.core.projector.project(G, targets[k])`` up to float rounding. :class:`~pti.fast.ExecutionConfig`
 adds autocast (fp16 with per-photo loss scaling through the masked :class:`~pti.fast.optim.FlatAdam`),
 channels_last, the Adam implementation, torch.compile and host syncs every N steps.
 """
@@ -15,19 +15,19 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from pti.conditioning import Label, class_label
-from pti.config import InversionConfig, config_to_dict
-from pti.divergence import DivergenceError, diverged_message, first_diverged, output_rms
+from pti.core.conditioning import Label, class_label
+from pti.core.config import InversionConfig, config_to_dict
+from pti.core.divergence import DivergenceError, diverged_message, first_diverged, output_rms
 from pti.fast.config import ExecutionConfig, check_execution
 from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, first_non_finite, loss_scaler,
                                 maybe_compile, step_environment, to_channels_last)
 from pti.fast.graphs import StepGraphs
 from pti.fast.optim import AdamStep, FlatAdam, make_adam
 from pti.images import prepare_target
-from pti.losses import PerceptualLoss, l2_per_image, noise_regularization_per_image
-from pti.pivot import NonFiniteLossError, Pivot
+from pti.core.losses import PerceptualLoss, l2_per_image, noise_regularization_per_image
+from pti.core.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
-from pti.projector import initial_w, learning_rate, w_noise_scale, w_statistics
+from pti.core.projector import initial_w, learning_rate, w_noise_scale, w_statistics
 
 
 def _target_list(targets: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -51,8 +51,8 @@ def project_batch(G: torch.nn.Module, targets: torch.Tensor | Sequence[torch.Ten
             ``execution.sync_every > 1``: for each step, in order, at every sync).
         execution: how the steps are computed (:class:`~pti.fast.ExecutionConfig`; default: as the core).
     Returns: K :class:`Pivot` in the order of ``targets``. Raises :class:`NonFiniteLossError` (naming the
-    photo) if a loss becomes NaN/inf, :class:`~pti.divergence.DivergenceError` (naming it too) if its image
-    leaves any sane range (:mod:`pti.divergence`).
+    photo) if a loss becomes NaN/inf, :class:`~pti.core.divergence.DivergenceError` (naming it too) if its image
+    leaves any sane range (:mod:`pti.core.divergence`).
     """
     cfg = cfg or InversionConfig()
     ex = execution or ExecutionConfig()
@@ -113,7 +113,7 @@ def _draw_ahead(G: torch.nn.Module, cfg: InversionConfig, k_photos: int, w_shape
                 device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every random number of the run, drawn ahead: per noise layer the K photos' starting maps
     ``[K, 1, R, R]`` (none without ``optimize_noise``), and the unit w noise ``[steps, K, *w_shape]``.
-    Each photo has its own stream, seeded as a single-photo run of :func:`pti.projector.project`: its noise
+    Each photo has its own stream, seeded as a single-photo run of :func:`pti.core.projector.project`: its noise
     maps, then each step's w noise."""
     noise_layers = G.synthesis.noise_layers()
     noise_init: list[list[torch.Tensor]] = [[] for _ in noise_layers]
@@ -202,7 +202,7 @@ def _finish(pivots: list[Pivot], w_opt: torch.Tensor, noise: list[torch.Tensor],
 def _consume(rows: list[tuple[int, dict[str, Any]]], pivots: list[Pivot], bar: Any,
              callback: Callable[[int, dict[str, Any]], None] | None, cfg: InversionConfig) -> None:
     """Append flushed per-step values to the pivots' histories; raise on a non-finite loss or a diverged
-    image (:mod:`pti.divergence`), whichever comes first."""
+    image (:mod:`pti.core.divergence`), whichever comes first."""
     bad = first_non_finite(rows, "loss")
     diverged = first_diverged(rows)
     if bad is not None and (diverged is None or bad[0] <= diverged[0]):
@@ -230,10 +230,10 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
             execution: ExecutionConfig | None = None, init: torch.nn.Module | None = None,
             w_init: torch.Tensor | None = None, c: Label = None, perceptual: PerceptualLoss | None = None,
             progress: bool = True, callback: Callable[[int, dict[str, float]], None] | None = None) -> Pivot:
-    """:func:`pti.projector.project` through :func:`project_batch` (K = 1) with ``execution``'s speed paths;
+    """:func:`pti.core.projector.project` through :func:`project_batch` (K = 1) with ``execution``'s speed paths;
     the same arguments, returns and errors. Equal to the core within the tolerances of tests/test_speed_paths.py.
     0 steps (from an encoder or ``w_init``) have no step to speed up: the core returns the start."""
-    from pti.projector import project as core_project
+    from pti.core.projector import project as core_project
 
     cfg = cfg or InversionConfig()
     if target.ndim == 4 and target.shape[0] != 1:

@@ -1,6 +1,6 @@
 """Pivotal tuning with the execution paths: autocast, loss scaling, channels_last, compile, deferred syncs.
 
-The loop of :func:`pti.tuning.pivotal_tune` with :class:`~pti.fast.ExecutionConfig`. With
+The loop of :func:`pti.core.tuning.pivotal_tune` with :class:`~pti.fast.ExecutionConfig`. With
 ``sync_every > 1`` (or fp16 loss scaling) the early stop is decided on the device and the weights
 are frozen there from that step on (:class:`pti.fast.optim.FlatAdam`), so the result is the
 one-sync-per-step result while the host reads values back only every N steps.
@@ -16,18 +16,18 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from pti.conditioning import Label
-from pti.config import TuningConfig
-from pti.divergence import output_rms
+from pti.core.conditioning import Label
+from pti.core.config import TuningConfig
+from pti.core.divergence import output_rms
 from pti.fast.config import ExecutionConfig, check_execution
 from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
                                 step_environment, step_failure, to_channels_last)
 from pti.fast.graphs import StepGraphs
 from pti.fast.optim import AdamStep, bind_module_parameters, make_adam
-from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
-from pti.pivot import Pivot
+from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_loss
+from pti.core.pivot import Pivot
 from pti.progress import progress_bar
-from pti.tuning import TuningResult, batch_indices, batch_noise, pivot_labels, prepare_inputs, select_features
+from pti.core.tuning import TuningResult, batch_indices, batch_noise, pivot_labels, prepare_inputs, select_features
 
 
 def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
@@ -35,7 +35,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                  c: Label = None, perceptual: PerceptualLoss | None = None, progress: bool = True,
                  callback: Callable[[int, dict[str, float]], None] | None = None,
                  execution: ExecutionConfig | None = None) -> TuningResult:
-    """:func:`pti.tuning.pivotal_tune` with ``execution``'s speed paths (one generator for all photos).
+    """:func:`pti.core.tuning.pivotal_tune` with ``execution``'s speed paths (one generator for all photos).
 
     The same arguments, returns and errors as the core, plus ``execution``
     (:class:`~pti.fast.ExecutionConfig`). Equal to the core within the tolerances of
@@ -45,16 +45,16 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
         G: the original generator (left unchanged).
         targets: ``[N, C, H, W]`` or a list of ``[C, H, W]``/``[1, C, H, W]`` in [-1, 1] (C = 3 or 1); resized to
             G's resolution and converted to its ``img_channels``.
-        pivots: ``N`` :class:`~pti.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
-        cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
+        pivots: ``N`` :class:`~pti.core.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
+        cfg: :class:`~pti.core.config.TuningConfig` (paper defaults when None).
         c: conditional generators only: the class that the locality regulariser's codes ``w_z`` are mapped
             with (an index ``K``, a label ``[c_dim]``, or ``[N, c_dim]``, one per pivot); default: the pivots'
             own ``Pivot.c``. With locality on, a conditional generator needs one or the other
-            (:class:`~pti.conditioning.ConditioningError`); it is refused for an unconditional generator.
+            (:class:`~pti.core.conditioning.ConditioningError`); it is refused for an unconditional generator.
         callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update
             (with ``sync_every > 1``: for each step, in order, at every sync).
-    Returns: :class:`TuningResult`. Raises :class:`~pti.pivot.NonFiniteLossError` on NaN/inf and
-    :class:`~pti.divergence.DivergenceError` when the rendered images leave any sane range (:mod:`pti.divergence`).
+    Returns: :class:`TuningResult`. Raises :class:`~pti.core.pivot.NonFiniteLossError` on NaN/inf and
+    :class:`~pti.core.divergence.DivergenceError` when the rendered images leave any sane range (:mod:`pti.core.divergence`).
     """
     cfg = cfg or TuningConfig()
     ex = execution or ExecutionConfig()
@@ -141,7 +141,7 @@ def _tuning_losses(tuned: nn.Module, perceptual: PerceptualLoss, regularizer: Lo
                    cfg: TuningConfig, ex: ExecutionConfig,
                    device: torch.device) -> tuple[Callable[..., Any], Callable[[torch.Tensor], torch.Tensor]]:
     """``forward(ws, x, target, noise) -> (loss, dist [B], rms [B])``: Eq. 4 (``λ_L2 · L_L2 + λ_LPIPS · L_LPIPS``,
-    the batch mean), the per-image perceptual distances and image RMS values (:mod:`pti.divergence`); and
+    the batch mean), the per-image perceptual distances and image RMS values (:mod:`pti.core.divergence`); and
     ``locality_penalty(w_r)``: L_R (Eq. 5-7) against the original's images of ``w_r``. Both compiled when asked."""
     def forward(ws_b: torch.Tensor, x_b: torch.Tensor, target_b: list[torch.Tensor],
                 noise_b: list[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -186,7 +186,7 @@ def _finish_step(step: int, row: dict[str, float], result: TuningResult, bar: An
 def draw_ahead(n: int, batch: int, steps: int, regularizer: LocalityRegularizer | None, interval: int,
                gen: torch.Generator) -> tuple[list[list[int]], list[tuple[torch.Tensor, torch.Tensor]]]:
     """Every step's photos and every regularised step's locality draw, in the order the core's loop draws them
-    from ``gen`` (:func:`pti.tuning.batch_indices`, then :meth:`~pti.losses.LocalityRegularizer.draw`), so a
+    from ``gen`` (:func:`pti.core.tuning.batch_indices`, then :meth:`~pti.core.losses.LocalityRegularizer.draw`), so a
     run that draws them ahead uses the same numbers."""
     order: list[int] = []
     photos, draws = [], []

@@ -3,10 +3,10 @@
 For every photo the methods run from the same aligned image ``x`` and are scored with the one
 :func:`pti.metrics.evaluate` (and :func:`pti.metrics.identity_similarity`)::
 
-    w        the projector's W pivot (:func:`pti.projector.project`, space 'w'), rendered by G(θ)
+    w        the projector's W pivot (:func:`pti.core.projector.project`, space 'w'), rendered by G(θ)
     w+       the projector's W+ pivot (space 'w+'), rendered by G(θ)
     e4e      the e4e encoder's W+ code (Tov et al. 2021; no refinement steps), rendered by G(θ)
-    pti      pivotal tuning on the W pivot (the paper), rendered by G(θ*)      (:func:`pti.tuning.pivotal_tune`)
+    pti      pivotal tuning on the W pivot (the paper), rendered by G(θ*)      (:func:`pti.core.tuning.pivotal_tune`)
     pti-e4e  pivotal tuning on the e4e pivot (the official code's ``w+`` option), rendered by G(θ*_e4e)
 
 Every requested edit (a W direction at several strengths, :mod:`pti.editing.run_edits`) is applied to
@@ -20,7 +20,7 @@ finished, failed and staging folders follow :mod:`pti.jobs.folder`)::
 
     aligned.png                  the target x
     recon/<method>.png           each method's reconstruction (``w+`` is written ``w_plus``)
-    pivots/<pivot>.pt            the pivots (w, w+, e4e), :class:`~pti.pivot.Pivot` files
+    pivots/<pivot>.pt            the pivots (w, w+, e4e), :class:`~pti.core.pivot.Pivot` files
     metrics.json                 per method: the evaluate() row, identity, seconds; per edit: identity and
                                  score change per strength; written last (stage 'compare')
 
@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from pti.config import InversionConfig, TuningConfig, config_to_dict
+from pti.core.config import InversionConfig, TuningConfig, config_to_dict
 from pti.fast.config import ExecutionConfig
 from pti.jobs.folder import (ImageOutcome, error_text, failure_path, is_finished, manifest, output_name, read_metrics,
                              record_failure, staging_dir)
 
 if TYPE_CHECKING:
     from pti.editing.run_edits import RunEdit
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
 #: every method, in the order of the paper's table
 METHODS: tuple[str, ...] = ("w", "w+", "e4e", "pti", "pti-e4e")
@@ -183,12 +183,12 @@ def compare_photo(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
                   worker: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every method on one photo into ``out_dir`` (see the module docstring); returns the metrics dict
     (also written, last, to ``out_dir/metrics.json``). ``perceptual_inv``/``perceptual``: the projector's and
-    the tuning's :class:`~pti.losses.PerceptualLoss`; ``metric``: the distance of the metrics (default: the
+    the tuning's :class:`~pti.core.losses.PerceptualLoss`; ``metric``: the distance of the metrics (default: the
     tuning's, as ``pti run``; GANInverter's table uses LPIPS-VGG); ``scorer``: a
     :class:`~pti.editing.scorers.LandmarkScorer` for the edits' attribute scores. Raises what the pipeline
     raises (no face, divergence)."""
-    from pti.conditioning import class_label
-    from pti.divergence import check_images
+    from pti.core.conditioning import class_label
+    from pti.core.divergence import check_images
     from pti.fast import pipeline
     from pti.images import prepare_target, write_image
     from pti.jobs.runner import load_target
@@ -299,7 +299,7 @@ def compare_photos(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | Pat
                    worker: dict[str, Any] | None = None) -> list[ImageOutcome]:
     """:func:`compare_one` for each photo into ``run_dir/<stem>/``; failures are recorded in
     ``run_dir/.failures/`` and returned as outcomes, not raised. Photos finished with the same plan are skipped."""
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
     from pti.progress import progress_bar
 
     run_dir = Path(run_dir)

@@ -5,7 +5,7 @@ record), so a restarted or sharded comparison summarises all its photos. Per met
 mean, sample standard deviation (n - 1), median and the number of photos with a finite value; per
 method, edit and strength: the same for the identity similarity after editing and the change of the
 edit's dlib attribute score. The perceptual column is headed with the network's name
-(:attr:`pti.perceptual.PerceptualDistance.name`), so an offline EfficientNet-Lite0 run reads as
+(:attr:`pti.core.perceptual.PerceptualDistance.name`), so an offline EfficientNet-Lite0 run reads as
 such; photos scored with different networks are flagged.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Multi-image PTI as a resumable job (``pti run PHOTOS --multi-id``): one generator tuned for all the photos.
 
 PTI Sec. 3.4 / 4.4 (multi-ID personalisation): every photo gets its own pivot, and one θ* is tuned on all
-of them by :func:`pti.tuning.pivotal_tune` (mini-batches of ``TuningConfig.batch_size`` photos per step when
+of them by :func:`pti.core.tuning.pivotal_tune` (mini-batches of ``TuningConfig.batch_size`` photos per step when
 given, ``--tune-batch-size``). The job::
 
     1. per photo, as `pti invert`: align, invert (pivot.pt reused), RUN/<photo>/{aligned,inversion}.png,
@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pti.config import InversionConfig, TuningConfig, config_to_dict
+from pti.core.config import InversionConfig, TuningConfig, config_to_dict
 from pti.io_utils import read_json_object
 from pti.jobs.folder import ImageOutcome, is_finished, manifest, output_name, read_metrics
 
@@ -47,7 +47,7 @@ STATE_EVERY_S = 300.0
 def check_state_every(every_s: float) -> None:
     """Raise ``ValueError`` unless ``every_s`` (seconds between two saves of the tuning state) is a finite
     number >= 0: NaN or inf would never save, a negative number would save after every step unasked."""
-    from pti.config import make_range
+    from pti.core.config import make_range
 
     problem = make_range(ge=0).error(every_s)
     if problem:
@@ -73,7 +73,7 @@ class TuningCheckpoint:
     def restore(self, tuned: torch.nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator,
                 result: Any) -> tuple[int, list[int]]:
         """Load a saved state into the fresh ``tuned`` copy, ``optimizer``, ``gen`` and ``result`` (a
-        :class:`~pti.tuning.TuningResult`); returns ``(first step, batch order)``, ``(0, [])`` without one."""
+        :class:`~pti.core.tuning.TuningResult`); returns ``(first step, batch order)``, ``(0, [])`` without one."""
         self._last = time.monotonic()
         if not self.path.is_file():
             return 0, []
@@ -137,7 +137,7 @@ def _finish_photo(G: torch.nn.Module, tuned: torch.nn.Module, out_dir: Path, tar
                   tune_cfg: TuningConfig, options: Any, perceptual: Any, tuning: dict[str, Any],
                   seconds: float) -> dict[str, Any]:
     """Write one photo's reconstruction (and edits) and rewrite its metrics.json last, with stage 'tune'."""
-    from pti.divergence import check_images
+    from pti.core.divergence import check_images
     from pti.images import write_image
     from pti.io_utils import atomic_write_json
     from pti.jobs.compare import render
@@ -167,10 +167,10 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
     ``ValueError`` before any photo for a ``state_every_s`` that is not a finite number >= 0."""
     from pti.images import read_image
     from pti.jobs.runner import process_images
-    from pti.losses import PerceptualLoss
-    from pti.pivot import Pivot
+    from pti.core.losses import PerceptualLoss
+    from pti.core.pivot import Pivot
     from pti.stylegan2.checkpoints import load, save
-    from pti.tuning import pivotal_tune
+    from pti.core.tuning import pivotal_tune
 
     check_state_every(state_every_s)  # before any photo
     run_dir = Path(run_dir)

@@ -40,12 +40,12 @@ run never leaves a half-written result folder. An image counts as finished
 (:func:`is_finished`) only when its ``metrics.json`` parses, says ``done`` for the stage and
 every file of its manifest is there with its recorded size; anything else (missing or corrupt
 ``metrics.json``, a truncated file) is redone. A valid ``pivot.pt`` left in a staging folder by a
-killed run is reused when it was made with the same :class:`~pti.config.InversionConfig`; a
+killed run is reused when it was made with the same :class:`~pti.core.config.InversionConfig`; a
 corrupt one is inverted again. A staging folder that a kill caught between its completion and
 its rename is moved into place instead of being recomputed.
 
 Failures. A failing image (unreadable, no face, NaN/inf loss, a diverged optimisation: see
-:mod:`pti.divergence`) raises inside
+:mod:`pti.core.divergence`) raises inside
 :func:`process_image`; :func:`run_one` removes its staging folder (nothing is written for it,
 an older result folder is left as it was) and the batch driver :func:`process_images` records
 the error in ``runs/<run>/.failures/<image>.json`` and goes on with the others. A later success
@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
-from pti.config import InversionConfig, TuningConfig, config_to_dict, validate
+from pti.core.config import InversionConfig, TuningConfig, config_to_dict, validate
 from pti.fast.config import ExecutionConfig
 from pti.jobs.folder import (FAILURES_DIR, ImageOutcome, Stage, check_unique_names, error_text,  # noqa: F401
                              failure_path, is_finished, list_images, manifest, output_name, read_failure, read_metrics,
@@ -87,7 +87,7 @@ class RunOptions:
     save_generator: bool = False     # write tuned.safetensors
     skip_finished: bool = True       # skip images whose metrics.json says done
     require_pivot: bool = False      # fail instead of inverting when there is no pivot.pt (`pti tune`)
-    class_index: int | None = None   # the photos' class for a conditional generator (see pti.conditioning)
+    class_index: int | None = None   # the photos' class for a conditional generator (see pti.core.conditioning)
     face_index: int = 0              # with align: which detected face, by descending detector score (0: the surest)
     progress: bool = True
     edits: Sequence["RunEdit"] = ()  # edits rendered after tuning into edits/ (see pti.editing.run_edits)
@@ -173,7 +173,7 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
     ``[1, c_dim]`` of a conditional ``G`` and ``origin`` ('projector' or 'e4e'; any when None), or None.
 
     ``fingerprint``: ``G``'s weights fingerprint when the caller has it (hashing G's weights is the costly part)."""
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
     if not pivot_path.exists():
         return None
@@ -208,16 +208,16 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
 
     ``worker``: a record of the process doing it (see :meth:`pti.jobs.distributed.DistContext.describe`),
     stored in the metrics. ``made_from``: :func:`made_from_record` of the photo (computed when None).
-    Raises ``ValueError`` for a config field outside its range (:func:`pti.config.validate`).
+    Raises ``ValueError`` for a config field outside its range (:func:`pti.core.config.validate`).
     Use :func:`run_one` for the atomic, resumable version.
     """
-    from pti.conditioning import class_label
-    from pti.divergence import check_images
+    from pti.core.conditioning import class_label
+    from pti.core.divergence import check_images
     from pti.fast import pipeline
     from pti.images import prepare_target, write_image
     from pti.io_utils import atomic_write_json
     from pti.jobs.distributed import numerics_record
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
     from pti.metrics import evaluate
 
     t0 = time.perf_counter()
@@ -359,9 +359,9 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
     (see the module docstring, "Reuse"); else they are redone and their outcome's ``redone`` says what
     changed (:func:`redone_message` sums it up). Each failure is returned as an outcome and written to
     ``run_dir/.failures/<stem>.json``. ``worker`` (rank, device, ...) goes into each metrics.json.
-    Raises ``ValueError`` before any image when a config field is outside its range (:func:`pti.config.validate`).
+    Raises ``ValueError`` before any image when a config field is outside its range (:func:`pti.core.config.validate`).
     """
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
     from pti.progress import progress_bar
     from pti.stylegan2.checkpoints import weights_fingerprint
 

@@ -198,7 +198,7 @@ class DemoTrainer:
         self.aug_rng = _seeded(cfg.seed + 4, self.device)
         self.teacher = self.perceptual = None
         if cfg.distill_weight > 0:
-            from pti.perceptual import load_fallback
+            from pti.core.perceptual import load_fallback
             from pti.train.dcgan_source import DCGAN_Z_DIM, load_dcgan
 
             if cfg.z_dim != DCGAN_Z_DIM:

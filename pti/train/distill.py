@@ -7,7 +7,7 @@ latent ``z ~ N(0, I_100)`` (the generator's ``z_dim`` equals the DCGAN's ``nz`` 
 
     L = |G(z) - DCGAN(z)|_1 + lambda_p * d_P(G(z), DCGAN(z))
 
-where ``d_P`` is the offline EfficientNet-Lite0 feature distance of :mod:`pti.perceptual`
+where ``d_P`` is the offline EfficientNet-Lite0 feature distance of :mod:`pti.core.perceptual`
 (not LPIPS). A supervised target gives a gradient for every pixel, so it converges far faster
 than a GAN; what regression cannot give (sharpness, a disentangled W) is left to the
 adversarial fine-tune with style mixing of :mod:`pti.train.demo` (stage 2).
@@ -75,7 +75,7 @@ class Distiller:
     """Holds G, G_ema, the frozen DCGAN teacher and the perceptual distance; :meth:`step` = one update."""
 
     def __init__(self, cfg: DistillConfig, device: torch.device | str = "cpu") -> None:
-        from pti.perceptual import load_fallback
+        from pti.core.perceptual import load_fallback
 
         self.cfg, self.device = cfg, torch.device(device)
         torch.manual_seed(cfg.seed)

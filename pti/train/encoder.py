@@ -9,7 +9,7 @@ generator's own samples allow):
     L = lambda_l2 |G(E(x)) - x|^2 + lambda_p d_P(G(E(x)), x)
         + lambda_code |E(x) - w|^2 + lambda_delta sum_k |Delta_k|_2
 
-``d_P`` is the offline EfficientNet-Lite0 distance of :mod:`pti.perceptual` (not LPIPS);
+``d_P`` is the offline EfficientNet-Lite0 distance of :mod:`pti.core.perceptual` (not LPIPS);
 ``Delta_k`` are the encoder's per-layer offsets from its base code (e4e's delta
 regularisation keeps the codes near W, where edits work). ``G`` is frozen. The samples'
 codes are W codes with truncation ``psi ~ U(psi_min, 1)`` and random synthesis noise, so
@@ -78,7 +78,7 @@ class EncoderTrainer:
     """Holds E, the frozen G and the perceptual distance; :meth:`step` is one Adam update of E."""
 
     def __init__(self, cfg: EncoderTrainConfig, device: torch.device | str = "cpu") -> None:
-        from pti.perceptual import load_fallback
+        from pti.core.perceptual import load_fallback
         from pti.stylegan2.checkpoints import load
 
         self.cfg, self.device = cfg, torch.device(device)

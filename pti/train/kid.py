@@ -29,7 +29,7 @@ class EffNetLite0Features(nn.Module):
 
     def __init__(self, size: int = 128) -> None:
         super().__init__()
-        from pti.effnet_lite0 import load_efficientnet_lite0
+        from pti.core.effnet_lite0 import load_efficientnet_lite0
 
         self.net = load_efficientnet_lite0(pretrained=True).eval().requires_grad_(False)
         self.size = size

@@ -1,7 +1,7 @@
 """Projected discriminator (Sauer et al., "Projected GANs Converge Faster", NeurIPS 2021).
 
 The real/fake decision is made on features of a frozen, ImageNet-pretrained
-EfficientNet-Lite0 (:mod:`pti.effnet_lite0`) rather than on pixels:
+EfficientNet-Lite0 (:mod:`pti.core.effnet_lite0`) rather than on pixels:
 
 1. the image (``[N, 3, R, R]`` in [-1, 1]) is resized to ``input_resolution`` and passed
    through the frozen network; four stage outputs are taken (24, 40, 112, 320 channels at
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pti.effnet_lite0 import FEATURE_CHANNELS, load_efficientnet_lite0
+from pti.core.effnet_lite0 import FEATURE_CHANNELS, load_efficientnet_lite0
 from pti.stylegan2.layers import Conv2dLayer
 
-#: indices into pti.effnet_lite0's feature list that the discriminator uses (strides 4..32)
+#: indices into pti.core.effnet_lite0's feature list that the discriminator uses (strides 4..32)
 USED_FEATURES = (1, 2, 3, 4)
 BACKBONE_PREFIX = "backbone."
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pti.editing.styleclip.clip_model import Clip
     from pti.editing.styleclip.mapper import LevelsMapper
     from pti.editing.styleclip.optimize import OptimizeConfig
-    from pti.pivot import Pivot
+    from pti.core.pivot import Pivot
 
 METHODS = ("global", "mapper", "optimize")
 #: ``pti run --edit`` prefixes of StyleCLIP edits

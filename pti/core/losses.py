@@ -5,7 +5,7 @@
 - :func:`noise_regularization`: StyleGAN2's projector penalty on noise-map autocorrelation
   (:func:`noise_regularization_per_image` for a batch of photos' maps).
 - :class:`PerceptualLoss`: LPIPS through the ``lpips`` package, or the named offline
-  fallback of :mod:`pti.perceptual`, on images optionally area-downsampled first.
+  fallback of :mod:`pti.core.perceptual`, on images optionally area-downsampled first.
 - :class:`LocalityRegularizer`: PTI's locality regularisation (Sec. 3.3).
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pti.conditioning import ConditioningError
-from pti.config import LocalityConfig
+from pti.core.conditioning import ConditioningError
+from pti.core.config import LocalityConfig
 
 
 def l2_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -89,13 +89,13 @@ def downsample_to(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
 class PerceptualLoss(nn.Module):
     """Perceptual distance between [-1, 1] image batches, per image: ``[N]``.
 
-    Wraps :func:`pti.perceptual.load_perceptual` (real LPIPS when its backbone weights can
+    Wraps :func:`pti.core.perceptual.load_perceptual` (real LPIPS when its backbone weights can
     be had, else a named offline fallback that is never called "LPIPS"). ``name`` says which.
     """
 
     def __init__(self, net: str = "alex", resolution: int | None = None, device: torch.device | str = "cpu") -> None:
         super().__init__()
-        from pti.perceptual import load_perceptual
+        from pti.core.perceptual import load_perceptual
 
         self.distance = load_perceptual(net=net, device=device)
         self.resolution = resolution
@@ -144,8 +144,8 @@ class LocalityRegularizer:
     gradients. The loss is averaged over ``cfg.num_samples`` samples.
 
     ``labels``: for a conditional ``original`` (``c_dim > 0``), the class labels ``[N, c_dim]`` of the
-    N pivots (:func:`pti.conditioning.class_label`); a code around pivot k is mapped with pivot k's
-    label. Required for a conditional generator (:class:`~pti.conditioning.ConditioningError`).
+    N pivots (:func:`pti.core.conditioning.class_label`); a code around pivot k is mapped with pivot k's
+    label. Required for a conditional generator (:class:`~pti.core.conditioning.ConditioningError`).
     """
 
     def __init__(self, original: nn.Module, perceptual: nn.Module, cfg: LocalityConfig,

@@ -13,7 +13,7 @@ distances (differentiable with respect to the inputs). ``.name`` says what it is
 - ``'effnet-lite0-perceptual (offline fallback, not LPIPS)'``: used when the LPIPS backbone
   cannot be had (no cached file, download failed) and ``allow_fallback=True``; a warning says
   why. It is an LPIPS-style distance on a real pretrained network that a package ships
-  (EfficientNet-Lite0, ImageNet, :mod:`pti.effnet_lite0`): for each of its 5 stage outputs
+  (EfficientNet-Lite0, ImageNet, :mod:`pti.core.effnet_lite0`): for each of its 5 stage outputs
   (strides 2, 4, 8, 16, 32) the features are unit-normalised over channels, the squared
   difference is summed over channels and averaged over space, and the 5 stages are summed
   with equal weights (there are no learned per-channel weights, unlike LPIPS; its values are
@@ -254,7 +254,7 @@ def _load_lpips(net: str, random_backbone: bool, device: str | torch.device) -> 
 
 def load_fallback(device: str | torch.device = "cpu") -> FeatureDistance:
     """The offline fallback distance on the shipped ImageNet EfficientNet-Lite0 (see module doc)."""
-    from pti.effnet_lite0 import load_efficientnet_lite0
+    from pti.core.effnet_lite0 import load_efficientnet_lite0
 
     desc = ("LPIPS-style distance on ImageNet EfficientNet-Lite0 features (5 stages, unit-normalised "
             "channels, equal weights, no learned calibration); not LPIPS, values not comparable with LPIPS")

@@ -126,7 +126,7 @@ def validate(cfg: Any) -> None:
     Raises ``ValueError`` naming the field and what it must be, e.g. ``LocalityConfig.interval must be an
     integer >= 1, got 0``, and ``TypeError`` for a nested config given as anything but its dataclass (a dict:
     build it with :func:`config_from_dict`). Called when a config is made (``__post_init__``) and again by
-    :func:`pti.projector.project`, :func:`pti.tuning.pivotal_tune` and :func:`pti.jobs.runner.process_images`
+    :func:`pti.core.projector.project`, :func:`pti.core.tuning.pivotal_tune` and :func:`pti.jobs.runner.process_images`
     (fields may be assigned after construction).
     """
     hints = _hints(type(cfg))
@@ -316,3 +316,18 @@ def _build(cls: type[C], values: dict[str, Any]) -> C:
             value = _build(type(default), value)
         kwargs[name] = value
     return cls(**kwargs)  # __post_init__ checks choices and ranges (validate)
+
+
+def inversion_defaults(generator: object) -> InversionConfig:
+    """The paper's :class:`InversionConfig` for ``generator``, with its zoo entry's (:mod:`pti.zoo`)
+    ``projector_lr`` when it has one (the demo generator: 0.02 instead of PTI's 5e-3).
+
+    ``generator``: a zoo name; anything else (a checkpoint path, a module, None) gets the paper's settings
+    unchanged. Options given on top (``--inv-lr``, ``dataclasses.replace``) still win.
+    """
+    from pti.zoo import ZOO  # lazily: the zoo is only read here
+
+    entry = ZOO.get(generator) if isinstance(generator, str) else None
+    if entry is not None and entry.projector_lr is not None:
+        return InversionConfig(lr=entry.projector_lr)
+    return InversionConfig()

@@ -46,7 +46,7 @@ def class_label(G: torch.nn.Module, c: Label, n: int = 1, device: torch.device |
     if c is None:
         raise ConditioningError(f"this generator is conditional (c_dim {c_dim}): give the photo's class with "
                                 f"--class-index K (0 <= K < {c_dim}; Python: c=K or a [{c_dim}] label). pti does "
-                                "not average over classes (see pti.conditioning)")
+                                "not average over classes (see pti.core.conditioning)")
     if isinstance(c, bool) or not (isinstance(c, torch.Tensor) or hasattr(c, "__index__")):
         raise ConditioningError(f"class label must be an int or a tensor, got {type(c).__name__}")
     if not isinstance(c, torch.Tensor):

@@ -24,12 +24,12 @@ from typing import Callable
 
 import torch
 
-from pti.conditioning import Label, class_label
-from pti.config import InversionConfig, config_to_dict, validate
-from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
+from pti.core.conditioning import Label, class_label
+from pti.core.config import InversionConfig, config_to_dict, validate
+from pti.core.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.images import prepare_target
-from pti.losses import PerceptualLoss, l2_loss, noise_regularization
-from pti.pivot import NonFiniteLossError, Pivot
+from pti.core.losses import PerceptualLoss, l2_loss, noise_regularization
+from pti.core.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
 
 
@@ -38,8 +38,8 @@ def w_statistics(G: torch.nn.Module, num_samples: int, seed: int, device: torch.
                  batch: int = 1000, c: Label = None) -> tuple[torch.Tensor, float]:
     """Mean ``[1, 1, w_dim]`` and scalar std (RMS distance to the mean) of ``num_samples`` mapped z.
 
-    ``c``: the class (index or label, see :func:`pti.conditioning.class_label`) every sample is mapped
-    with; required for a conditional generator (raises :class:`~pti.conditioning.ConditioningError`
+    ``c``: the class (index or label, see :func:`pti.core.conditioning.class_label`) every sample is mapped
+    with; required for a conditional generator (raises :class:`~pti.core.conditioning.ConditioningError`
     without it), refused for an unconditional one.
     """
     label = class_label(G, c, 1, device)
@@ -101,21 +101,21 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
         G: a :class:`~pti.stylegan2.Generator` (not modified; no gradients reach its weights).
         target: ``[C, H, W]`` or ``[1, C, H, W]`` in [-1, 1] (C = 3 or 1), square; resized to
             ``G.img_resolution`` and converted to ``G.img_channels`` (:func:`pti.images.prepare_target`).
-        cfg: the :class:`~pti.config.InversionConfig` (paper defaults when None).
+        cfg: the :class:`~pti.core.config.InversionConfig` (paper defaults when None).
         init: an encoder with ``encode(images) -> [1, num_ws, w_dim]`` (e.g. :func:`pti.encoders.load_e4e`): the
             start is its W+ code for the photo (e4e pivots, as the official PTI's ``w+`` option), refined by
             ``cfg.steps`` projector steps (0 allowed: the code itself); ``Pivot.origin`` is 'e4e'.
         w_init: or a given start (see :func:`initial_w`); default: the mean w. 0 steps are allowed with either.
         c: the photo's class for a conditional generator (an index or a label ``[c_dim]``): the w statistics
             are mapped with it; required when ``c_dim > 0``, refused otherwise
-            (:class:`~pti.conditioning.ConditioningError`); kept in ``Pivot.c``.
-        perceptual: a ready :class:`~pti.losses.PerceptualLoss` (built from ``cfg`` when None).
+            (:class:`~pti.core.conditioning.ConditioningError`); kept in ``Pivot.c``.
+        perceptual: a ready :class:`~pti.core.losses.PerceptualLoss` (built from ``cfg`` when None).
         callback: ``callback(step, {'loss', 'perceptual', 'lr'})`` after every step.
-    Returns: a :class:`~pti.pivot.Pivot`. Raises :class:`~pti.pivot.NonFiniteLossError` if the loss becomes
-    NaN/inf and :class:`~pti.divergence.DivergenceError` if the image leaves any sane range.
+    Returns: a :class:`~pti.core.pivot.Pivot`. Raises :class:`~pti.core.pivot.NonFiniteLossError` if the loss becomes
+    NaN/inf and :class:`~pti.core.divergence.DivergenceError` if the image leaves any sane range.
     """
     cfg = cfg or InversionConfig()
-    validate(cfg)  # every field in its range (pti.config.ranged) before any work
+    validate(cfg)  # every field in its range (pti.core.config.ranged) before any work
     if cfg.steps < (0 if init is not None or w_init is not None else 1):
         raise ValueError(f"steps must be >= 1 (>= 0 from an encoder or w_init), got {cfg.steps}")
     if target.ndim == 4 and target.shape[0] != 1:

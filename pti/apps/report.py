@@ -29,7 +29,7 @@ ON_REQUEST_NOTEBOOKS: tuple[str, ...] = ("06_styleclip", "07_compare_report")
 QUICK_PARAMETERS: dict[str, Any] = {"inversion_steps": 100, "tuning_steps": 100, "w_avg_samples": 2000,
                                     "num_drift_samples": 16, "alphas": [30.0]}
 KERNEL_NAME = "python3"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # pti/apps/report.py -> the checkout
 
 
 class ReportError(RuntimeError):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pti.config import InversionConfig, TuningConfig
+from pti.core.config import InversionConfig, TuningConfig
 from pti.fast.config import ExecutionConfig
 
 
@@ -30,7 +30,7 @@ class DemoConfig:
     # the paper's settings; NHWC perceptual network through pti.fast (measured 1.2x faster on a CPU at equal
     # quality, figures/benchmarks.md)
     inversion: InversionConfig | None = None
-    """the projector's settings; None: the paper's, with the generator's projector lr (pti.zoo.inversion_defaults)"""
+    """the projector's settings; None: the paper's, with the generator's projector lr (pti.core.config.inversion_defaults)"""
     tuning: TuningConfig = field(default_factory=TuningConfig)
     execution: ExecutionConfig = field(default_factory=lambda: ExecutionConfig(channels_last=True))
     """how the steps run (pti.fast): NHWC perceptual network by default, the rest as the core"""
@@ -77,17 +77,17 @@ def _fmt(value: float, digits: int = 4) -> str:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns ``{'images': {name: {method: metrics}}, 'seconds': {...}, 'files': [...]}``."""
     from pti.alignment import align_face
-    from pti.conditioning import class_label
+    from pti.core.conditioning import class_label
     from pti.editing import resolve_direction
     from pti.editing.run_edits import render_w_and_pti
     from pti.fast import pipeline
     from pti.images import GridSection, pil_to_tensor, save_sections
     from pti.jobs.runner import list_images
-    from pti.losses import PerceptualLoss
+    from pti.core.losses import PerceptualLoss
     from pti.metrics import evaluate, identity_similarity
     from pti.stylegan2.checkpoints import load
 
-    from pti.zoo import inversion_defaults
+    from pti.core.config import inversion_defaults
 
     project, pivotal_tune = pipeline(cfg.execution)
     inversion = cfg.inversion if cfg.inversion is not None else inversion_defaults(cfg.generator)

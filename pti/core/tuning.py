@@ -29,12 +29,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from pti.conditioning import Label, class_label
-from pti.config import TuningConfig, validate
-from pti.divergence import DivergenceError, diverged_message, is_diverged, output_rms
+from pti.core.conditioning import Label, class_label
+from pti.core.config import TuningConfig, validate
+from pti.core.divergence import DivergenceError, diverged_message, is_diverged, output_rms
 from pti.images import prepare_target
-from pti.losses import LocalityRegularizer, PerceptualLoss, l2_loss
-from pti.pivot import NonFiniteLossError, Pivot
+from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_loss
+from pti.core.pivot import NonFiniteLossError, Pivot
 from pti.progress import progress_bar
 
 
@@ -96,7 +96,7 @@ def pivot_labels(G: nn.Module, pivots: Sequence[Pivot] | Pivot | torch.Tensor, c
                  device: torch.device) -> torch.Tensor | None:
     """Class labels ``[n, c_dim]`` of the n pivots (None for an unconditional ``G``): ``c`` when given (an index
     or a label ``[c_dim]`` for all, or ``[n, c_dim]``), else the labels the pivots were inverted with
-    (``Pivot.c``). Raises :class:`~pti.conditioning.ConditioningError` when ``G`` is conditional and neither
+    (``Pivot.c``). Raises :class:`~pti.core.conditioning.ConditioningError` when ``G`` is conditional and neither
     says the class, or when a label is given for an unconditional ``G``."""
     if c is None and getattr(G, "c_dim", 0) and not isinstance(pivots, torch.Tensor):
         given = [pivots] if isinstance(pivots, Pivot) else list(pivots)
@@ -139,21 +139,21 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
         G: the original generator (left unchanged).
         targets: ``[N, C, H, W]`` or a list of ``[C, H, W]``/``[1, C, H, W]`` in [-1, 1] (C = 3 or 1); resized to
             G's resolution and converted to its ``img_channels``.
-        pivots: ``N`` :class:`~pti.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
-        cfg: :class:`~pti.config.TuningConfig` (paper defaults when None).
+        pivots: ``N`` :class:`~pti.core.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
+        cfg: :class:`~pti.core.config.TuningConfig` (paper defaults when None).
         c: conditional generators only: the class the locality codes ``w_z`` are mapped with (an index, a label
             ``[c_dim]`` or ``[N, c_dim]``); default: the pivots' ``Pivot.c``. With locality on, a conditional
-            generator needs one or the other (:class:`~pti.conditioning.ConditioningError`).
+            generator needs one or the other (:class:`~pti.core.conditioning.ConditioningError`).
         callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update.
         checkpoint: saves and restores the loop's state (:class:`pti.jobs.multi_id.TuningCheckpoint`):
             ``checkpoint.restore(tuned, optimizer, gen, result) -> (first step, batch order)`` before the first
             step and ``checkpoint.after_step(step, tuned, optimizer, gen, result, order)`` after every update.
     Returns: :class:`TuningResult`. Raises ``ValueError`` for mismatched inputs,
-    :class:`~pti.pivot.NonFiniteLossError` on NaN/inf and :class:`~pti.divergence.DivergenceError` when the
-    rendered images leave any sane range (:mod:`pti.divergence`).
+    :class:`~pti.core.pivot.NonFiniteLossError` on NaN/inf and :class:`~pti.core.divergence.DivergenceError` when the
+    rendered images leave any sane range (:mod:`pti.core.divergence`).
     """
     cfg = cfg or TuningConfig()
-    validate(cfg)  # every field in its range (pti.config.ranged) before any work
+    validate(cfg)  # every field in its range (pti.core.config.ranged) before any work
     device = next(G.parameters()).device
     t0 = time.perf_counter()
     x, ws, noises = prepare_inputs(G, targets, pivots, device)

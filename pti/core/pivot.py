@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pti.divergence import DivergenceError
+from pti.core.divergence import DivergenceError
 
 
 class NonFiniteLossError(DivergenceError):
@@ -35,7 +35,7 @@ class Pivot:
         steps: steps run; seconds: wall time (of a batch from :func:`pti.fast.project_batch`: its wall time
             divided by the number of photos, see :mod:`pti.fast`); config: the InversionConfig as a dict.
         c: the class label ``[1, c_dim]`` it was inverted with (conditional generators), else None.
-        origin: where ``w`` came from: 'projector' (optimised from the mean w, :func:`pti.projector.project`),
+        origin: where ``w`` came from: 'projector' (optimised from the mean w, :func:`pti.core.projector.project`),
             'e4e' (an encoder's W+ code, then ``steps`` refinement steps of the projector), 'w_init' (a given
             start, then ``steps`` steps) or 'file' (a bare code from another tool, :func:`load_pivot`: no noise
             maps, no generator fingerprint).

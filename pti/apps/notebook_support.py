@@ -38,7 +38,7 @@ class NotebookSetup:
 
     ``device``; ``out``: the figures folder (absolute, created); ``G``: the generator in eval
     mode; ``perceptual``: the tuning loss and metric distance, ``perceptual_inv``: the
-    projector's (at 256 px), both :class:`pti.losses.PerceptualLoss`; ``photos``: ``{name:
+    projector's (at 256 px), both :class:`pti.core.losses.PerceptualLoss`; ``photos``: ``{name:
     [1, 3, R, R]}`` targets; ``env``: :func:`environment`'s record; ``cell``: grid cell size in
     pixels for the figures; ``inv_cfg`` / ``tune_cfg``: the paper's configs with the notebook's
     step counts; ``generator_label``: the generator's file name for figure titles.
@@ -62,11 +62,11 @@ def quiet_perceptual(net: str, resolution: int | None, device: torch.device) -> 
 
     When ``net`` is an LPIPS backbone whose torchvision weights are neither cached nor
     downloadable, returns the named EfficientNet-Lite0 fallback and ``fell_back=True``
-    instead of :func:`pti.perceptual.load_perceptual`'s long warning; the caller says so in
+    instead of :func:`pti.core.perceptual.load_perceptual`'s long warning; the caller says so in
     one line.
     """
-    from pti.losses import PerceptualLoss
-    from pti.perceptual import LPIPS_NETS, PerceptualUnavailable, ensure_lpips_backbone
+    from pti.core.losses import PerceptualLoss
+    from pti.core.perceptual import LPIPS_NETS, PerceptualUnavailable, ensure_lpips_backbone
 
     fell_back = False
     if net in LPIPS_NETS:
@@ -88,12 +88,12 @@ def setup(generator: str, images: str | Sequence[str] | None = None, align: bool
     perceptual distances (:func:`quiet_perceptual`) and the photos (:func:`load_photos`),
     and prints three lines: generator, perceptual distances (and, offline, that LPIPS fell
     back), photos. The projector runs at ``inversion_lr``, or when None at the generator's
-    projector lr (:func:`pti.zoo.inversion_defaults`: 0.02 for 'demo', PTI's 5e-3 otherwise).
+    projector lr (:func:`pti.core.config.inversion_defaults`: 0.02 for 'demo', PTI's 5e-3 otherwise).
     Raises what the loaders raise (unknown generator, unreadable photo, no face found).
     """
-    from pti.config import TuningConfig
+    from pti.core.config import TuningConfig
     from pti.stylegan2.checkpoints import load
-    from pti.zoo import inversion_defaults
+    from pti.core.config import inversion_defaults
 
     torch.manual_seed(seed)
     dev = resolve_device(device)
@@ -125,13 +125,13 @@ def load_photos(images: str | Sequence[str] | None, resolution: int, align: bool
     """The notebooks' targets: ``{name: [1, 3, resolution, resolution]}`` in [-1, 1].
 
     ``images``: None for the two real photos that ship with the dependencies
-    (:func:`pti.demo.bundled_photos`: Grace Hopper, the astronaut Eileen Collins), an image
+    (:func:`pti.apps.demo.bundled_photos`: Grace Hopper, the astronaut Eileen Collins), an image
     file, a folder of images, or a list of files. ``align``: FFHQ-style alignment with dlib
     (:func:`pti.alignment.align_face`); False for photos that are already aligned crops
     (they are only resized). ``limit``: keep the first ``limit`` photos.
     """
     from pti.alignment import align_face
-    from pti.demo import bundled_photos
+    from pti.apps.demo import bundled_photos
     from pti.images import pil_to_tensor, read_image
     from pti.jobs.runner import list_images
 
