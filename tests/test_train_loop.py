@@ -74,3 +74,23 @@ def test_sigterm_stops_after_the_step_and_saves(tmp_path):
     reason, saves, log = _run(tmp_path, trainer, kimg=1)
     assert reason == "signal" and saves == [8] and "stopped by signal" in log
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_progress_state_round_trips_and_refuses_another_kind():
+    # the counters and random state distill and the encoder trainer resume from (load_progress checks the kind)
+    import torch
+
+    from pti.train.loop import load_progress, progress_state
+
+    a = _Trainer([1.0], nimg=12, step_count=3, train_seconds=1.5)
+    a.rng = torch.Generator().manual_seed(4)
+    torch.randn(2, generator=a.rng)
+    state = {"kind": "k", **progress_state(a)}
+    expected = (torch.randn(3, generator=a.rng), torch.randn(3))  # what comes after the saved point
+    b = _Trainer([1.0])
+    b.rng = torch.Generator().manual_seed(0)
+    load_progress(b, state, "k", "a test state")
+    assert (b.nimg, b.step_count, b.train_seconds) == (12, 3, 1.5)
+    assert all(torch.equal(x, y) for x, y in zip(expected, (torch.randn(3, generator=b.rng), torch.randn(3))))
+    with pytest.raises(ValueError, match=r"not a test state \(kind 'k', expected 'other'\)"):
+        load_progress(b, state, "other", "a test state")

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pti.io_utils import atomic_torch_save
 from pti.stylegan2 import Generator
 from pti.train.dcgan_source import DCGAN_Z_DIM, load_dcgan
-from pti.train.loop import RunLog, run_steps
+from pti.train.loop import check_max_seconds, load_progress, open_run, parse_run_args, progress_state, run_parser, \
+    run_steps, state_saver
 
 STATE_KIND = "pti-demo-distill-v1"
 
@@ -61,6 +61,9 @@ class DistillConfig:
     ema_rampup: float = 0.1
     seed: int = 0
     init: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def build_student(cfg: DistillConfig) -> Generator:
@@ -144,21 +147,15 @@ class Distiller:
                                            f"{self.nimg / 1000:.1f} kimg")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": STATE_KIND, "config": dataclasses.asdict(self.cfg), "G_init_kwargs": self.G.init_kwargs,
+        return {"kind": STATE_KIND, "config": self.cfg.to_dict(), "G_init_kwargs": self.G.init_kwargs,
                 "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "opt": self.opt.state_dict(),
-                "nimg": self.nimg, "step": self.step_count, "train_seconds": self.train_seconds,
-                "rng": {"torch": torch.get_rng_state(), "latent": self.rng.get_state()}}
+                **progress_state(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("kind") != STATE_KIND:
-            raise ValueError(f"not a distillation state (kind {state.get('kind')!r}, expected {STATE_KIND!r})")
+        load_progress(self, state, STATE_KIND, "a distillation state")
         self.G.load_state_dict(state["G"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt.load_state_dict(state["opt"])
-        self.nimg, self.step_count = int(state["nimg"]), int(state["step"])
-        self.train_seconds = float(state["train_seconds"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.rng.set_state(state["rng"]["latent"])
 
 
 def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | Path | None = None,
@@ -176,32 +173,17 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
     Raises ``FloatingPointError`` if the loss becomes non-finite, ``ValueError`` if
     ``max_seconds`` is not positive.
     """
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    check_max_seconds(max_seconds)
     from pti.stylegan2.checkpoints import save
 
     out = Path(out_dir)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-
-    log = RunLog(out / "log.txt")
-
-    state_path = out / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        cfg = DistillConfig(**{**state["config"], "init": None})
-        trainer = Distiller(cfg, device)
-        trainer.load_state_dict(state)
-        log(f"resumed at {trainer.nimg / 1000:.2f} kimg")
-    else:
-        trainer = Distiller(cfg, device)
-        log(f"new run {dataclasses.asdict(cfg)}; torch threads {torch.get_num_threads()}; "
-            f"G {sum(p.numel() for p in trainer.G.parameters()) / 1e6:.2f} M params")
-
-    def save_all() -> None:
-        atomic_torch_save(trainer.state_dict(), state_path)
-        if export is not None:
-            save(trainer.G_ema, Path(export))
-        log(f"saved at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h)")
+    # a resumed run keeps its stored config; its warm start is already in the state (the file may be gone)
+    trainer, log, state_path = open_run(
+        out, lambda stored: Distiller(cfg if stored is None else DistillConfig(**{**stored, "init": None}), device),
+        net="G")
+    (out / "samples").mkdir(exist_ok=True)
+    save_all = state_saver(trainer, state_path, log,
+                           export=None if export is None else lambda: save(trainer.G_ema, Path(export)))
 
     def grid() -> None:
         trainer.sample_grid(out / "samples" / f"grid_{trainer.nimg // 1000:05d}kimg.png")
@@ -214,26 +196,12 @@ def distill(cfg: DistillConfig, out_dir: str | Path, kimg: float, export: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(description="Distil the DCGAN into the demo StyleGAN2 (stage 1).")
-    p.add_argument("--out", required=True, help="run folder (state.pt, log.txt, samples/)")
-    p.add_argument("--kimg", type=float, required=True, help="train until this many thousand images")
-    p.add_argument("--export", default=None, help=".safetensors path written at every state save")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p = run_parser("Distil the DCGAN into the demo StyleGAN2 (stage 1).", "run folder (state.pt, log.txt, samples/)")
     p.add_argument("--init", default=None, help="warm start from this pti .safetensors generator")
     p.add_argument("--batch", type=int, default=16, help="images per step")
     p.add_argument("--lr", type=float, default=0.002, help="Adam lr of the synthesis network")
     p.add_argument("--channel-max", type=int, default=128, help="most channels per synthesis layer")
-    p.add_argument("--state-interval", type=float, default=600.0, help="seconds between state saves (0: only at the end)")
-    p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop after this many seconds of training (wall time from the first step; start-up not "
-                        "counted), then save the state and the export as at the end of a run")
-    a = p.parse_args(argv)
-    if a.max_seconds is not None and not a.max_seconds > 0:
-        p.error(f"--max-seconds must be positive, got {a.max_seconds}")
-    torch.set_num_threads(a.threads)
+    a = parse_run_args(p, argv)
     cfg = DistillConfig(batch=a.batch, lr=a.lr, channel_max=a.channel_max, init=a.init)
     distill(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
             max_seconds=a.max_seconds, progress=True)

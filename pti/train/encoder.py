@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from pti.encoders import E4EConfig, Encoder4Editing, prepare_input
-from pti.io_utils import atomic_torch_save
-from pti.train.loop import RunLog, run_steps
+from pti.train.loop import check_max_seconds, load_progress, open_run, parse_run_args, progress_state, run_parser, \
+    run_steps, state_saver
 
 STATE_KIND = "pti-encoder-train-v1"
 
@@ -140,18 +140,12 @@ class EncoderTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": STATE_KIND, "config": self.cfg.to_dict(), "E": self.E.state_dict(),
-                "opt": self.opt.state_dict(), "nimg": self.nimg, "step": self.step_count,
-                "train_seconds": self.train_seconds, "rng": {"torch": torch.get_rng_state(), "latent": self.rng.get_state()}}
+                "opt": self.opt.state_dict(), **progress_state(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("kind") != STATE_KIND:
-            raise ValueError(f"not an encoder training state (kind {state.get('kind')!r}, expected {STATE_KIND!r})")
+        load_progress(self, state, STATE_KIND, "an encoder training state")
         self.E.load_state_dict(state["E"])
         self.opt.load_state_dict(state["opt"])
-        self.nimg, self.step_count = int(state["nimg"]), int(state["step"])
-        self.train_seconds = float(state["train_seconds"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.rng.set_state(state["rng"]["latent"])
 
 
 def train_encoder(cfg: EncoderTrainConfig, out_dir: str | Path, kimg: float, export: str | Path | None = None,
@@ -161,61 +155,38 @@ def train_encoder(cfg: EncoderTrainConfig, out_dir: str | Path, kimg: float, exp
 
     Resumes from ``out_dir/state.pt`` when it exists (its stored config wins). Writes the state,
     ``log.txt`` and, at every save, the encoder in eval mode to ``export`` (``.safetensors``).
-    Raises ``FloatingPointError`` on a non-finite loss (the state of the last save is kept).
+    Raises ``FloatingPointError`` on a non-finite loss (the state of the last save is kept),
+    ``ValueError`` if ``max_seconds`` is not positive.
     ``progress`` shows a progress bar (the CLI does).
     """
+    check_max_seconds(max_seconds)
     from pti.encoders import save_encoder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    trainer, log, state_path = open_run(
+        Path(out_dir), lambda stored: EncoderTrainer(cfg if stored is None else EncoderTrainConfig.from_dict(stored),
+                                                     device), net="E")
 
-    log = RunLog(out / "log.txt")
+    def export_eval() -> None:
+        was_training = trainer.E.training
+        save_encoder(trainer.E.eval(), Path(export))
+        trainer.E.train(was_training)
 
-    state_path = out / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        trainer = EncoderTrainer(EncoderTrainConfig.from_dict(state["config"]), device)
-        trainer.load_state_dict(state)
-        log(f"resumed at {trainer.nimg / 1000:.2f} kimg")
-    else:
-        trainer = EncoderTrainer(cfg, device)
-        log(f"new run {cfg.to_dict()}; torch threads {torch.get_num_threads()}; "
-            f"E {sum(p.numel() for p in trainer.E.parameters()) / 1e6:.2f} M params")
-
-    def save_all() -> None:
-        atomic_torch_save(trainer.state_dict(), state_path)
-        if export is not None:
-            was_training = trainer.E.training
-            save_encoder(trainer.E.eval(), Path(export))
-            trainer.E.train(was_training)
-        log(f"saved at {trainer.nimg / 1000:.2f} kimg ({trainer.train_seconds / 3600:.2f} h)")
-
+    save_all = state_saver(trainer, state_path, log, export=None if export is None else export_eval)
     run_steps(trainer, kimg, log, save_all, state_interval_s, max_steps, max_seconds,
               progress="train-encoder" if progress else None, postfix={"L2": "l2"})
     return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(description="Train a small e4e encoder on a pti generator's own samples.")
+    p = run_parser("Train a small e4e encoder on a pti generator's own samples.", "run folder (state.pt, log.txt)",
+                   kimg_default=100.0)
     p.add_argument("--generator", default="demo", help="pti generator path or name (frozen)")
-    p.add_argument("--out", required=True, help="run folder (state.pt, log.txt)")
-    p.add_argument("--kimg", type=float, default=100.0, help="train until this many thousand images")
-    p.add_argument("--export", default=None, help=".safetensors path of the encoder, written at every save")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch", type=int, default=8, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--lambda-code", type=float, default=10.0, help="weight of the code regression")
     p.add_argument("--lambda-delta", type=float, default=1e-3, help="weight of e4e's delta regularisation")
     p.add_argument("--init", default=None, help="encoder (.safetensors or name) to start from; its latent_avg is reset")
-    p.add_argument("--state-interval", type=float, default=600.0, help="seconds between saves (0: only at the end)")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds of training")
-    a = p.parse_args(argv)
-    if a.max_seconds is not None and not a.max_seconds > 0:
-        p.error(f"--max-seconds must be positive, got {a.max_seconds}")
-    torch.set_num_threads(a.threads)
+    a = parse_run_args(p, argv)
     cfg = EncoderTrainConfig(generator=a.generator, batch=a.batch, lr=a.lr, lambda_code=a.lambda_code,
                              lambda_delta=a.lambda_delta, init=a.init)
     train_encoder(cfg, a.out, a.kimg, export=a.export, device=a.device, state_interval_s=a.state_interval,
