@@ -452,6 +452,23 @@ def test_native_format_round_trip(tmp_path: Path) -> None:
         save_encoder(enc, tmp_path / "enc.pt")
 
 
+def test_encoder_and_generator_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    # both go through pti.stylegan2.checkpoints.write_pti_safetensors; safetensors alone writes 0600 files
+    # (save_encoder did, before it shared the generator's writer)
+    import stat
+
+    from conftest import make_tiny_generator
+    from pti.stylegan2 import save
+
+    old = os.umask(0o022)
+    try:
+        paths = [save_encoder(make_small(seed=1), tmp_path / "e.safetensors"),
+                 save(make_tiny_generator(), tmp_path / "g.safetensors")]
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [0o644, 0o644]
+
+
 def test_native_format_refuses_generators_and_foreign_configs(tmp_path: Path) -> None:
     from conftest import make_tiny_generator
     from safetensors.torch import save_file

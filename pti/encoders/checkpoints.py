@@ -15,19 +15,14 @@ be run raises :class:`~pti.stylegan2.UnsafeCheckpointError`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from pti import __version__
 from pti.encoders import official
 from pti.encoders.config import E4EConfig
 from pti.encoders.e4e import Encoder4Editing
-from pti.io_utils import atomic_path
-from pti.stylegan2.checkpoints import META_FORMAT, META_FORMAT_VERSION, META_INIT_KWARGS, META_PTI_VERSION
+from pti.stylegan2.checkpoints import read_pti_safetensors, write_pti_safetensors
 from pti.stylegan2.errors import CheckpointError
 
 NATIVE_FORMAT = "pti-e4e-safetensors"
@@ -37,26 +32,8 @@ _NATIVE_DESCRIPTION = "pti encoder file (.safetensors written by pti.encoders.sa
 
 
 def _load_native(path: Path) -> Encoder4Editing:
-    expected = f"expected a {_NATIVE_DESCRIPTION}"
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as exc:  # truncated or not safetensors: any error of the safetensors reader
-        raise CheckpointError(f"{path}: damaged, truncated or not a safetensors file ({type(exc).__name__}: {exc}); "
-                              f"{expected}") from None
-    if metadata.get(META_FORMAT) != _META_FORMAT_VALUE or META_INIT_KWARGS not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file without pti's encoder metadata "
-                              f"({META_FORMAT}={_META_FORMAT_VALUE!r}, {META_INIT_KWARGS}); {expected}")
-    try:
-        version = int(metadata.get(META_FORMAT_VERSION, "0"))
-        config = E4EConfig.from_dict(json.loads(metadata[META_INIT_KWARGS]))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or invalid encoder metadata ({exc}); {expected}") from None
-    if version > NATIVE_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written in pti encoder format version {version} (by pti "
-                              f"{metadata.get(META_PTI_VERSION, '?')}); this pti reads up to version "
-                              f"{NATIVE_FORMAT_VERSION}: upgrade pti")
+    config, tensors = read_pti_safetensors(path, _META_FORMAT_VALUE, "encoder", _NATIVE_DESCRIPTION,
+                                           E4EConfig.from_dict, NATIVE_FORMAT_VERSION)
     encoder = Encoder4Editing(config)
     official.load_state_dict_checked(encoder, tensors, str(path))
     return encoder.eval()
@@ -68,15 +45,9 @@ def save_encoder(encoder: Encoder4Editing, path: str | Path) -> Path:
     Raises:
         ValueError: ``path`` does not end in ``.safetensors``.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise ValueError(f"{path}: pti saves encoders as .safetensors; give a file name ending in .safetensors")
-    metadata = {META_FORMAT: _META_FORMAT_VALUE, META_FORMAT_VERSION: str(NATIVE_FORMAT_VERSION),
-                META_INIT_KWARGS: json.dumps(encoder.config.to_dict(), sort_keys=True), META_PTI_VERSION: __version__}
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in encoder.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
+    return write_pti_safetensors(path, tensors, _META_FORMAT_VALUE, "encoder", encoder.config.to_dict(),
+                                 NATIVE_FORMAT_VERSION)
 
 
 def _resolve(path_or_name: str | Path) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -43,6 +43,7 @@ META_FORMAT_VERSION = "pti_format_version"
 META_INIT_KWARGS = "pti_init_kwargs"
 META_PTI_VERSION = "pti_version"
 _META_FORMAT_VALUE = "pti.stylegan2.Generator"
+T = TypeVar("T")
 
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "load", "load_with_format", "save", "detect_format",
@@ -74,29 +75,70 @@ def weights_fingerprint(module: torch.nn.Module, prefixes: Iterable[str] = ("",)
     return digest.hexdigest()
 
 
-def _load_native(path: Path) -> Generator:
-    expected = f"expected a {_NATIVE_DESCRIPTION}"
+def read_pti_safetensors(path: Path, format_value: str, what: str, description: str, parse: Callable[[Any], T],
+                         version: int = NATIVE_FORMAT_VERSION) -> tuple[T, dict[str, torch.Tensor]]:
+    """Read a file of pti's safetensors layout (see :func:`write_pti_safetensors`): ``(parse(the JSON of
+    META_INIT_KWARGS), tensors)``, floating-point tensors as float32 (a float16 file is read back as float32).
+
+    ``format_value``: the META_FORMAT the file must carry; ``what`` (``"generator"``, ``"encoder"``) and
+    ``description`` (what a right file is) go into the errors. ``parse`` may raise ``ValueError``/``TypeError``
+    for a config it refuses. Raises :class:`CheckpointError` (naming ``path``) for an unreadable or truncated
+    file, missing or foreign metadata, a refused config, or a format version newer than ``version`` (the newest
+    this pti reads).
+    """
+    expected = f"expected a {description}"
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            # a float16 file (save(..., dtype=torch.float16)) is read back as float32
             tensors = {key: (t.float() if t.is_floating_point() else t) for key in f.keys()
                        for t in [f.get_tensor(key)]}
     except Exception as exc:  # truncated or not safetensors: any error of the safetensors reader
         raise CheckpointError(f"{path}: damaged, truncated or not a safetensors file ({type(exc).__name__}: {exc}); "
                               f"{expected}") from None
-    if metadata.get(META_FORMAT) != _META_FORMAT_VALUE or META_INIT_KWARGS not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file without pti's generator metadata "
-                              f"({META_FORMAT}={_META_FORMAT_VALUE!r}, {META_INIT_KWARGS}); {expected}")
+    if metadata.get(META_FORMAT) != format_value or META_INIT_KWARGS not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without pti's {what} metadata "
+                              f"({META_FORMAT}={format_value!r}, {META_INIT_KWARGS}); {expected}")
     try:
-        version = int(metadata.get(META_FORMAT_VERSION, "0"))
-        init_kwargs = json.loads(metadata[META_INIT_KWARGS])
+        found = int(metadata.get(META_FORMAT_VERSION, "0"))
+        config = parse(json.loads(metadata[META_INIT_KWARGS]))
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable pti metadata ({exc}); {expected}") from None
-    if version > NATIVE_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written in pti format version {version} (by pti "
+        raise CheckpointError(f"{path}: unreadable or invalid {what} metadata ({exc}); {expected}") from None
+    if found > version:
+        raise CheckpointError(f"{path}: written in pti {what} format version {found} (by pti "
                               f"{metadata.get(META_PTI_VERSION, '?')}); this pti reads up to version "
-                              f"{NATIVE_FORMAT_VERSION}: upgrade pti")
+                              f"{version}: upgrade pti")
+    return config, tensors
+
+
+def write_pti_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], format_value: str, what: str,
+                          config: Any, version: int = NATIVE_FORMAT_VERSION) -> Path:
+    """Write ``tensors`` (CPU, contiguous) as safetensors with pti's header metadata: META_FORMAT
+    ``format_value``, META_FORMAT_VERSION ``version``, META_INIT_KWARGS (``config`` as JSON, sorted keys) and
+    META_PTI_VERSION. Atomic: written to a temporary name beside ``path`` and renamed, with
+    :func:`pti.io_utils.atomic_path`'s file mode. Returns ``path``.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.safetensors``, or ``config`` is not JSON-serialisable
+            (``what``, e.g. ``"generator"``, names the object in the message).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path}: pti saves {what}s as .safetensors; give a file name ending in .safetensors")
+    try:
+        init_kwargs = json.dumps(config, sort_keys=True)
+    except TypeError as exc:
+        raise ValueError(f"{path}: the {what}'s init kwargs cannot be stored as JSON ({exc})") from None
+    metadata = {META_FORMAT: format_value, META_FORMAT_VERSION: str(version),
+                META_INIT_KWARGS: init_kwargs, META_PTI_VERSION: __version__}
+    with atomic_path(path) as tmp:
+        mode = tmp.stat().st_mode
+        save_file(dict(tensors), str(tmp), metadata=metadata)
+        tmp.chmod(mode)  # safetensors writes a new file readable by its owner only; keep atomic_path's mode
+    return path
+
+
+def _load_native(path: Path) -> Generator:
+    init_kwargs, tensors = read_pti_safetensors(path, _META_FORMAT_VALUE, "generator", _NATIVE_DESCRIPTION, dict)
     try:
         G = Generator(**init_kwargs)
     except (TypeError, ValueError) as exc:
@@ -156,19 +198,6 @@ def save(G: Generator, path: str | Path, dtype: torch.dtype | None = None) -> Pa
     None keeps them as they are. Atomic: written to a temporary name beside ``path`` and renamed.
     Returns ``path``.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise ValueError(f"{path}: pti saves generators as .safetensors; give a file name ending in .safetensors")
-    try:
-        init_kwargs = json.dumps(G.init_kwargs, sort_keys=True)
-    except TypeError as exc:
-        raise ValueError(f"{path}: G.init_kwargs cannot be stored as JSON ({exc})") from None
-    metadata = {META_FORMAT: _META_FORMAT_VALUE, META_FORMAT_VERSION: str(NATIVE_FORMAT_VERSION),
-                META_INIT_KWARGS: init_kwargs, META_PTI_VERSION: __version__}
     tensors = {key: value.detach().to("cpu", dtype if dtype is not None and value.is_floating_point() else None)
                .contiguous() for key, value in G.state_dict().items()}
-    with atomic_path(path) as tmp:
-        mode = tmp.stat().st_mode
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.chmod(mode)  # safetensors writes a new file readable by its owner only; keep atomic_path's mode
-    return path
+    return write_pti_safetensors(path, tensors, _META_FORMAT_VALUE, "generator", G.init_kwargs)
