@@ -28,8 +28,6 @@ checked: missing, unexpected or misshapen tensors are refused with their names. 
 from __future__ import annotations
 
 import math
-import pickle
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,7 +35,8 @@ import torch
 
 from pti.encoders.config import E4EConfig
 from pti.encoders.e4e import Encoder4Editing
-from pti.stylegan2.errors import CheckpointError, UnsafeCheckpointError
+from pti.stylegan2.errors import CheckpointError
+from pti.stylegan2.rosinality import torch_load_weights_only
 
 FORMAT_NAME = "e4e-pt"
 FORMAT_DESCRIPTION = "official e4e checkpoint (.pt with 'state_dict', 'opts', 'latent_avg')"
@@ -127,23 +126,13 @@ def load_state_dict_checked(encoder: Encoder4Editing, sd: Mapping[str, torch.Ten
     encoder.load_state_dict(merged, strict=True)
 
 
+#: advice for a refused ``argparse.Namespace``: official e4e files hold ``opts`` as a plain dict
+_NAMESPACE_HINT = {"argparse.Namespace": "its 'opts' is an argparse.Namespace, not the plain dict official files "
+                   "hold; if you trust the file, rewrite it once with ckpt['opts'] = vars(ckpt['opts'])"}
+
+
 def _torch_load(path: Path) -> Any:
-    expected = f"expected an {FORMAT_DESCRIPTION}"
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"refused global {found.group(1)!r}" if found else (str(exc).strip().splitlines() or ["?"])[0]
-        if found and found.group(1) == "argparse.Namespace":
-            what += (" (its 'opts' is an argparse.Namespace, not the plain dict official files hold; if you trust "
-                     "the file, rewrite it once with ckpt['opts'] = vars(ckpt['opts']))")
-        raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader: {what}; nothing from the file "
-                                    f"was executed; {expected}") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc}); {expected}") from None
-    except Exception as exc:  # truncated zip, not a torch file: any error of torch's reader
-        raise CheckpointError(f"{path}: damaged, truncated or not a torch file ({type(exc).__name__}: {exc}); "
-                              f"{expected}") from None
+    return torch_load_weights_only(path, f"expected an {FORMAT_DESCRIPTION}", hints=_NAMESPACE_HINT)
 
 
 # opts['encoder_type'] values of the encoder families next to e4e (the names their training scripts accept)

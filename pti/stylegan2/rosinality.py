@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -211,27 +212,46 @@ def from_rosinality_state_dict(sd: dict[str, torch.Tensor], latent_avg: torch.Te
     return G.eval()
 
 
-def _weights_only_allowing_namespace() -> contextlib.AbstractContextManager[Any]:
+def _allowing(extra: Sequence[type]) -> contextlib.AbstractContextManager[Any]:
     safe_globals = getattr(torch.serialization, "safe_globals", None)
-    return safe_globals([argparse.Namespace]) if safe_globals is not None else contextlib.nullcontext()
+    return safe_globals(list(extra)) if extra and safe_globals is not None else contextlib.nullcontext()
+
+
+def torch_load_weights_only(path: Path, expected: str, allow: Sequence[type] = (),
+                            hints: Mapping[str, str] | None = None) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors, containers and numbers only, plus
+    the classes in ``allow`` (e.g. ``argparse.Namespace``); nothing from the file is ever executed. Serves the
+    ``.pt`` readers of rosinality generators (here) and of official e4e encoders (:mod:`pti.encoders.official`).
+
+    ``expected`` (e.g. ``"expected a <format>"``) ends every error message; ``hints`` maps a refused global's
+    dotted name to advice appended after it.
+
+    Raises:
+        UnsafeCheckpointError: torch's weights-only loader refused a global (named in the message).
+        CheckpointError: the file cannot be read, or is damaged, truncated or not a torch file.
+    """
+    try:
+        with _allowing(allow):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"refused global {found.group(1)!r}" if found else (str(exc).strip().splitlines() or ["?"])[0]
+        if found and found.group(1) in (hints or {}):
+            what += f" ({(hints or {})[found.group(1)]})"
+        raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader: {what}; nothing from the file "
+                                    f"was executed; {expected}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc}); {expected}") from None
+    except Exception as exc:  # truncated zip, not a torch file: any error of torch's reader
+        raise CheckpointError(f"{path}: damaged, truncated or not a torch file ({type(exc).__name__}: {exc}); "
+                              f"{expected}") from None
 
 
 def load_rosinality_generator(path: str | Path) -> Generator:
     """``g_ema`` of a rosinality checkpoint as our Generator; only ``argparse.Namespace`` is allowed beyond tensors."""
     path = Path(path)
     expected = f"expected a {FORMAT_DESCRIPTION}"
-    try:
-        with _weights_only_allowing_namespace():
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader ({first_line}); nothing from "
-                                    f"the file was executed; {expected}") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc}); {expected}") from None
-    except Exception as exc:  # truncated zip, not a torch file: any error of torch's reader
-        raise CheckpointError(f"{path}: damaged, truncated or not a torch file ({type(exc).__name__}: {exc}); "
-                              f"{expected}") from None
+    ckpt = torch_load_weights_only(path, expected, allow=(argparse.Namespace,))
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: no 'g_ema' state dict in the file (found {found}); {expected}")
