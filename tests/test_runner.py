@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_generator
+from conftest import make_tiny_generator, write_generated_photos
 from pti.core.config import InversionConfig, TuningConfig, config_to_dict
-from pti.images import write_image
 from pti.jobs.runner import (RunOptions, check_unique_names, failure_path, is_finished, list_images, process_images,
                              run_one, staging_dir)
 from pti.core.pivot import Pivot
@@ -45,13 +44,7 @@ def G() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, G) -> list[Path]:
     """Three 16x16 PNGs rendered by G (read-only for the tests)."""
-    folder = tmp_path_factory.mktemp("images")
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(4)), None),
-                        noise_mode="const")
-    for i in range(3):
-        write_image(x[i], folder / f"img{i}.png")
-    return sorted(folder.glob("*.png"))
+    return write_generated_photos(G, tmp_path_factory.mktemp("images"), ["img0", "img1", "img2"], seed=4)
 
 
 def mtime(path: Path) -> int:
@@ -132,6 +125,29 @@ def test_complete_staging_folder_is_moved_into_place(G, images, tmp_path):
     assert outcome.status == "skipped"
     assert is_finished(final, "tune") and mtime(final / "metrics.json") == stamp
     assert not staging_dir(final).exists()
+
+
+def test_each_pass_reads_a_photo_s_metrics_json_once(G, images, tmp_path, monkeypatch):
+    """A skipped photo and a redone one (other tuning settings) each parse their metrics.json once per pass: the
+    finished test, the record and the pivot checks share one read (issue 33; they used to read it 2-3 times)."""
+    run = tmp_path / "run"
+    final = _finished_run(G, images[0], run)
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if self.name == "metrics.json":
+            reads.append(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    skipped = process_images(G, images[:1], run, INV, TUNE, OPTS)[0]
+    assert skipped.status == "skipped" and reads == [final / "metrics.json"]
+    assert skipped.metrics == json.loads(read_text(final / "metrics.json"))
+    reads.clear()
+    redone = process_images(G, images[:1], run, INV, dataclasses.replace(TUNE, steps=1), OPTS)[0]
+    assert redone.status == "done" and redone.redone == ("tuning settings changed",)
+    assert reads == [final / "metrics.json"]
 
 
 def test_reuse_pivot_and_redo_corrupt_or_foreign_pivot(G, images, tmp_path):

@@ -42,8 +42,9 @@ import torch
 
 from pti.core.config import InversionConfig, TuningConfig, config_to_dict
 from pti.fast.config import ExecutionConfig
-from pti.jobs.folder import (ImageOutcome, error_text, failure_path, is_finished, manifest, output_name, read_metrics,
+from pti.jobs.folder import (ImageOutcome, error_text, failure_path, finished_metrics, manifest, output_name,
                              record_failure, staging_dir)
+from pti.jobs.runner import _replace_dir, load_target, recover_staged, render
 
 if TYPE_CHECKING:
     from pti.editing.run_edits import RunEdit
@@ -118,20 +119,6 @@ class CompareOptions:
                 "metric_net": self.metric_net}
 
 
-@torch.no_grad()
-def render(generator: torch.nn.Module, pivot: "Pivot", tuned: bool, tune_cfg: TuningConfig,
-           w: torch.Tensor | None = None) -> torch.Tensor:
-    """A pivot's image ``[N, C, H, W]`` as ``pti run`` renders it: by the original generator with the pivot's
-    noise maps (``tuned=False``), or by a tuned one with the tuning's noise (``tuned=True``). ``w``: other
-    codes ``[N, num_ws, w_dim]`` (edited ones) instead of the pivot's."""
-    device = next(generator.parameters()).device
-    codes = (pivot.w if w is None else w).to(device)
-    if not tuned:
-        return generator.synthesis(codes, noise_mode="const", noise=pivot.noise_maps(device))
-    noise = pivot.noise_maps(device) if tune_cfg.use_pivot_noise else None
-    return generator.synthesis(codes, noise_mode=tune_cfg.noise_mode, noise=noise)
-
-
 def attribute_of(edit: "RunEdit") -> str | None:
     """The dlib landmark score an edit is meant to move (its key or direction name is one of
     :data:`pti.editing.scorers.ATTRIBUTES`), else None."""
@@ -191,7 +178,6 @@ def compare_photo(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
     from pti.core.divergence import check_images
     from pti.fast import pipeline
     from pti.images import prepare_target, write_image
-    from pti.jobs.runner import load_target
     from pti.metrics import evaluate, identity_similarity
 
     t_photo = time.perf_counter()
@@ -269,20 +255,15 @@ def compare_photo(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
 def finished_with_plan(out_dir: Path, plan: dict[str, Any]) -> dict[str, Any] | None:
     """The metrics of a finished photo folder made with ``plan``, else None (redo it)."""
     from pti.io_utils import strict_json_value
-    from pti.jobs.runner import recover_staged
 
-    if not (is_finished(out_dir, STAGE) or recover_staged(out_dir, STAGE)):
-        return None
-    metrics = read_metrics(out_dir) or {}
-    return metrics if metrics.get("plan") == strict_json_value(plan) else None
+    metrics = finished_metrics(out_dir, STAGE) or recover_staged(out_dir, STAGE)  # type: ignore[arg-type]
+    return metrics if metrics is not None and metrics.get("plan") == strict_json_value(plan) else None
 
 
 def compare_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
                 options: CompareOptions, **kwargs: Any) -> dict[str, Any]:
     """:func:`compare_photo` in a staging folder that becomes ``final_dir`` only when complete; on failure the
     staging folder is removed, ``final_dir`` is left as it was and the exception propagates."""
-    from pti.jobs.runner import _replace_dir
-
     staging = staging_dir(final_dir)
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pti.jobs.compare import LABELS, METHODS, METRIC_KEYS, STAGE, finite
-from pti.jobs.folder import is_finished, output_name, read_failure, read_metrics
+from pti.jobs.folder import finished_metrics, output_name, read_failure
 
 SUMMARY_FORMAT = "pti-compare-summary-v1"
 #: how each metric is shown: (header, digits, better)
@@ -45,7 +45,7 @@ def build_compare_summary(paths: Sequence[Path], run_dir: Path, outcomes: Sequen
     failures, missing = [], []
     for path in paths:
         name = output_name(path)
-        metrics = read_metrics(run_dir / name) if is_finished(run_dir / name, STAGE) else None  # type: ignore[arg-type]
+        metrics = finished_metrics(run_dir / name, STAGE)  # type: ignore[arg-type]
         if metrics is not None:
             done[name] = metrics
             continue

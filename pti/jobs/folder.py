@@ -102,12 +102,25 @@ def _manifest_ok(out_dir: Path, files: Any) -> bool:
     return True
 
 
+def completes(out_dir: Path, metrics: dict[str, Any] | None, stage: Stage) -> bool:
+    """True when ``metrics`` (``out_dir``'s metrics.json as :func:`read_metrics` gave it) is a complete result
+    for ``stage`` (a 'tune' result also finishes 'invert'): the stage matches and every file of its manifest is
+    in ``out_dir`` with its recorded size. For a caller that needs the record whether or not it is finished."""
+    if metrics is None or not (metrics.get("stage") == stage or (stage == "invert" and metrics.get("stage") == "tune")):
+        return False
+    return _manifest_ok(out_dir, metrics.get("files"))
+
+
+def finished_metrics(out_dir: Path, stage: Stage) -> dict[str, Any] | None:
+    """The parsed metrics.json of ``out_dir`` when it holds a complete result for ``stage`` (see
+    :func:`completes`), else None: the finished test and the record in one read of the file."""
+    metrics = read_metrics(out_dir)
+    return metrics if completes(out_dir, metrics, stage) else None
+
+
 def is_finished(out_dir: Path, stage: Stage) -> bool:
     """True when ``out_dir`` holds a complete result for ``stage`` (a 'tune' result also finishes 'invert')."""
-    data = read_metrics(out_dir)
-    if data is None or not (data.get("stage") == stage or (stage == "invert" and data.get("stage") == "tune")):
-        return False
-    return _manifest_ok(out_dir, data.get("files"))
+    return finished_metrics(out_dir, stage) is not None
 
 
 #: what a differing "made_from" entry of metrics.json means (see pti.jobs.runner.made_from_record)
@@ -216,3 +229,15 @@ def manifest(out_dir: Path) -> dict[str, int]:
         if f.is_file() and not any(part.startswith(".") for part in rel.parts) and rel.as_posix() != "metrics.json":
             files[rel.as_posix()] = f.stat().st_size
     return files
+
+
+def render_settings(photo_dir: Path) -> tuple[str, bool]:
+    """How the run rendered the tuned generator of the photo folder ``photo_dir`` (its ``reconstruction.png``):
+    ``(noise_mode, use_pivot_noise)`` of the tuning config that ``photo_dir/metrics.json`` records
+    (``config.tuning``), else :class:`pti.core.config.TuningConfig`'s defaults ``('const', False)``.
+    For ``pti edit`` and ``pti export``, which render or export that generator as the run did."""
+    from pti.io_utils import read_json_object
+
+    tuning = (read_json_object(Path(photo_dir) / "metrics.json").get("config") or {}).get("tuning")
+    tuning = tuning if isinstance(tuning, dict) else {}
+    return str(tuning.get("noise_mode", "const")), bool(tuning.get("use_pivot_noise", False))

@@ -34,7 +34,7 @@ import torch
 
 from pti.core.config import InversionConfig, TuningConfig, config_to_dict
 from pti.io_utils import read_json_object
-from pti.jobs.folder import ImageOutcome, is_finished, manifest, output_name, read_metrics
+from pti.jobs.folder import ImageOutcome, completes, manifest, output_name, read_metrics
 
 STATE_FILE = ".multi_id_state.pt"
 RECORD_FILE = "multi_id.json"
@@ -135,15 +135,15 @@ def tuning_key(G: torch.nn.Module, names: Sequence[str], pivots: Sequence[Any], 
 
 def _finish_photo(G: torch.nn.Module, tuned: torch.nn.Module, out_dir: Path, target: torch.Tensor, pivot: Any,
                   tune_cfg: TuningConfig, options: Any, perceptual: Any, tuning: dict[str, Any],
-                  seconds: float) -> dict[str, Any]:
-    """Write one photo's reconstruction (and edits) and rewrite its metrics.json last, with stage 'tune'."""
+                  seconds: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write one photo's reconstruction (and edits) and rewrite its metrics.json last, with stage 'tune'.
+    ``metrics``: the photo's metrics.json as read before ({} when unreadable); updated in place and returned."""
     from pti.core.divergence import check_images
     from pti.images import write_image
     from pti.io_utils import atomic_write_json
-    from pti.jobs.compare import render
+    from pti.jobs.runner import render
     from pti.metrics import evaluate
 
-    metrics = read_metrics(out_dir) or {}
     reconstruction = render(tuned, pivot, True, tune_cfg)  # as pti run renders its reconstruction
     check_images(reconstruction, "tuning")
     write_image(reconstruction[0], out_dir / "reconstruction.png")
@@ -215,8 +215,10 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
     result_outcomes = {o.name: o for o in outcomes}
     for out_dir, target, pivot in zip(dirs, targets, pivots):
         name = out_dir.name
-        if not is_finished(out_dir, "tune") or (read_metrics(out_dir) or {}).get("tuning", {}).get("key") != key:
-            metrics = _finish_photo(G, tuned, out_dir, target, pivot, tune_cfg, options, perceptual, tuning, share)
+        metrics = read_metrics(out_dir) or {}  # read once: the finished test, the tuning key, the record to update
+        if not completes(out_dir, metrics, "tune") or metrics.get("tuning", {}).get("key") != key:
+            metrics = _finish_photo(G, tuned, out_dir, target, pivot, tune_cfg, options, perceptual, tuning, share,
+                                    metrics)
             result_outcomes[name] = ImageOutcome(name, "done", invert_seconds / len(ready) + share, metrics=metrics,
                                                  file=result_outcomes[name].file)
     return [result_outcomes[output_name(p)] for p in paths if output_name(p) in result_outcomes]

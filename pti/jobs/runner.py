@@ -70,10 +70,12 @@ import torch
 from pti.core.config import InversionConfig, TuningConfig, config_to_dict, validate
 from pti.fast.config import ExecutionConfig
 from pti.jobs.folder import (FAILURES_DIR, ImageOutcome, Stage, check_unique_names, error_text,  # noqa: F401
-                             failure_path, is_finished, list_images, manifest, output_name, read_failure, read_metrics,
-                             record_failure, set_aside_stale, stale_dir, staging_dir, what_changed)
+                             failure_path, finished_metrics, is_finished, list_images, manifest, output_name,
+                             read_failure, read_metrics, record_failure, set_aside_stale, stale_dir, staging_dir,
+                             what_changed)
 
 if TYPE_CHECKING:
+    from pti.core.pivot import Pivot
     from pti.editing.run_edits import RunEdit
 
 
@@ -201,6 +203,22 @@ def _load_reusable_pivot(G: torch.nn.Module, pivot_path: Path, inv_cfg: Inversio
     return pivot
 
 
+@torch.no_grad()
+def render(generator: torch.nn.Module, pivot: "Pivot", tuned: bool, tune_cfg: TuningConfig,
+           w: torch.Tensor | None = None) -> torch.Tensor:
+    """A pivot's image ``[N, C, H, W]`` as ``pti run`` renders it: by the original generator with the pivot's
+    noise maps (``tuned=False``: inversion.png), or by a tuned one with the tuning's noise (``tuned=True``:
+    reconstruction.png, :attr:`TuningConfig.noise_mode`, the pivot's noise maps only with
+    :attr:`TuningConfig.use_pivot_noise`). ``w``: other codes ``[N, num_ws, w_dim]`` (edited ones) instead of
+    the pivot's. On ``generator``'s device; used by ``pti run``, ``pti compare`` and the multi-ID job."""
+    device = next(generator.parameters()).device
+    codes = (pivot.w if w is None else w).to(device)
+    if not tuned:
+        return generator.synthesis(codes, noise_mode="const", noise=pivot.noise_maps(device))
+    noise = pivot.noise_maps(device) if tune_cfg.use_pivot_noise else None
+    return generator.synthesis(codes, noise_mode=tune_cfg.noise_mode, noise=noise)
+
+
 def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
                   options: RunOptions, perceptual_inv=None, perceptual_tune=None,
                   worker: dict[str, Any] | None = None, made_from: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -249,8 +267,7 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
         pivot = project(G, target, inv_cfg, init=options.encoder, c=label, perceptual=perceptual_inv,
                         progress=options.progress)
         pivot.save(pivot_path)
-    with torch.no_grad():
-        inverted = G.synthesis(pivot.w.to(device), noise_mode="const", noise=pivot.noise_maps(device))
+    inverted = render(G, pivot, False, tune_cfg)
     # the final images too: the optimisations check every step's image but not the result of the last update
     check_images(inverted, "inversion" + (" (pivot.pt of an earlier run; --no-reuse-pivot inverts again)"
                                           if reused else ""))
@@ -276,9 +293,7 @@ def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: Invers
         tuned = result.generator
         if options.save_generator:  # render (and measure) what is kept: tuned.safetensors' fp16 weights
             tuned = as_kept(tuned)
-        with torch.no_grad():
-            noise_list = pivot.noise_maps(device) if tune_cfg.use_pivot_noise else None
-            reconstruction = tuned.synthesis(pivot.w.to(device), noise_mode=tune_cfg.noise_mode, noise=noise_list)
+        reconstruction = render(tuned, pivot, True, tune_cfg)
         check_images(reconstruction, "tuning")
         write_image(reconstruction[0], out_dir / "reconstruction.png")
         if options.edits:
@@ -310,13 +325,14 @@ def _replace_dir(src: Path, dst: Path) -> None:
     src.rename(dst)
 
 
-def recover_staged(final_dir: Path, stage: Stage) -> bool:
-    """Move a complete staging folder (killed between completion and rename) into place; True if done."""
+def recover_staged(final_dir: Path, stage: Stage) -> dict[str, Any] | None:
+    """Move a complete staging folder (killed between completion and rename) into place; returns the moved
+    result's metrics (:func:`~pti.jobs.folder.finished_metrics`), or None when there was none to move."""
     staging = staging_dir(final_dir)
-    if staging.is_dir() and is_finished(staging, stage):
+    metrics = finished_metrics(staging, stage) if staging.is_dir() else None
+    if metrics is not None:
         _replace_dir(staging, final_dir)
-        return True
-    return False
+    return metrics
 
 
 def run_one(G: torch.nn.Module, path: Path, final_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
@@ -395,9 +411,11 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
         except OSError:
             made = None  # an unreadable file: fails below and is recorded like any failure of this image
         changed: tuple[str, ...] = ()
-        if made is not None and options.skip_finished and (is_finished(out_dir, options.stage)
-                                                          or recover_staged(out_dir, options.stage)):
-            metrics = read_metrics(out_dir) or {}
+        finished = None  # the finished result's metrics.json, read once for the skip and the pivot checks
+        if made is not None and options.skip_finished:
+            finished = finished_metrics(out_dir, options.stage) or recover_staged(out_dir, options.stage)
+        if finished is not None:
+            metrics = finished
             changed = tuple(what_changed(metrics, made, compared, ignored))
             kept_files = metrics.get("files") or {}
             if options.save_generator and options.stage == "tune" and "tuned.safetensors" not in kept_files:
@@ -413,7 +431,8 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
             perceptual_tune = PerceptualLoss(tune_cfg.perceptual_net, tune_cfg.perceptual_resolution, device)
         try:
             made = made or made_from_record(G, path, options, fingerprint, encoder)  # raises for an unreadable file
-            prior = read_metrics(out_dir) if out_dir.exists() else read_metrics(stale_dir(out_dir))
+            prior = (finished if finished is not None else read_metrics(out_dir) if out_dir.exists()
+                     else read_metrics(stale_dir(out_dir)))
             blocker = _pivot_blocker(prior, made, options.require_pivot)
             if blocker and options.require_pivot:
                 raise FileNotFoundError(f"{path}: {blocker} since its pivot.pt was made; run `pti invert` "

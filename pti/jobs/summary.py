@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pti.jobs.folder import ImageOutcome, Stage, is_finished, output_name, read_failure, read_metrics
+from pti.jobs.folder import ImageOutcome, Stage, finished_metrics, output_name, read_failure
 from pti.jobs.summary_html import (EDITS_GRID, PAGE_SIZE, edit_images, entry_pivot_label, make_thumbnails,
                                    markdown_pictures, picture_files, write_html_pages)
 from pti.labels import metrics_pivot
@@ -77,7 +77,7 @@ def build_summary(paths: Sequence[Path], run_dir: Path, stage: Stage, sessions: 
     for path in paths:
         name = output_name(path)
         rank_now, outcome = this_run.get(name, (None, None))
-        metrics = read_metrics(run_dir / name) if is_finished(run_dir / name, stage) else None
+        metrics = finished_metrics(run_dir / name, stage)
         if metrics is not None:
             entry = _image_entry(name, str(path), metrics)
             entry["this_run"] = outcome is not None and outcome["status"] == "done"
