@@ -48,14 +48,27 @@ def make_tiny_generator(resolution: int = 16, seed: int = 0, c_dim: int = 0, img
                      mapping_kwargs={"num_layers": 2}, synthesis_kwargs=kwargs).eval()
 
 
+def generated_images(G, count: int, seed: int) -> torch.Tensor:
+    """``count`` images ``[count, C, H, W]`` of ``G`` from z drawn with ``seed``, const noise."""
+    with torch.no_grad():
+        return G.synthesis(G.mapping(torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed)),
+                                     None), noise_mode="const")
+
+
+def generated_codes(G, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ws [count, num_ws, w_dim], images [count, C, H, W])``: z drawn from ``generator`` (which the caller
+    may go on drawing from, e.g. for pivots near ``ws``), mapped by ``G``, rendered with const noise."""
+    with torch.no_grad():
+        ws = G.mapping(torch.randn([count, G.z_dim], generator=generator), None)
+        return ws, G.synthesis(ws, noise_mode="const")
+
+
 def write_generated_photos(G, folder, names, seed: int) -> list:
-    """Render ``len(names)`` images of ``G`` (z from ``seed``, const noise) to ``folder/<name>.png``; the paths."""
+    """Render ``len(names)`` images of ``G`` (:func:`generated_images`) to ``folder/<name>.png``; the paths."""
     from pti.images import write_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(len(names), G.z_dim, generator=torch.Generator().manual_seed(seed)),
-                                  None), noise_mode="const")
+    x = generated_images(G, len(names), seed)
     paths = [folder / f"{name}.png" for name in names]
     for image, path in zip(x, paths):
         write_image(image, path)

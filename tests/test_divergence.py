@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from conftest import make_tiny_generator
+from conftest import generated_images, make_tiny_generator, write_generated_photos
 from pti import metrics
 from pti.core.config import InversionConfig, TuningConfig, config_to_dict
 from pti.core.divergence import OUTPUT_RMS_LIMIT, DivergenceError, check_images, output_rms
@@ -46,15 +46,9 @@ def perceptual() -> PerceptualLoss:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, G):
     """Two 16x16 PNGs rendered by G, and the tensors."""
-    from pti.images import write_image
-
     folder = tmp_path_factory.mktemp("aligned")
-    with torch.no_grad():
-        x = G.synthesis(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(7)), None),
-                        noise_mode="const")
-    for i in range(2):
-        write_image(x[i], folder / f"img{i}.png")
-    return folder, x
+    write_generated_photos(G, folder, ["img0", "img1"], seed=7)
+    return folder, generated_images(G, 2, seed=7)
 
 
 def test_pti_run_with_a_diverging_inversion_fails_that_image(G, images, tmp_path, capsys):
