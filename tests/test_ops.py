@@ -37,7 +37,7 @@ from pti.stylegan2.ops import (ACTIVATIONS, bias_act, conv2d_resample, downsampl
                                setup_filter, upfirdn2d, upsample2d)
 from pti.stylegan2.ops import _backend, _cuda_ops
 from pti.stylegan2.ops.bias_act import bias_act_ref
-from pti.stylegan2.ops.upfirdn2d import upfirdn2d_ref
+from pti.stylegan2.ops.upfirdn2d import fir_padding, upfirdn2d_ref
 
 # ------------------------------------------------------------------------------------------
 # Independent formulations used as ground truth
@@ -118,13 +118,8 @@ def naive_conv2d_resample(x: torch.Tensor, w: torch.Tensor, f2d: torch.Tensor, u
     return x
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    """These tensors are tiny: a second intra-op thread only adds contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These tensors are tiny: a second intra-op thread only adds contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64, device: str = "cpu") -> torch.Tensor:
@@ -167,6 +162,8 @@ def test_bias_act_rejects_bad_arguments() -> None:
         bias_act(torch.zeros(2, 3), torch.zeros(4))
     with pytest.raises(ValueError, match="impl"):
         bias_act(torch.zeros(2, 3), impl="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown activation"):  # the reference resolves its arguments alike
+        bias_act_ref(torch.zeros(2, 3), act="gelu")
 
 
 @pytest.mark.parametrize("act", sorted(ACTIVATION_FORMULAS))
@@ -253,6 +250,19 @@ def test_filter2d_even_filter_pads_more_before_than_after() -> None:
     f = setup_filter([1, 3, 3, 1])
     expected = depthwise_filter(F.pad(x, [2, 1, 2, 1]), f)
     torch.testing.assert_close(filter2d(x, f, impl="ref"), expected)
+
+
+def test_fir_padding_gives_exact_resampled_sizes() -> None:
+    """upfirdn2d's output length ``(n * up + p0 + p1 - taps) // down + 1`` with fir_padding's padding."""
+    for taps, factor, n in itertools.product(range(1, 9), range(1, 5), (12, 24)):
+        for up, down, expected in ((factor, 1, n * factor), (1, factor, n // factor)):
+            f = torch.ones(taps, taps + 1)  # fh = taps, fw = taps + 1
+            x0, x1, y0, y1 = fir_padding(f, 0, up=up, down=down)
+            assert (n * up + y0 + y1 - taps) // down + 1 == expected
+            assert (n * up + x0 + x1 - (taps + 1)) // down + 1 == expected
+        assert fir_padding(torch.ones(taps), [1, 2, 3, 4], up=2)[0] == 1 + (taps + 1) // 2
+    with pytest.raises(ValueError, match="1-D or 2-D"):  # the reference checks the filter as the kernel wrapper does
+        upfirdn2d_ref(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 1))
 
 
 def test_separable_filter_equals_its_outer_product() -> None:
@@ -426,7 +436,8 @@ def test_default_build_dir_is_versioned_and_overridable(monkeypatch: pytest.Monk
 
 
 def test_adjoint_spec_restores_input_size() -> None:
-    from pti.stylegan2.ops._cuda_ops import UpFirDnSpec, adjoint_spec
+    from pti.stylegan2.ops._cuda_ops import adjoint_spec
+    from pti.stylegan2.ops._reference import UpFirDnSpec
 
     for up, down, pads in itertools.product([1, 2, 3], [1, 2], [(0, 0), (2, 1), (-1, 3)]):
         spec = UpFirDnSpec(up, up, down, down, pads[0], pads[1], pads[1], pads[0], False, 1.0)

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from pti.stylegan2.ops import _backend, _cuda_ops, _selfcheck, bias_act, setup_filter, upfirdn2d, upsample2d
-from pti.stylegan2.ops._reference import ACTIVATIONS, bias_act_ref, upfirdn2d_ref
+from pti.stylegan2.ops._reference import ACTIVATIONS, along, bias_act_ref, upfirdn2d_ref
 
 ACT_BY_ID = {a.cuda_ref: name for name, a in ACTIVATIONS.items()}
 
@@ -77,7 +77,7 @@ class StandInKernels:
                 slope = torch.where(y.float().abs() < torch.tensor(clamp, dtype=torch.float32), slope,
                                     torch.zeros_like(slope))
             return self._finish(dy * slope, "grads")
-        z = saved if b is None else saved + b.reshape([-1 if i == dim else 1 for i in range(saved.ndim)])
+        z = saved if b is None else saved + along(b, dim, saved.ndim)
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             y = bias_act_ref(z, None, dim=dim, act=act, alpha=alpha, gain=gain, clamp=None if clamp < 0 else clamp)
@@ -93,12 +93,7 @@ class StandInKernels:
         return self._finish(y, "values")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from pti.stylegan2.ops._backend import build_extension
-from pti.stylegan2.ops._reference import (ACTIVATIONS, Padding, Scaling, bias_act_ref, filter_size, parse_padding,
-                                          parse_scaling)
+from pti.stylegan2.ops._reference import (ACTIVATIONS, BiasActArgs, Padding, Scaling, UpFirDnSpec, along,
+                                          bias_act_args, bias_act_ref, filter_size, upfirdn2d_args)
 
-# Activations whose slope is a function of the sign of the output (see bias_act_slope_from_output).
+# Activations whose slope is a function of the sign of the output (see BiasActSpec.slope_from_output).
 _SLOPE_FROM_OUTPUT = ("linear", "relu", "lrelu")
 
 
@@ -41,15 +41,13 @@ def kernels() -> ModuleType | Any:
 # bias_act
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BiasActSpec:
-    """Resolved arguments of one bias_act call (``clamp < 0``: no clamping)."""
+class BiasActSpec(BiasActArgs):
+    """Resolved arguments of one bias_act call (see :func:`~._reference.bias_act_args`) and what the kernel reads."""
 
-    dim: int
-    act: str
-    act_id: int
-    alpha: float
-    gain: float
-    clamp: float
+    @property
+    def act_id(self) -> int:
+        """The activation's id in the CUDA kernel."""
+        return ACTIVATIONS[self.act].cuda_ref
 
     @property
     def slope_from_output(self) -> bool:
@@ -128,7 +126,7 @@ def _curvature_term(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, d
     with torch.enable_grad():
         z = x.detach()
         if b is not None:
-            z = z + b.detach().reshape([-1 if i == spec.dim else 1 for i in range(x.ndim)])
+            z = z + along(b.detach(), spec.dim, x.ndim)
         z = z.detach().requires_grad_(True)
         y = bias_act_ref(z, None, dim=spec.dim, act=spec.act, alpha=spec.alpha, gain=spec.gain,
                          clamp=spec.clamp if spec.clamp >= 0 else None)
@@ -147,18 +145,9 @@ def bias_act_cuda(
     clamp: float | None = None,
 ) -> torch.Tensor:
     """:func:`~pti.stylegan2.ops.bias_act.bias_act` on the CUDA kernel (same arguments and result)."""
-    spec_act = ACTIVATIONS[act]
     if x.ndim == 0:
         raise ValueError("bias_act_cuda: x must have at least one dimension")
-    dim = dim % x.ndim
-    spec = BiasActSpec(
-        dim=dim,
-        act=act,
-        act_id=spec_act.cuda_ref,
-        alpha=float(alpha if alpha is not None else spec_act.def_alpha),
-        gain=float(gain if gain is not None else spec_act.def_gain),
-        clamp=float(clamp if clamp is not None else -1),
-    )
+    spec = BiasActSpec(**vars(bias_act_args(x.ndim, dim, act, alpha, gain, clamp)))
     if b is not None:
         b = b.to(x.dtype)
     return _BiasActForward.apply(x, b, spec)
@@ -167,22 +156,6 @@ def bias_act_cuda(
 # --------------------------------------------------------------------------------------------
 # upfirdn2d
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class UpFirDnSpec:
-    """Resolved arguments of one upfirdn2d call."""
-
-    up_x: int
-    up_y: int
-    down_x: int
-    down_y: int
-    pad_x0: int
-    pad_x1: int
-    pad_y0: int
-    pad_y1: int
-    flip_filter: bool
-    gain: float
-
-
 def _run_upfirdn2d(x: torch.Tensor, f: torch.Tensor, s: UpFirDnSpec) -> torch.Tensor:
     """One (2-D filter) or two (separable filter: along x, then along y) kernel passes."""
     ext = kernels()
@@ -244,16 +217,9 @@ def upfirdn2d_cuda(
     gain: float = 1.0,
 ) -> torch.Tensor:
     """:func:`~pti.stylegan2.ops.upfirdn2d.upfirdn2d` on the CUDA kernel (same arguments and result)."""
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    if f.ndim not in (1, 2):
-        raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
-    up_x, up_y = parse_scaling(up)
-    down_x, down_y = parse_scaling(down)
-    x0, x1, y0, y1 = parse_padding(padding)
-    spec = UpFirDnSpec(up_x, up_y, down_x, down_y, x0, x1, y0, y1, bool(flip_filter), float(gain))
+    f, spec = upfirdn2d_args(x, f, up, down, padding, flip_filter, gain)
     return _UpFirDn2d.apply(x, f.detach(), spec)
 
 
-__all__ = ["BiasActSpec", "UpFirDnSpec", "adjoint_spec", "bias_act_cuda", "kernels", "stored_clamp",
+__all__ = ["BiasActSpec", "adjoint_spec", "bias_act_cuda", "kernels", "stored_clamp",
            "upfirdn2d_cuda"]

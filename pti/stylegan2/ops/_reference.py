@@ -46,6 +46,44 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+@dataclass(frozen=True)
+class BiasActArgs:
+    """The resolved arguments of one bias_act call, shared by the reference and the kernel.
+
+    ``dim`` counts from the front (``>= 0`` once ``x`` has a dimension); ``alpha`` and ``gain``
+    are the activation's own where None was given; ``clamp < 0`` means no clamping.
+    """
+
+    dim: int
+    act: str
+    alpha: float
+    gain: float
+    clamp: float
+
+
+def bias_act_args(ndim: int, dim: int, act: str, alpha: float | None, gain: float | None,
+                  clamp: float | None) -> BiasActArgs:
+    """Resolve bias_act's arguments for an ``ndim``-D input (negative ``dim`` counts from the end).
+
+    Raises: ``ValueError`` for an activation that is not a key of :data:`ACTIVATIONS`.
+    """
+    spec = ACTIVATIONS.get(act)
+    if spec is None:
+        raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
+    return BiasActArgs(
+        dim=dim % ndim if ndim > 0 else dim,
+        act=act,
+        alpha=float(alpha if alpha is not None else spec.def_alpha),
+        gain=float(gain if gain is not None else spec.def_gain),
+        clamp=float(clamp if clamp is not None else -1),
+    )
+
+
+def along(v: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    """A 1-D ``v`` (``[n]``) reshaped to broadcast along axis ``dim`` (``>= 0``) of an ``ndim``-D tensor."""
+    return v.reshape([-1 if i == dim else 1 for i in range(ndim)])
+
+
 def bias_act_ref(
     x: torch.Tensor,
     b: torch.Tensor | None = None,
@@ -56,19 +94,14 @@ def bias_act_ref(
     clamp: float | None = None,
 ) -> torch.Tensor:
     """Pure-PyTorch :func:`~pti.stylegan2.ops.bias_act.bias_act` (differentiable to any order)."""
-    spec = ACTIVATIONS[act]
-    if x.ndim > 0:
-        dim = dim % x.ndim
-    alpha = float(alpha if alpha is not None else spec.def_alpha)
-    gain = float(gain if gain is not None else spec.def_gain)
-    clamp = float(clamp if clamp is not None else -1)
+    a = bias_act_args(x.ndim, dim, act, alpha, gain, clamp)
     if b is not None:
-        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)]).to(x.dtype)
-    x = spec.func(x, alpha)
-    if gain != 1:
-        x = x * gain
-    if clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x + along(b, a.dim, x.ndim).to(x.dtype)
+    x = ACTIVATIONS[act].func(x, a.alpha)
+    if a.gain != 1:
+        x = x * a.gain
+    if a.clamp >= 0:
+        x = x.clamp(-a.clamp, a.clamp)
     return x
 
 
@@ -106,6 +139,38 @@ def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
 
 
+@dataclass(frozen=True)
+class UpFirDnSpec:
+    """The resolved arguments of one upfirdn2d call, shared by the reference and the kernel."""
+
+    up_x: int
+    up_y: int
+    down_x: int
+    down_y: int
+    pad_x0: int
+    pad_x1: int
+    pad_y0: int
+    pad_y1: int
+    flip_filter: bool
+    gain: float
+
+
+def upfirdn2d_args(x: torch.Tensor, f: torch.Tensor | None, up: Scaling, down: Scaling, padding: Padding,
+                   flip_filter: bool, gain: float) -> tuple[torch.Tensor, UpFirDnSpec]:
+    """The filter (a float32 ``[1, 1]`` identity on ``x``'s device for None) and the parsed factors and padding.
+
+    Raises: ``ValueError`` for a filter that is not 1-D or 2-D, a factor < 1 or a malformed padding.
+    """
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    if f.ndim not in (1, 2):
+        raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
+    up_x, up_y = parse_scaling(up)
+    down_x, down_y = parse_scaling(down)
+    x0, x1, y0, y1 = parse_padding(padding)
+    return f, UpFirDnSpec(up_x, up_y, down_x, down_y, x0, x1, y0, y1, bool(flip_filter), float(gain))
+
+
 def upfirdn2d_ref(
     x: torch.Tensor,
     f: torch.Tensor | None,
@@ -116,11 +181,9 @@ def upfirdn2d_ref(
     gain: float = 1.0,
 ) -> torch.Tensor:
     """Pure-PyTorch :func:`~pti.stylegan2.ops.upfirdn2d.upfirdn2d`."""
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    upx, upy = parse_scaling(up)
-    downx, downy = parse_scaling(down)
-    x0, x1, y0, y1 = parse_padding(padding)
+    f, s = upfirdn2d_args(x, f, up, down, padding, flip_filter, gain)
+    upx, upy, downx, downy = s.up_x, s.up_y, s.down_x, s.down_y
+    x0, x1, y0, y1 = s.pad_x0, s.pad_x1, s.pad_y0, s.pad_y1
     n, c, h, w = x.shape
 
     # Zero insertion: each sample is followed by (up - 1) zeros along each axis.
@@ -134,8 +197,8 @@ def upfirdn2d_ref(
     x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
 
     # FIR filter as a depthwise convolution (conv2d correlates, so flip for a true convolution).
-    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
-    if not flip_filter:
+    f = (f * (s.gain ** (f.ndim / 2))).to(x.dtype)
+    if not s.flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
         x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
@@ -149,5 +212,5 @@ def upfirdn2d_ref(
     return x
 
 
-__all__ = ["ACTIVATIONS", "Activation", "Padding", "Scaling", "bias_act_ref", "filter_size", "parse_padding",
-           "parse_scaling", "upfirdn2d_ref"]
+__all__ = ["ACTIVATIONS", "Activation", "BiasActArgs", "Padding", "Scaling", "UpFirDnSpec", "along", "bias_act_args",
+           "bias_act_ref", "filter_size", "parse_padding", "parse_scaling", "upfirdn2d_args", "upfirdn2d_ref"]

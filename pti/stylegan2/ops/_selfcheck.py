@@ -41,8 +41,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from pti.stylegan2.ops import _backend, _cuda_ops
-from pti.stylegan2.ops._reference import (ACTIVATIONS, Padding, Scaling, bias_act_ref, filter_size, parse_padding,
-                                          parse_scaling, upfirdn2d_ref)
+from pti.stylegan2.ops._reference import (Padding, Scaling, along, bias_act_args, bias_act_ref, filter_size,
+                                          parse_padding, parse_scaling, upfirdn2d_ref)
 
 # How much less exact than the reference in the same dtype a kernel may be. Measured with
 # `python tools/selfcheck_spread.py --kernels harness` (the kernels' own per-element code on the
@@ -282,21 +282,19 @@ def check_bias_act(dtype: torch.dtype, device: torch.device | str, ndim: int, di
                    has_bias: bool = True, kernel: Callable[..., torch.Tensor] | None = None) -> Verdict:
     """Check ``kernel`` (default: the CUDA bias_act) against :func:`bias_act_ref`; never raises."""
     device = torch.device(device)
-    spec = ACTIVATIONS[act]
-    gain_v = float(gain if gain is not None else spec.def_gain)
-    alpha_v = float(alpha if alpha is not None else spec.def_alpha)
-    flags = (f"act={act}, alpha={alpha_v:g}, gain={gain_v:g}, clamp={clamp}, dim={dim} of a {ndim}-D tensor, "
-             f"{'with' if has_bias else 'no'} bias")
+    resolved = bias_act_args(ndim, dim, act, alpha, gain, clamp)
+    flags = (f"act={act}, alpha={resolved.alpha:g}, gain={resolved.gain:g}, clamp={clamp}, "
+             f"dim={dim} of a {ndim}-D tensor, {'with' if has_bias else 'no'} bias")
     kwargs = dict(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
     def make_runner(gen: torch.Generator) -> Runner:
         shape = _bias_act_shape(ndim, dim)
         # With a clamp, scale the inputs so that a good part of the outputs is clamped (tanh and
         # sigmoid are bounded by |gain|: larger inputs would only saturate them).
-        scale = 1.0 if clamp is None or act in _BOUNDED else max(1.0, 1.5 * clamp / max(abs(gain_v), 1e-6))
+        scale = 1.0 if clamp is None or act in _BOUNDED else max(1.0, 1.5 * clamp / max(abs(resolved.gain), 1e-6))
         x = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
         b = (torch.randn(shape[dim], generator=gen, dtype=torch.float64) * 0.5 * scale).to(dtype) if has_bias else None
-        z = x.double() + (b.double().reshape([-1 if i == dim else 1 for i in range(ndim)]) if has_bias else 0)
+        z = x.double() + (along(b.double(), dim, ndim) if has_bias else 0)
         keep = z.abs() > BOUNDARY_BAND * scale
         if clamp is not None:
             pre = bias_act_ref(z, None, dim=dim, act=act, alpha=alpha, gain=gain)

@@ -11,7 +11,7 @@ import torch
 
 from pti.stylegan2.ops import _cuda_ops, _selfcheck
 from pti.stylegan2.ops._backend import Impl, kernel_mode
-from pti.stylegan2.ops._reference import ACTIVATIONS, Activation, bias_act_ref
+from pti.stylegan2.ops._reference import ACTIVATIONS, Activation, bias_act_args, bias_act_ref
 
 
 def bias_act(
@@ -36,10 +36,7 @@ def bias_act(
     Returns: a tensor of ``x``'s shape and dtype.
     Raises: ``ValueError`` for an unknown activation, a bias of the wrong size or a bad ``impl``.
     """
-    if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
-    if x.ndim > 0:
-        dim = dim % x.ndim  # negative dims count from the end
+    dim = bias_act_args(x.ndim, dim, act, alpha, gain, clamp).dim  # checks act; negative dims count from the end
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}] = {x.shape[dim]}")
     mode = kernel_mode(impl, x)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pti.stylegan2.ops._backend import Impl
-from pti.stylegan2.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d
+from pti.stylegan2.ops.upfirdn2d import Padding, fir_padding, parse_padding, upfirdn2d
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | list[int] = 0, groups: int = 1,
@@ -53,20 +53,9 @@ def conv2d_resample(
     if not (isinstance(up, int) and up >= 1 and isinstance(down, int) and down >= 1):
         raise ValueError(f"up and down must be integers >= 1, got up={up}, down={down}")
     out_channels, in_per_group, kh, kw = w.shape
-    fw, fh = filter_size(f)
-    px0, px1, py0, py1 = parse_padding(padding)
-
-    # Account for the FIR filter's footprint.
-    if up > 1:
-        px0 += (fw + up - 1) // 2
-        px1 += (fw - up) // 2
-        py0 += (fh + up - 1) // 2
-        py1 += (fh - up) // 2
-    if down > 1:
-        px0 += (fw - down + 1) // 2
-        px1 += (fw - down) // 2
-        py0 += (fh - down + 1) // 2
-        py1 += (fh - down) // 2
+    # Account for the FIR filter's footprint (no filter runs without resampling).
+    resampled = up > 1 or down > 1
+    px0, px1, py0, py1 = fir_padding(f, padding, up=up, down=down) if resampled else parse_padding(padding)
 
     # 1x1 kernel with downsampling: filter+decimate first, then the cheap convolution.
     if kw == 1 and kh == 1 and down > 1 and up == 1:

@@ -83,34 +83,56 @@ def upfirdn2d(
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
+def _footprint(taps: int, up: int, down: int) -> tuple[int, int]:
+    """Padding ``(before, after)`` along one axis for a ``taps``-long FIR filter (see :func:`fir_padding`)."""
+    if up == 1 and down == 1:
+        return taps // 2, (taps - 1) // 2
+    before = after = 0
+    if up > 1:
+        before, after = before + (taps + up - 1) // 2, after + (taps - up) // 2
+    if down > 1:
+        before, after = before + (taps - down + 1) // 2, after + (taps - down) // 2
+    return before, after
+
+
+def fir_padding(f: torch.Tensor | None, padding: Padding = 0, up: Scaling = 1, down: Scaling = 1) -> list[int]:
+    """``padding`` plus the footprint of the FIR filter ``f``, as ``[x0, x1, y0, y1]`` for :func:`upfirdn2d`.
+
+    Per axis, for ``taps`` filter taps: ``((taps + up - 1) // 2, (taps - up) // 2)`` for a filter
+    after upsampling by ``up > 1`` (the length becomes exactly ``up`` times the input's),
+    ``((taps - down + 1) // 2, (taps - down) // 2)`` for one before decimating by ``down > 1``
+    (exactly ``1 / down`` times), the sum of both when both are > 1 (for
+    :func:`~pti.stylegan2.ops.conv2d_resample.conv2d_resample`, which filters twice), and
+    ``(taps // 2, (taps - 1) // 2)`` when neither is (the length is kept, :func:`filter2d`).
+    ``padding`` is added on top.
+    """
+    (upx, upy), (downx, downy) = parse_scaling(up), parse_scaling(down)
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    (ax0, ax1), (ay0, ay1) = _footprint(fw, upx, downx), _footprint(fh, upy, downy)
+    return [px0 + ax0, px1 + ax1, py0 + ay0, py1 + ay1]
+
+
 def filter2d(x: torch.Tensor, f: torch.Tensor | None, padding: Padding = 0, flip_filter: bool = False,
              gain: float = 1.0, impl: Impl = "auto") -> torch.Tensor:
     """Filter ``x`` with ``f`` keeping its size (extra ``padding`` grows it)."""
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+    return upfirdn2d(x, f, padding=fir_padding(f, padding), flip_filter=flip_filter, gain=gain, impl=impl)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor | None, up: Scaling = 2, padding: Padding = 0,
                flip_filter: bool = False, gain: float = 1.0, impl: Impl = "auto") -> torch.Tensor:
     """Upsample ``x`` by ``up`` with the interpolation filter ``f``: ``[N,C,H,W] -> [N,C,H*up,W*up]``."""
     upx, upy = parse_scaling(up)
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
-    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+    return upfirdn2d(x, f, up=up, padding=fir_padding(f, padding, up=up), flip_filter=flip_filter,
+                     gain=gain * upx * upy, impl=impl)
 
 
 def downsample2d(x: torch.Tensor, f: torch.Tensor | None, down: Scaling = 2, padding: Padding = 0,
                  flip_filter: bool = False, gain: float = 1.0, impl: Impl = "auto") -> torch.Tensor:
     """Downsample ``x`` by ``down`` after the anti-aliasing filter ``f``: ``[N,C,H,W] -> [N,C,H/down,W/down]``."""
-    downx, downy = parse_scaling(down)
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
-    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+    return upfirdn2d(x, f, down=down, padding=fir_padding(f, padding, down=down), flip_filter=flip_filter,
+                     gain=gain, impl=impl)
 
 
-__all__ = ["Padding", "Scaling", "downsample2d", "filter2d", "filter_size", "parse_padding", "parse_scaling",
-           "setup_filter", "upfirdn2d", "upfirdn2d_ref", "upsample2d"]
+__all__ = ["Padding", "Scaling", "downsample2d", "filter2d", "filter_size", "fir_padding", "parse_padding",
+           "parse_scaling", "setup_filter", "upfirdn2d", "upfirdn2d_ref", "upsample2d"]
