@@ -552,6 +552,17 @@ def test_bias_act_wrapper_values_and_gradients_on_kernel_code(kernels_on_cpu, ac
     assert torch.autograd.gradcheck(fn2, (x, b))
 
 
+@pytest.mark.slow
+def test_bias_act_wrapper_bias_gradient_of_a_1d_input(kernels_on_cpu) -> None:
+    """x of shape [C] with a bias along dim 0: the bias gradient has shape [C] (was a scalar: sum over [] sums
+    every dimension). Found by the ops clean-up of issue 33."""
+    x = rand(5, seed=39).requires_grad_()
+    b = rand(5, seed=40).requires_grad_()
+    fn = lambda x, b: _cuda_ops.bias_act_cuda(x, b, act="lrelu", dim=0)  # noqa: E731
+    torch.testing.assert_close(fn(x, b), bias_act_ref(x, b, act="lrelu", dim=0))
+    assert torch.autograd.gradcheck(fn, (x, b))
+
+
 # ------------------------------------------------------------------------------------------
 # Building the real CUDA extension (slow, opt-in: 1.5-3 min on 2 cores)
 # ------------------------------------------------------------------------------------------

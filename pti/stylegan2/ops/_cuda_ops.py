@@ -69,8 +69,10 @@ def stored_clamp(clamp: float, dtype: torch.dtype) -> float:
 
 
 def _sum_to_bias(g: torch.Tensor, dim: int) -> torch.Tensor:
-    """Reduce a gradient of x's shape to the bias's shape ``[x.shape[dim]]``."""
-    return g.sum(dim=[d for d in range(g.ndim) if d != dim])
+    """Reduce a gradient of x's shape to the bias's shape ``[x.shape[dim]]``. A 1-D ``x`` has nothing to
+    reduce (``sum(dim=[])`` would sum every dimension, giving a scalar)."""
+    dims = [d for d in range(g.ndim) if d != dim]
+    return g.sum(dim=dims) if dims else g
 
 
 class _BiasActForward(torch.autograd.Function):
