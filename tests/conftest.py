@@ -49,10 +49,8 @@ def make_tiny_generator(resolution: int = 16, seed: int = 0, c_dim: int = 0, img
 
 
 def generated_images(G, count: int, seed: int) -> torch.Tensor:
-    """``count`` images ``[count, C, H, W]`` of ``G`` from z drawn with ``seed``, const noise."""
-    with torch.no_grad():
-        return G.synthesis(G.mapping(torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed)),
-                                     None), noise_mode="const")
+    """``count`` images ``[count, C, H, W]`` of ``G``, z drawn with ``seed``, const noise (:func:`generated_codes`)."""
+    return generated_codes(G, count, torch.Generator().manual_seed(seed))[1]
 
 
 def generated_codes(G, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

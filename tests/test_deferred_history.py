@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_tiny_generator
+from conftest import generated_codes, make_tiny_generator
 from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 from pti import fast
 from pti.fast import ExecutionConfig
@@ -42,9 +42,7 @@ def perceptual() -> PerceptualLoss:
 def scene(G):
     """Two targets rendered by G with a bright patch, and pivots near them."""
     gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn([2, G.z_dim], generator=gen), None)
-        targets = G.synthesis(ws, noise_mode="const").clone()
+    ws, targets = generated_codes(G, 2, gen)
     targets[:, :, 4:10, 4:10] = 0.8
     return targets, ws + 0.2 * torch.randn([2, 1, G.w_dim], generator=gen)
 

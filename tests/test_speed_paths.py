@@ -30,7 +30,7 @@ import statistics
 import pytest
 import torch
 
-from conftest import make_tiny_generator
+from conftest import generated_codes, make_tiny_generator
 from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 from pti import fast
 from pti.fast import ExecutionConfig
@@ -61,13 +61,7 @@ TUNE = TuningConfig(steps=12, lpips_threshold=None)  # the paper's lr 3e-4
 RENDER_ATOL = 2e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest (and most reproducibly) on one thread when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny networks run fastest on one thread
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +78,7 @@ def G() -> torch.nn.Module:
 def scene(G):
     """Three targets G cannot produce exactly (patches of different sizes) and pivots near them."""
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn([3, G.z_dim], generator=gen), None)
-        targets = G.synthesis(ws, noise_mode="const").clone()
+    ws, targets = generated_codes(G, 3, gen)
     targets[0, :, 6:8, 6:8] = 0.9
     targets[1, :, 4:10, 4:10] = 0.9
     targets[2, :, 2:14, 2:12] = -0.9
