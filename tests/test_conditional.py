@@ -136,9 +136,10 @@ def test_locality_samples_are_mapped_with_each_pivots_class(G):
     assert _close(w_r, expected, atol=1e-5)  # same float32 ops: rounding only
     # batched tuning's per-photo draws use the same labels: photo k's equal a one-pivot regulariser's
     gens = [torch.Generator().manual_seed(20 + k) for k in range(2)]
-    from pti.fast.batched import sample_w_per_photo
+    from pti.fast.batched import draw_locality_ahead
 
-    both = sample_w_per_photo(reg, w_pivots, gens)
+    z_all, pivot_of = draw_locality_ahead(reg, gens, steps=1, interval=1, device=torch.device("cpu"))
+    both = reg.codes(w_pivots, z_all[0], pivot_of).unflatten(0, (2, -1))  # as tune_batched's step
     for k in range(2):
         alone = LocalityRegularizer(G, None, cfg, labels[k:k + 1]).sample_w(
             w_pivots[k:k + 1], torch.Generator().manual_seed(20 + k))

@@ -1,4 +1,4 @@
-"""The pivot: the result of inversion (or of an encoder), its file format, and the error of a run gone bad.
+"""The pivot: the result of inversion (or of an encoder), its file format, and the errors of a run gone bad.
 
 A :class:`Pivot` holds ``w_p`` (``[1, num_ws, w_dim]``), the optimised noise maps, the loss
 histories and where it came from. ``Pivot.save``/``Pivot.load`` write and read it as a
@@ -8,17 +8,37 @@ codes written by other tools (bare tensors, NVIDIA's ``projected_w.npz``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pti.core.divergence import DivergenceError
+from pti.core.divergence import DivergenceError, diverged_message, is_diverged
 
 
 class NonFiniteLossError(DivergenceError):
     """A loss became NaN or infinite; the image is abandoned and nothing is written for it."""
+
+
+def step_failure(what: str, step: int, loss: float, rms: float) -> DivergenceError | None:
+    """The error an optimisation step calls for, judged before its update: :class:`NonFiniteLossError` when
+    ``loss`` is NaN/inf, else :class:`~pti.core.divergence.DivergenceError` when ``rms``, the RMS pixel value
+    of its image (the largest over a batch), has diverged (:func:`~pti.core.divergence.is_diverged`); None
+    when neither. ``what`` names the loop ('inversion', 'tuning')."""
+    if not math.isfinite(loss):
+        return NonFiniteLossError(f"{what} loss became {loss} at step {step}")
+    if is_diverged(rms):
+        return DivergenceError(diverged_message(what, step, rms))
+    return None
+
+
+def check_step(what: str, step: int, loss: float, rms: float) -> None:
+    """Raise :func:`step_failure`'s error for a step's loss and image RMS, if there is one."""
+    error = step_failure(what, step, loss, rms)
+    if error is not None:
+        raise error
 
 
 @dataclass

@@ -26,10 +26,10 @@ import torch
 
 from pti.core.conditioning import Label, class_label
 from pti.core.config import InversionConfig, config_to_dict, validate
-from pti.core.divergence import DivergenceError, diverged_message, is_diverged, output_rms
+from pti.core.divergence import output_rms
 from pti.images import prepare_target
 from pti.core.losses import PerceptualLoss, l2_loss, noise_regularization
-from pti.core.pivot import NonFiniteLossError, Pivot
+from pti.core.pivot import Pivot, check_step
 from pti.progress import progress_bar
 
 
@@ -155,11 +155,8 @@ def project(G: torch.nn.Module, target: torch.Tensor, cfg: InversionConfig | Non
             loss = loss + cfg.noise_reg_weight * noise_regularization(noise)
         if cfg.l2_weight:  # optional pixel term (not in the paper's Eq. 1)
             loss = loss + cfg.l2_weight * l2_loss(image.float(), x)
-        loss_value, rms = float(loss.detach()), float(output_rms(image).max())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"inversion loss became {loss_value} at step {step}")
-        if is_diverged(rms):
-            raise DivergenceError(diverged_message("inversion", step, rms))
+        loss_value = float(loss.detach())
+        check_step("inversion", step, loss_value, float(output_rms(image).max()))  # NaN/inf loss, diverged image
         pivot.loss_history.append(loss_value)
         pivot.perceptual_history.append(float(dist.detach()))
         optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,6 @@ never modified and is copied exactly once (into the tuned copy).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -31,10 +30,10 @@ from torch import nn
 
 from pti.core.conditioning import Label, class_label
 from pti.core.config import TuningConfig, validate
-from pti.core.divergence import DivergenceError, diverged_message, is_diverged, output_rms
+from pti.core.divergence import output_rms
 from pti.images import prepare_target
 from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_loss
-from pti.core.pivot import NonFiniteLossError, Pivot
+from pti.core.pivot import Pivot, check_step
 from pti.progress import progress_bar
 
 
@@ -105,6 +104,22 @@ def pivot_labels(G: nn.Module, pivots: Sequence[Pivot] | Pivot | torch.Tensor, c
     return class_label(G, c, n, device)
 
 
+def prepare_tuning(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
+                   pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig, c: Label,
+                   perceptual: PerceptualLoss | None, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]], PerceptualLoss,
+                              LocalityRegularizer | None]:
+    """What a tuning loop (this one, :mod:`pti.fast`'s) starts from: the photos ``x [N, C, R, R]``, their pivot
+    ws ``[N, num_ws, w_dim]`` and noise maps (:func:`prepare_inputs`), the perceptual loss (``perceptual``, or
+    one built from ``cfg``) and L_R's :class:`~pti.core.losses.LocalityRegularizer` (None when ``cfg.locality``
+    is off). The pivots' classes (:func:`pivot_labels`) are checked first where locality or ``c`` needs them."""
+    x, ws, noises = prepare_inputs(G, targets, pivots, device)
+    labels = pivot_labels(G, pivots, c, x.shape[0], device) if cfg.locality.enabled or c is not None else None
+    perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
+    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
+    return x, ws, noises, perceptual, regularizer
+
+
 def batch_noise(noises: list[list[torch.Tensor]], idx: list[int]) -> list[torch.Tensor]:
     """Per noise layer, the chosen pivots' maps concatenated: ``[len(idx), 1, R, R]``."""
     chosen = [noises[i] for i in idx]
@@ -156,15 +171,12 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
     validate(cfg)  # every field in its range (pti.core.config.ranged) before any work
     device = next(G.parameters()).device
     t0 = time.perf_counter()
-    x, ws, noises = prepare_inputs(G, targets, pivots, device)
+    x, ws, noises, perceptual, regularizer = prepare_tuning(G, targets, pivots, cfg, c, perceptual, device)
     n = x.shape[0]
-    labels = pivot_labels(G, pivots, c, n, device) if cfg.locality.enabled or c is not None else None
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
-    perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
     target_features = perceptual.target_features(x)  # the photos never change: their features, once
     tuned = copy.deepcopy(G).train(G.training).requires_grad_(True)  # θ*, starting at θ
     optimizer = torch.optim.Adam(tuned.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order and locality samples
     result, order = TuningResult(generator=tuned, perceptual_name=perceptual.name), []
     start, order = checkpoint.restore(tuned, optimizer, gen, result) if checkpoint is not None else (0, order)
@@ -189,10 +201,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
             loss = loss + reg
         loss_value, rms = float(loss.detach()), float(output_rms(image).max())
         result.loss_history.append(loss_value)
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"tuning loss became {loss_value} at step {step}")
-        if is_diverged(rms):
-            raise DivergenceError(diverged_message("tuning", step, rms))
+        check_step("tuning", step, loss_value, rms)  # NaN/inf loss, diverged image
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

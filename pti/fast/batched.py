@@ -30,13 +30,13 @@ from pti.core.config import TuningConfig
 from pti.core.divergence import DivergenceError, output_rms
 from pti.fast.config import ExecutionConfig, check_execution
 from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
-                                step_environment, step_failure, to_channels_last)
+                                step_environment, to_channels_last)
 from pti.fast.graphs import StepGraphs
 from pti.fast.optim import AdamStep, FlatAdam
-from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_per_image, step_towards
-from pti.core.pivot import NonFiniteLossError, Pivot
+from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_per_image
+from pti.core.pivot import NonFiniteLossError, Pivot, step_failure
 from pti.progress import progress_bar
-from pti.core.tuning import batch_noise, pivot_labels, prepare_inputs
+from pti.core.tuning import batch_noise, prepare_tuning
 
 
 @dataclass
@@ -95,35 +95,6 @@ def stack_synthesis_parameters(G: nn.Module, k: int) -> tuple[list[str], list[to
     return names, tensors
 
 
-def sample_w_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor,
-                       generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """For each photo k (pivot ``w_pivots[k]``, stream ``generators[k]``): its locality codes ``w_r``,
-    ``[K, num_samples, num_ws, w_dim]``.
-
-    Photo k draws exactly what :meth:`~pti.core.losses.LocalityRegularizer.sample_w` draws in a single-pivot run
-    with ``generators[k]`` (z, then the pivot index, always 0), so batched runs equal sequential ones; the K
-    mapping evaluations are batched into one.
-    """
-    return codes_per_photo(regularizer, w_pivots, draw_per_photo(regularizer, generators).to(w_pivots.device))
-
-
-def draw_per_photo(regularizer: LocalityRegularizer, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """The random numbers of one :func:`sample_w_per_photo`: ``z [K * num_samples, z_dim]`` (CPU), photo k's from
-    ``generators[k]`` as a single-pivot run draws them (its pivot indices, always 0, are drawn and dropped)."""
-    return torch.cat([regularizer.draw(1, gen)[0] for gen in generators])
-
-
-def codes_per_photo(regularizer: LocalityRegularizer, w_pivots: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``w_r [K, num_samples, num_ws, w_dim]`` for drawn ``z [K * num_samples, z_dim]`` (no host sync)."""
-    G, cfg = regularizer.original, regularizer.cfg
-    k, s = w_pivots.shape[0], cfg.num_samples
-    c = None if regularizer.labels is None else regularizer.labels.to(w_pivots.device).repeat_interleave(s, dim=0)
-    with torch.no_grad():
-        w_z = G.mapping(z, c, truncation_psi=cfg.truncation_psi)
-    w_r = step_towards(w_pivots.repeat_interleave(s, dim=0), w_z, cfg.alpha, cfg.norm)
-    return w_r.reshape(k, s, *w_r.shape[1:])
-
-
 def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], pivots: Sequence[Pivot] | torch.Tensor,
                  cfg: TuningConfig | None = None, *, c: Any = None, perceptual: PerceptualLoss | None = None,
                  progress: bool = True, callback: Callable[[int, dict[str, Any]], None] | None = None,
@@ -146,10 +117,8 @@ def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], p
     check_execution(ex)
     device = next(G.parameters()).device
     t0 = time.perf_counter()
-    x, ws, noises = prepare_inputs(G, targets, pivots, device)
+    x, ws, noises, perceptual, regularizer = prepare_tuning(G, targets, pivots, cfg, c, perceptual, device)
     k_photos = x.shape[0]
-    labels = pivot_labels(G, pivots, c, k_photos, device) if cfg.locality.enabled or c is not None else None
-    perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
     names, stacked = stack_synthesis_parameters(G, k_photos)  # θ* of photo k: slot k, starting at θ
     flat = FlatAdam(stacked, lr=cfg.lr, compile_update=ex.compile)
     params = dict(zip(names, flat.params))
@@ -157,7 +126,6 @@ def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], p
     if cfg.use_pivot_noise:  # per layer [K, 1, 1, R, R]: each photo renders its one image with its own maps
         noise = [n.unsqueeze(1) for n in batch_noise(noises, list(range(k_photos)))]
     adam = AdamStep(flat=flat, scaler=loss_scaler(ex, device))
-    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     generators = [torch.Generator().manual_seed(cfg.seed) for _ in range(k_photos)]
     step_loss, locality_penalty = _batched_losses(G, perceptual, regularizer, cfg, ex, k_photos, noise is not None)
     result = BatchedTuningResult.start(G, k_photos, perceptual.name)
@@ -165,7 +133,7 @@ def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], p
     active = torch.ones([k_photos], dtype=torch.bool, device=device)  # the device's: photos still updated
     history = DeferredHistory(ex.sync_every)
     interval = cfg.locality.interval
-    z_all = _draw_locality_ahead(regularizer, generators, cfg.steps, interval, device)
+    z_all, pivot_of = draw_locality_ahead(regularizer, generators, cfg.steps, interval, device)
     z_step = z_all[0].clone() if z_all is not None else None  # this step's draw, where the (captured) step reads it
     target: list[torch.Tensor] = []  # the photos' features, filled below
 
@@ -176,7 +144,8 @@ def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], p
             active.logical_and_(dist.detach() > cfg.lpips_threshold)
         reg = torch.zeros([k_photos], device=device)
         if regularize:
-            reg = locality_penalty(params, codes_per_photo(regularizer, ws, z_step))
+            w_r = regularizer.codes(ws, z_step, pivot_of).unflatten(0, (k_photos, -1))  # [K, S, num_ws, w_dim]
+            reg = locality_penalty(params, w_r)
             loss = loss + reg
         adam.update(loss.sum(), active)
         return loss, dist, rms, reg
@@ -242,13 +211,19 @@ def _batched_losses(G: nn.Module, perceptual: PerceptualLoss, regularizer: Local
     return maybe_compile(forward, ex.compile, ex.compile_mode), locality_penalty
 
 
-def _draw_locality_ahead(regularizer: LocalityRegularizer | None, generators: Sequence[torch.Generator], steps: int,
-                         interval: int, device: torch.device) -> torch.Tensor | None:
-    """The locality samples of the whole run, drawn ahead: ``z [draws, K * num_samples, z_dim]`` on ``device``,
-    each photo's from its own stream in its single-photo order (:func:`draw_per_photo`); None without locality."""
-    draws = [draw_per_photo(regularizer, generators) for step in range(steps)
+def draw_locality_ahead(regularizer: LocalityRegularizer | None, generators: Sequence[torch.Generator], steps: int,
+                        interval: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The locality samples of the whole run, drawn ahead, on ``device``: ``z [draws, K * num_samples, z_dim]``,
+    photo k's from ``generators[k]`` as a single-photo run draws them
+    (:meth:`~pti.core.losses.LocalityRegularizer.draw`; its pivot indices, always 0, are drawn and dropped), and
+    the pivot of each sample ``[K * num_samples]`` (photo k's step from pivot k) for
+    :meth:`~pti.core.losses.LocalityRegularizer.codes`; ``(None, None)`` without locality."""
+    draws = [torch.cat([regularizer.draw(1, gen)[0] for gen in generators]) for step in range(steps)
              if regularizer is not None and step % interval == 0]
-    return torch.stack(draws).to(device) if draws else None
+    if not draws:
+        return None, None
+    pivot_of = torch.arange(len(generators), device=device).repeat_interleave(regularizer.cfg.num_samples)
+    return torch.stack(draws).to(device), pivot_of
 
 
 def _consume(rows: list[tuple[int, dict[str, Any]]], result: BatchedTuningResult, running: list[bool],

@@ -5,8 +5,8 @@ wrappers; none of them changes what a step computes beyond float rounding. :clas
 keeps per-step values on the device and reads them back in one sync every N steps. What the three
 fast loops (:mod:`pti.fast.projector`, :mod:`pti.fast.tuning`, :mod:`pti.fast.batched`) share is here
 too: the block they run in (:func:`step_environment`), the photos' cached perceptual features
-(:func:`cached_target_features`), the fp16 loss scaler (:func:`loss_scaler`) and the error a failed
-step raises or records (:func:`step_failure`).
+(:func:`cached_target_features`) and the fp16 loss scaler (:func:`loss_scaler`); the error a failed step
+raises or records is the core's (:func:`pti.core.pivot.step_failure`).
 """
 from __future__ import annotations
 
@@ -17,10 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from pti.core.divergence import DivergenceError, diverged_message, is_diverged
 from pti.fast.config import ExecutionConfig
 from pti.fast.optim import DeviceLossScaler
-from pti.core.pivot import NonFiniteLossError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -182,17 +180,6 @@ class DeferredHistory:
             out.append((step, row))
         self._pending = []
         return out
-
-
-def step_failure(what: str, step: int, loss: float, rms: float) -> DivergenceError | None:
-    """The error one step calls for: :class:`~pti.core.pivot.NonFiniteLossError` when ``loss`` is NaN/inf, else
-    :class:`~pti.core.divergence.DivergenceError` when the image RMS ``rms`` has diverged; None when neither.
-    ``what`` names the loop ('tuning')."""
-    if not math.isfinite(loss):
-        return NonFiniteLossError(f"{what} loss became {loss} at step {step}")
-    if is_diverged(rms):
-        return DivergenceError(diverged_message(what, step, rms))
-    return None
 
 
 def first_non_finite(rows: Sequence[tuple[int, dict[str, Any]]], key: str) -> tuple[int, float] | None:

@@ -21,13 +21,13 @@ from pti.core.config import TuningConfig
 from pti.core.divergence import output_rms
 from pti.fast.config import ExecutionConfig, check_execution
 from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
-                                step_environment, step_failure, to_channels_last)
+                                step_environment, to_channels_last)
 from pti.fast.graphs import StepGraphs
 from pti.fast.optim import AdamStep, bind_module_parameters, make_adam
 from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_loss
-from pti.core.pivot import Pivot
+from pti.core.pivot import Pivot, check_step
 from pti.progress import progress_bar
-from pti.core.tuning import TuningResult, batch_indices, batch_noise, pivot_labels, prepare_inputs, select_features
+from pti.core.tuning import TuningResult, batch_indices, batch_noise, prepare_tuning, select_features
 
 
 def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
@@ -37,38 +37,21 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                  execution: ExecutionConfig | None = None) -> TuningResult:
     """:func:`pti.core.tuning.pivotal_tune` with ``execution``'s speed paths (one generator for all photos).
 
-    The same arguments, returns and errors as the core, plus ``execution``
-    (:class:`~pti.fast.ExecutionConfig`). Equal to the core within the tolerances of
-    tests/test_speed_paths.py.
-
-    Args:
-        G: the original generator (left unchanged).
-        targets: ``[N, C, H, W]`` or a list of ``[C, H, W]``/``[1, C, H, W]`` in [-1, 1] (C = 3 or 1); resized to
-            G's resolution and converted to its ``img_channels``.
-        pivots: ``N`` :class:`~pti.core.pivot.Pivot` (or ws ``[N, num_ws, w_dim]``), in the order of ``targets``.
-        cfg: :class:`~pti.core.config.TuningConfig` (paper defaults when None).
-        c: conditional generators only: the class that the locality regulariser's codes ``w_z`` are mapped
-            with (an index ``K``, a label ``[c_dim]``, or ``[N, c_dim]``, one per pivot); default: the pivots'
-            own ``Pivot.c``. With locality on, a conditional generator needs one or the other
-            (:class:`~pti.core.conditioning.ConditioningError`); it is refused for an unconditional generator.
-        callback: ``callback(step, {'loss', 'perceptual', 'perceptual_max', 'output_rms'})`` after every update
-            (with ``sync_every > 1``: for each step, in order, at every sync).
-    Returns: :class:`TuningResult`. Raises :class:`~pti.core.pivot.NonFiniteLossError` on NaN/inf and
-    :class:`~pti.core.divergence.DivergenceError` when the rendered images leave any sane range (:mod:`pti.core.divergence`).
+    The same arguments, returns and errors as the core (its docstring says them), plus ``execution``
+    (:class:`~pti.fast.ExecutionConfig`; default: the core's execution) and without ``checkpoint``. With
+    ``execution.sync_every > 1`` the ``callback`` is called for each step, in order, at every sync. Equal to the
+    core within the tolerances of tests/test_speed_paths.py.
     """
     cfg = cfg or TuningConfig()
     ex = execution or ExecutionConfig()
     check_execution(ex)
     device = next(G.parameters()).device
     t0 = time.perf_counter()
-    x, ws, noises = prepare_inputs(G, targets, pivots, device)
+    x, ws, noises, perceptual, regularizer = prepare_tuning(G, targets, pivots, cfg, c, perceptual, device)
     n = x.shape[0]
-    labels = pivot_labels(G, pivots, c, n, device) if cfg.locality.enabled or c is not None else None
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
-    perceptual = perceptual or PerceptualLoss(cfg.perceptual_net, cfg.perceptual_resolution, device)
     tuned = copy.deepcopy(G).train(G.training).requires_grad_(True)  # θ*, starting at θ
     adam = _tuning_adam(tuned, cfg, ex, device)
-    regularizer = LocalityRegularizer(G, perceptual, cfg.locality, labels) if cfg.locality.enabled else None
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order and locality samples
     step_loss, locality_penalty = _tuning_losses(tuned, perceptual, regularizer, cfg, ex, device)
     result, order = TuningResult(generator=tuned, perceptual_name=perceptual.name), []
@@ -95,7 +78,7 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                     loss, reg = loss + penalty, {"locality": float(penalty.detach())}
                 loss_value, rms_max = float(loss.detach()), float(rms.max())
                 result.loss_history.append(loss_value)
-                _check_step(step, loss_value, rms_max)
+                check_step("tuning", step, loss_value, rms_max)
                 adam.update(loss)
                 _finish_step(step, {"loss": loss_value, "perceptual": result.perceptual_history[-1],
                                     "perceptual_max": dist_max, "output_rms": rms_max, **reg}, result, bar, callback)
@@ -163,13 +146,6 @@ def _tuning_losses(tuned: nn.Module, perceptual: PerceptualLoss, regularizer: Lo
         return step_locality(w_r, reference)
 
     return maybe_compile(forward, ex.compile, ex.compile_mode), locality_penalty
-
-
-def _check_step(step: int, loss: float, rms: float) -> None:
-    """Raise :func:`~pti.fast.execution.step_failure`'s error for a step's loss / image RMS (before its update)."""
-    error = step_failure("tuning", step, loss, rms)
-    if error is not None:
-        raise error
 
 
 def _finish_step(step: int, row: dict[str, float], result: TuningResult, bar: Any,
@@ -283,6 +259,6 @@ def _consume(rows: list[tuple[int, dict]], result: TuningResult, bar: Any,
         if not row["active"]:  # the threshold was reached at this step: no update was applied
             result.stopped_early = True
             return True
-        _check_step(step, row["loss"], row["output_rms"])
+        check_step("tuning", step, row["loss"], row["output_rms"])
         _finish_step(step, row, result, bar, callback)
     return False
