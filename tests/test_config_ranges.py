@@ -239,10 +239,11 @@ def test_bounded_options_say_their_range_like_config_fields():
     """One mechanism: the commands' own options and the config fields describe and check a range alike."""
     import argparse
 
-    from pti.commands._config_args import bounded, valid_text
+    from pti.commands._config_args import bounded
+    from pti.core.config import make_range
 
     parse = bounded(float, gt=0, le=2)
-    assert parse("2") == 2.0 and valid_text(float, gt=0, le=2) == "a number in (0, 2]"
+    assert parse("2") == 2.0 and make_range(gt=0, le=2).describe(False) == "a number in (0, 2]"
     for bad in ("0", "2.5", "nan", "inf", "-inf", "1e400"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \(0, 2\]"):
             parse(bad)

@@ -140,8 +140,8 @@ def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le:
             lt: float | None = None, optional: bool = False) -> Callable[[str], Any]:
     """An argparse ``type`` for a command's own numeric option (``kind``: int or float) with a range, by the
     same mechanism as the config fields (:func:`pti.core.config.make_range`; NaN and inf are always refused):
-    ``type=bounded(int, ge=1)``. ``optional``: 'none' also parses (as None). Pair it with
-    :func:`valid_text` in the help."""
+    ``type=bounded(int, ge=1)``. ``optional``: 'none' also parses (as None). A refused value's error names
+    the range in words, as a config field's does."""
     from pti.core.config import make_range
 
     parse = _in_range(kind, make_range(ge, gt, le, lt), kind is int, optional)
@@ -154,14 +154,6 @@ def seed_type() -> Callable[[str], Any]:
     from pti.core.config import InversionConfig
 
     return option_type(InversionConfig, "seed")
-
-
-def valid_text(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-               lt: float | None = None) -> str:
-    """The range of :func:`bounded` in words ('an integer >= 1'), for the option's help."""
-    from pti.core.config import make_range
-
-    return make_range(ge, gt, le, lt).describe(kind is int)
 
 
 def option_type(cls: type, name: str) -> Callable[[str], Any]:
