@@ -1,7 +1,7 @@
 """tools/device_check.sh and tools/device_check.py: the one prepared call on a lent GPU machine.
 
-The pure parts (which bench path the full PTI run takes and its ``pti run`` flags, the limits
-on what comes back) are tested directly; the whole script runs in its dry-run mode (CPU, tiny
+The pure parts (which bench path the bench recommends, the full PTI run's ``pti run`` flags, the
+limits on what comes back) are tested directly; the whole script runs in its dry-run mode (CPU, tiny
 configs) in a ``slow`` test: about 5 minutes on this project's 2-core machine, mostly the
 start-up of one Python process per stage.
 """
@@ -34,26 +34,20 @@ def _result(name: str, ipm: float, mse: float, perceptual: float, batch: int = 1
     return {"name": name, "images_per_minute": ipm, "mse": mse, "perceptual": perceptual, "batch": batch}
 
 
-def test_path_flags_map_bench_tokens_to_pti_run_options() -> None:
-    flags, env = dc.path_flags("fast+lpips256")  # fast = batched:auto+bf16+nosync; batching is dropped
-    assert flags == ["--exec-precision", "bf16", "--exec-sync-every", "25",
-                     "--tune-perceptual-resolution", "256"] and env == {}
-    flags, env = dc.path_flags("fp16-layers+channels-last+fused")
-    assert flags == ["--exec-force-fp32", "false", "--exec-channels-last", "true", "--exec-adam", "fused"]
-    assert dc.path_flags("ref-ops") == ([], {"PTI_OPS": "ref"})
-    assert dc.path_flags("baseline") == ([], {})
-
-
 def test_pti_run_accepts_every_flag_the_driver_emits(monkeypatch: pytest.MonkeyPatch) -> None:
     # the driver runs $PYTHON (the device script sets it); `make test` exports PYTHON=python3 (the Makefile's
     # interpreter for the venv), which has no pti: use this test's interpreter
     monkeypatch.setenv("PYTHON", sys.executable)
+    monkeypatch.delenv("DEVICE_CHECK_RUN_ARGS", raising=False)
     known = dc._help_options("run")
     assert "--no-align" in known, "could not read `pti run --help`"
-    for path in dc.GPU_BENCH_PATHS.split(",") + ["compile", "nosync:10", "lpips:128"]:
-        flags, _ = dc.path_flags(path)
+    for dry in (True, False):
+        flags, nets = dc.run_flags(dry)
         kept, dropped = dc._keep_known(flags, known)
-        assert not dropped, f"`pti run` no longer takes {dropped} (bench path {path})"
+        assert not dropped, f"`pti run` no longer takes {dropped}"
+        assert flags[0] == "--fast" and set(nets) <= set(flags) and ("--inv-w-avg-samples" in flags) == dry
+    monkeypatch.setenv("DEVICE_CHECK_RUN_ARGS", "--exec-precision bf16")  # a custom run replaces --fast
+    assert dc.run_flags(False)[0][:2] == ["--exec-precision", "bf16"]
     assert {"--inv-steps", "--tune-steps", "--tune-lpips-threshold", "--generator", "--output"} <= known
 
 

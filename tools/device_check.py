@@ -360,39 +360,6 @@ def headline(work: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 # one full PTI run
 # --------------------------------------------------------------------------------------------
-def path_flags(name: str) -> tuple[list[str], dict[str, str]]:
-    """``pti run`` flags (and environment) for a bench path; batching is dropped (one photo)."""
-    from pti.bench_presets import ALIASES
-
-    tokens = [t for part in name.split("+") for t in ALIASES.get(part, part).split("+") if t]
-    flags: list[str] = []
-    env: dict[str, str] = {}
-    for token in tokens:
-        head, _, arg = token.partition(":")
-        both = lambda option, value: [f"--exec-{option}", value]  # noqa: E731  (one ExecutionConfig, both stages)
-        if token in ("bf16", "fp16"):
-            flags += both("precision", token)
-        elif token == "fp16-layers":
-            flags += both("force-fp32", "false")
-        elif token == "channels-last":
-            flags += both("channels-last", "true")
-        elif token in ("loop", "foreach", "fused"):
-            flags += both("adam", token)
-        elif head == "nosync":
-            flags += both("sync-every", arg or "25")
-        elif token == "lpips256" or head == "lpips":
-            flags += ["--tune-perceptual-resolution", "256" if token == "lpips256" else arg]
-        elif token == "ref-ops":
-            env["PTI_OPS"] = "ref"
-        elif token == "compile":
-            flags += both("compile", "true")
-        elif token in ("tf32", "no-tf32"):
-            flags += both("tf32", "on" if token == "tf32" else "off")
-        elif token == "graphs":
-            flags += both("cuda-graphs", "true")
-    return flags, env
-
-
 def choose_path(bench: dict[str, Any] | None) -> tuple[str, str]:
     """The fastest bench path, compile excluded, whose MSE and perceptual distance are within 5% of the baseline's."""
     if not bench or not bench.get("results"):
@@ -444,6 +411,22 @@ def prepare_photo(path: Path, size: int) -> str:
     return name
 
 
+def run_flags(dry: bool) -> tuple[list[str], dict[str, str]]:
+    """The ``pti run`` options of the full PTI run: ``--fast`` (or ``$DEVICE_CHECK_RUN_ARGS``), the paper's step
+    counts (dry run: 3 + 3), no early stop, and the perceptual networks, which are also returned by option."""
+    custom = os.environ.get("DEVICE_CHECK_RUN_ARGS")
+    flags = shlex.split(custom) if custom else ["--fast"]
+    flags += ["--inv-steps", "3", "--tune-steps", "3", "--inv-w-avg-samples", "100"] if dry else \
+        ["--inv-steps", "450", "--tune-steps", "350"]
+    # LPIPS at its real cost offline: where torchvision's weights are absent, LPIPS on random backbones of the
+    # same architecture (the bench's choice, pti.bench.paths.timing_net), named in results.json
+    from pti.bench.paths import timing_net
+
+    nets = {"--inv-perceptual-net": timing_net("vgg"), "--tune-perceptual-net": timing_net("alex")}
+    flags += [t for option, net in nets.items() for t in (option, net)]
+    return flags + ["--tune-lpips-threshold", "none"], nets
+
+
 def step_pti_run(work: Path, dry: bool) -> dict[str, Any]:
     import torch
 
@@ -461,18 +444,11 @@ def step_pti_run(work: Path, dry: bool) -> dict[str, Any]:
     del G
     # issue 30: the headline is `pti run --fast` (its preset picks the paths); the bench's choice is recorded
     path, why = "--fast", f"the --fast preset (the bench's fastest path at equal quality: {choose_path(read_json(work / 'bench.json'))[0]})"
-    flags, env = ["--fast"], {}
     if os.environ.get("DEVICE_CHECK_RUN_ARGS"):
-        flags, why = shlex.split(os.environ["DEVICE_CHECK_RUN_ARGS"]), "DEVICE_CHECK_RUN_ARGS"
-    steps = ["--inv-steps", "3", "--tune-steps", "3", "--inv-w-avg-samples", "100"] if dry else \
-        ["--inv-steps", "450", "--tune-steps", "350"]
-    # LPIPS at its real cost offline: where torchvision's weights are absent, LPIPS on random backbones of the
-    # same architecture (the bench's choice, pti.bench.paths.timing_net), named in results.json
-    from pti.bench.paths import timing_net
-
-    nets = {"--inv-perceptual-net": timing_net("vgg"), "--tune-perceptual-net": timing_net("alex")}
-    steps += [t for option, net in nets.items() for t in (option, net)]
-    flags, dropped = _keep_known(flags + steps + ["--tune-lpips-threshold", "none"], _help_options("run"))
+        why = "DEVICE_CHECK_RUN_ARGS"
+    flags, nets = run_flags(dry)
+    env: dict[str, str] = {}
+    flags, dropped = _keep_known(flags, _help_options("run"))
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [python(), "-m", "pti", "run", str(photo), "--generator", str(weights), "--no-align", "--device", device,
