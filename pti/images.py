@@ -12,6 +12,7 @@ Inside the library an image is a float tensor ``[N, C, H, W]`` (or ``[C, H, W]``
 - :func:`read_image` gives the ``[1, 3, H, W]`` tensor (``[1, 1, H, W]`` with ``channels=1``),
   :func:`write_image` writes one (atomically: temporary name, then rename; gray as an 8-bit ``L`` file).
 - :func:`save_grid` writes a PNG grid of images with row and column labels for figures.
+- :func:`save_png` writes a PIL image as PNG (atomically), optionally with PNG text chunks.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -239,13 +240,53 @@ def _label_width(labels: Sequence[str] | None, font: ImageFont.ImageFont, pad: i
     return max(_text_size(probe, s, font)[0] for s in labels) + 2 * pad
 
 
+@dataclass(frozen=True)
+class _GridLayout:
+    """Where :func:`render_grid` puts things: the font, the label column's width, the heights of the title
+    and of the column labels, the square cell's side and the canvas size (pixels)."""
+
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont
+    label_w: int
+    title_h: int
+    col_h: int
+    cell: int
+    pad: int
+    width: int
+    height: int
+
+
+def _grid_layout(n_rows: int, n_cols: int, cell_size: int, row_labels: Sequence[str] | None,
+                 col_labels: Sequence[str] | None, title: str | None, pad: int, font_size: int | None,
+                 label_width: int | None) -> _GridLayout:
+    font = _label_font(font_size or max(10, min(28, cell_size // 10)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = _label_width(row_labels, font, pad) if label_width is None else int(label_width)
+    col_h = max((_text_size(probe, s, font)[1] for s in col_labels or []), default=0)
+    col_h = col_h + 2 * pad if col_labels else 0
+    title_h = _text_size(probe, title, font)[1] + 2 * pad if title else 0
+    return _GridLayout(font, label_w, title_h, col_h, cell_size, pad,
+                       width=label_w + n_cols * (cell_size + pad) + pad,
+                       height=title_h + col_h + n_rows * (cell_size + pad) + pad)
+
+
+def grid_size(n_rows: int, n_cols: int, cell_size: int, row_labels: Sequence[str] | None = None,
+              col_labels: Sequence[str] | None = None, title: str | None = None, pad: int = 4,
+              font_size: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` in pixels of the grid :func:`render_grid` makes of ``n_rows`` x ``n_cols`` cells of
+    ``cell_size`` pixels with these labels and title, without any image (e.g. to compare with an existing file
+    before rendering)."""
+    layout = _grid_layout(n_rows, n_cols, int(cell_size), row_labels, col_labels, title, pad, font_size, None)
+    return layout.width, layout.height
+
+
 def render_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]],
                 row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
                 cell_size: int | None = None, title: str | None = None, pad: int = 4,
                 font_size: int | None = None, label_width: int | None = None, what: str = "grid") -> Image.Image:
-    """The image :func:`save_grid` writes, without writing it. ``label_width``: pixels reserved for the
-    row labels (default: the widest label), so that blocks stacked by :func:`save_sections` align.
-    Raises ``ValueError`` (naming ``what``) for no image or label counts that do not match the rows/columns."""
+    """The image :func:`save_grid` writes, without writing it (its size: :func:`grid_size`). ``label_width``:
+    pixels reserved for the row labels (default: the widest label), so that blocks stacked by
+    :func:`save_sections` align. Raises ``ValueError`` (naming ``what``) for no image or label counts that do
+    not match the rows/columns."""
     cells = [_as_cells(r) for r in rows]
     if not cells or not any(c is not None for r in cells for c in r):
         raise ValueError(f"{what}: save_grid needs at least one image")
@@ -255,23 +296,16 @@ def render_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]],
     if col_labels is not None and len(col_labels) != n_cols:
         raise ValueError(f"{what}: {len(col_labels)} column labels for {n_cols} columns")
     first = next(c for r in cells for c in r if c is not None)
-    size = int(cell_size or first.shape[-2])
-    font = _label_font(font_size or max(10, min(28, size // 10)))
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = _label_width(row_labels, font, pad) if label_width is None else int(label_width)
-    col_h = max((_text_size(probe, s, font)[1] for s in col_labels or []), default=0)
-    col_h = col_h + 2 * pad if col_labels else 0
-    title_h = _text_size(probe, title, font)[1] + 2 * pad if title else 0
-    width = label_w + n_cols * (size + pad) + pad
-    height = title_h + col_h + len(cells) * (size + pad) + pad
-    canvas = Image.new("RGB", (width, height), "white")
+    layout = _grid_layout(len(cells), n_cols, int(cell_size or first.shape[-2]), row_labels, col_labels, title, pad,
+                          font_size, label_width)
+    font, label_w, size, top = layout.font, layout.label_w, layout.cell, layout.title_h + layout.col_h
+    canvas = Image.new("RGB", (layout.width, layout.height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.multiline_text((pad, pad), title, fill="black", font=font)
-    top = title_h + col_h
     for j, label in enumerate(col_labels or []):
         tw, _ = _text_size(draw, label, font)
-        draw.multiline_text((label_w + pad + j * (size + pad) + (size - tw) // 2, title_h + pad), label,
+        draw.multiline_text((label_w + pad + j * (size + pad) + (size - tw) // 2, layout.title_h + pad), label,
                             fill="black", font=font)
     for i, row in enumerate(cells):
         y = top + pad + i * (size + pad)
@@ -289,10 +323,18 @@ def render_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]],
     return canvas
 
 
-def _save_png(canvas: Image.Image, path: str | os.PathLike) -> Image.Image:
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        canvas.save(tmp, format="PNG")
+def save_png(canvas: Image.Image, path: str | os.PathLike, text: Mapping[str, str] | None = None) -> Image.Image:
+    """Write ``canvas`` to ``path`` as PNG, atomically (temporary name, then rename), with ``text``'s entries as
+    PNG text chunks (``tEXt``/``iTXt``, read back by Pillow as ``Image.open(path).text``); returns ``canvas``."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+    with atomic_path(Path(path)) as tmp:
+        canvas.save(tmp, format="PNG", pnginfo=info)
     return canvas
 
 
@@ -309,7 +351,7 @@ def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path
     height). ``row_labels`` go left of each row, ``col_labels`` above each column,
     ``title`` above everything; white background.
     """
-    return _save_png(render_grid(rows, row_labels, col_labels, cell_size, title, pad, font_size, what=str(path)),
+    return save_png(render_grid(rows, row_labels, col_labels, cell_size, title, pad, font_size, what=str(path)),
                      path)
 
 
@@ -340,7 +382,7 @@ def save_sections(sections: Sequence[GridSection], path: str | os.PathLike, cell
     for b in blocks:
         canvas.paste(b, (0, y))
         y += b.height
-    return _save_png(canvas, path)
+    return save_png(canvas, path)
 
 
 def prepare_target(target: torch.Tensor, resolution: int, device: torch.device | str,
