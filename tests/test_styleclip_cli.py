@@ -81,14 +81,32 @@ def _mapper_file(path, dim=32):
     return path
 
 
-def test_edit_with_a_mapper_writes_w_and_pti_rows(photo_folder, tmp_path, capsys):
+def test_edit_with_a_mapper_writes_w_and_pti_rows(photo_folder, tmp_path, capsys, monkeypatch):
+    """The grid comes from the writer of every edit (pti.editing.run_edits.write_run_edits): its rows are named by
+    grid_row_names, as pti run's (issue 33; they were "W: <key>"), its columns by the mapper's k."""
     import json
 
     from PIL import Image
 
+    from pti import images
+    from pti.core.pivot import Pivot
+    from pti.editing.run_edits import grid_row_names
+
+    grids = []
+    save_grid = images.save_grid
+
+    def recording_save_grid(rows, path, row_labels=None, col_labels=None, **kwargs):
+        grids.append((path, row_labels, col_labels))
+        return save_grid(rows, path, row_labels=row_labels, col_labels=col_labels, **kwargs)
+
+    monkeypatch.setattr(images, "save_grid", recording_save_grid)
     mapper = _mapper_file(tmp_path / "curly.pt")
     assert main(["edit", str(photo_folder), "--mapper", str(mapper), "--mapper-strength", "0.5"]) == 0
     edits = photo_folder / "edits"
+    orig, pti = grid_row_names(Pivot.load(photo_folder / "pivot.pt"))
+    assert grids == [(edits / "mapper_curly.png", [f"{orig}: mapper_curly", f"{pti}: mapper_curly"],
+                      ["k=0", "k=0.5"])]
+    assert orig == "W inversion (orig. G)"
     grid = Image.open(edits / "mapper_curly.png")
     assert grid.size[1] >= 2 * 128  # a W row and a PTI row
     k0, k1 = (np.asarray(Image.open(edits / f"mapper_curly_{s}.png")) for s in ("0", "0.5"))
@@ -104,6 +122,12 @@ def test_edit_with_a_mapper_writes_w_and_pti_rows(photo_folder, tmp_path, capsys
     with torch.no_grad():
         recon = tuned.synthesis(Pivot.load(photo_folder / "pivot.pt").w, noise_mode="const")
     assert np.array_equal(k0, to_uint8_array(recon[0]))
+    # --out: the grid is written there only (once), and the record says where
+    (edits / "mapper_curly.png").unlink()
+    out = tmp_path / "elsewhere" / "grid.png"
+    assert main(["edit", str(photo_folder), "--mapper", str(mapper), "--out", str(out)]) == 0
+    assert out.is_file() and not (edits / "mapper_curly.png").exists() and grids[-1][0] == out
+    assert json.loads((edits / "mapper_curly.json").read_text())["grid"] == str(out.resolve())
     assert main(["edit", str(photo_folder), "--mapper", str(tmp_path / "nothing.pt")]) == 2
     assert "no such mapper" in capsys.readouterr().err
     assert main(["edit", str(photo_folder)]) == 2

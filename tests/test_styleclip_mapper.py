@@ -57,6 +57,7 @@ def test_official_layout_loads_and_edits(tmp_path):
     # the same float32 operations: measured bit-equal (AVX2, 1 thread); other kernels may round the matmuls apart
     assert torch.allclose(edited, expected, atol=1e-5)
     assert torch.equal(edited[:, 8:], w[:, 8:])  # no fine mapper: the fine rows are untouched
+    assert torch.equal(apply_mapper(mapper, w, 0.0), w)  # strength 0: the codes themselves (the pivot, exactly)
     # a W pivot is broadcast to W+; the edited code renders
     w1 = w[:1, 0]
     out = apply_mapper(mapper, w1, num_ws=G.num_ws)

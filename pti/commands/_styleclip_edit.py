@@ -3,16 +3,16 @@
 ``pti edit RUN/PHOTO --text "a smiling face" [--neutral "a face"] [--alpha 4.1] [--beta auto]`` (global
 directions, prepared beforehand with ``pti styleclip-prepare`` on the run's original generator),
 ``pti edit RUN/PHOTO --mapper NAME|PATH`` and ``pti edit RUN/PHOTO --text ... --method optimize``. Output,
-as for W directions: ``edits/<key>.png`` (a W row on the original generator above a PTI row on the tuned
-one), ``edits/<key>_<s>.png`` per PTI edit and ``edits/<key>.json`` saying what the edit is.
-No torch at import (the parser is built without it).
+as for W directions and written by the same function (:func:`pti.editing.run_edits.write_run_edits`):
+``edits/<key>.png`` (or ``--out``: a row of the pivot edited on the original generator above a PTI row on the
+tuned one, labelled by :func:`pti.editing.run_edits.grid_row_names`), ``edits/<key>_<s>.png`` per PTI edit and
+``edits/<key>.json`` saying what the edit is. No torch at import (the parser is built without it).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
 
 
 def add_styleclip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +64,8 @@ def _parse_beta(text: str) -> float | None:
     return beta
 
 
-def run_styleclip_edit(args: argparse.Namespace, resolve_inputs: Callable[[argparse.Namespace], object]) -> int:
-    """Run a StyleCLIP ``pti edit``; ``resolve_inputs`` is :func:`pti.commands.edit.resolve_inputs`."""
+def run_styleclip_edit(args: argparse.Namespace) -> int:
+    """Run a StyleCLIP ``pti edit``: the inputs as for W directions (:func:`pti.commands.edit.load_inputs`)."""
     if args.direction and (args.text or args.mapper):
         print("pti edit: give --direction (W directions) or --text/--mapper (StyleCLIP), not both", file=sys.stderr)
         return 2
@@ -75,38 +75,29 @@ def run_styleclip_edit(args: argparse.Namespace, resolve_inputs: Callable[[argpa
     if args.text and args.mapper:
         print("pti edit: give --text or --mapper, not both", file=sys.stderr)
         return 2
-    import torch
-
+    from pti.commands.edit import load_inputs
     from pti.commands.styleclip_prepare import load_clip_from_args
-    from pti.editing.styleclip.edits import global_edit, mapper_edit, optimize_edit, write_edits
+    from pti.editing.run_edits import write_run_edits
+    from pti.editing.styleclip.edits import global_edit, mapper_edit, optimize_edit
     from pti.editing.styleclip.global_directions import NoChannelError
     from pti.editing.styleclip.mapper import MapperCheckpointError
     from pti.editing.styleclip.optimize import OptimizeConfig
-    from pti.core.pivot import load_pivot
-    from pti.stylegan2.checkpoints import CheckpointError, load
+    from pti.io_utils import atomic_write_json
+    from pti.stylegan2.checkpoints import CheckpointError
     from pti.zoo import ZooError
 
     try:
         beta = _parse_beta(args.beta)
-        inputs = resolve_inputs(args)
-        if args.out:
-            from pti.commands.edit import unwritable_reason
-
-            if unwritable_reason(Path(args.out)):
-                raise ValueError(unwritable_reason(Path(args.out)))
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        tuned = load(inputs.generator).eval().requires_grad_(False).to(device)
-        original = tuned if inputs.direction_generator is None else \
-            load(inputs.direction_generator).eval().requires_grad_(False).to(device)
-        pivot = load_pivot(inputs.pivot, tuned, map_location=device)
-    except (ValueError, CheckpointError, FileNotFoundError) as exc:
+        loaded = load_inputs(args)
+    except (ValueError, CheckpointError, OSError) as exc:
         print(f"pti edit: {exc}", file=sys.stderr)
         return 2
+    original = loaded.G_dir
     try:
         if args.mapper:
             edit = mapper_edit(args.mapper, int(original.w_dim), strengths=(0.0, args.mapper_strength))
         else:
-            clip = load_clip_from_args(args, device)
+            clip = load_clip_from_args(args, loaded.device)
             if clip is None:
                 return 2
             if args.method == "optimize":
@@ -118,14 +109,13 @@ def run_styleclip_edit(args: argparse.Namespace, resolve_inputs: Callable[[argpa
     except (FileNotFoundError, NoChannelError, MapperCheckpointError, ZooError, KeyError, ValueError) as exc:
         print(f"pti edit: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
-    out_dir = Path(inputs.pivot).parent
-    grid = f"edits/{edit.key}.png"
-    written = write_edits(original, tuned, pivot, [edit], out_dir, inputs.noise_mode, inputs.pivot_noise,
-                          grid_name=grid, title=f"{out_dir.name}: {edit.spec}")
-    if args.out:
-        import shutil
-
-        shutil.copyfile(out_dir / grid, args.out)
+    out_dir = Path(loaded.inputs.pivot).parent
+    grid = Path(args.out) if args.out else out_dir / "edits" / f"{edit.key}.png"
+    written = write_run_edits(original, loaded.G, loaded.pivot, [edit], out_dir, loaded.inputs, grid=grid,
+                              title=f"{out_dir.name}: {edit.spec}", column_label=edit.column_label)
+    record = out_dir / "edits" / f"{edit.key}.json"
+    grid_text = grid.relative_to(out_dir).as_posix() if grid.is_relative_to(out_dir) else str(grid.resolve())
+    atomic_write_json(edit.record(grid_text), record)
     print(edit.description)
-    print(f"wrote {', '.join(str(out_dir / w) for w in written)}" + (f" and {args.out}" if args.out else ""))
+    print(f"wrote {', '.join(str(p) for p in written[:-1] + [record, grid])}")
     return 0

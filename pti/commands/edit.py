@@ -18,6 +18,12 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from pti.core.pivot import Pivot
 
 HELP = ("edit a pivot with W/W+ directions (InterFaceGAN, GANSpace, SeFa, files, combinations) or StyleCLIP "
         "(--text, --mapper) and write a labelled grid")
@@ -84,15 +90,29 @@ class _UsageError(ValueError):
 @dataclass
 class EditInputs:
     """What to edit: the generator, the pivot file, the generator directions are resolved on (None: the
-    same), and how to render (``noise_mode``; ``pivot_noise``: use the pivot's noise maps instead of the
-    generator's own). The defaults are how ``pti run`` renders with a tuned generator by default
-    (:class:`pti.core.config.TuningConfig`: ``noise_mode='const'``, ``use_pivot_noise=False``)."""
+    same), and how to render (``noise_mode``; ``use_pivot_noise``: use the pivot's noise maps instead of the
+    generator's own; :class:`pti.editing.run_edits.RenderSettings`). The defaults are how ``pti run`` renders with a
+    tuned generator by default (:class:`pti.core.config.TuningConfig`: ``noise_mode='const'``,
+    ``use_pivot_noise=False``)."""
 
     generator: str
     pivot: Path
     direction_generator: str | None = None
     noise_mode: str = "const"
-    pivot_noise: bool = False
+    use_pivot_noise: bool = False
+
+
+@dataclass
+class LoadedInputs:
+    """:class:`EditInputs` loaded (:func:`load_inputs`): ``G``, the generator to edit, on ``device``; ``G_dir``, the
+    generator directions are resolved on and StyleCLIP's "orig. G" rows are rendered with (the run's original
+    generator; ``G`` itself when none other is named), on ``device``; ``pivot``, checked to fit ``G``."""
+
+    inputs: EditInputs
+    device: "torch.device"
+    G: "torch.nn.Module"
+    G_dir: "torch.nn.Module"
+    pivot: "Pivot"
 
 
 
@@ -128,6 +148,7 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
     """
     from pti.editing.run_edits import no_tuned_weights_message, tuned_generator_file
     from pti.io_utils import read_json_object
+    from pti.jobs.folder import render_settings
 
     if args.photo and args.pivot:
         raise _UsageError("give a run's photo folder (RUN/PHOTO) or --pivot, not both")
@@ -159,47 +180,57 @@ def resolve_inputs(args: argparse.Namespace) -> EditInputs:
         generator = str(tuned)
     inputs = EditInputs(generator, pivot, args.direction_generator or original)
     if original is not None and _same_generator(generator, original):
-        inputs.pivot_noise = True  # the original generator: as inversion.png is rendered
+        inputs.use_pivot_noise = True  # the original generator: as inversion.png is rendered
     else:
-        tuning = (read_json_object(folder / "metrics.json").get("config") or {}).get("tuning") or {}
-        inputs.noise_mode = str(tuning.get("noise_mode", "const"))
-        inputs.pivot_noise = bool(tuning.get("use_pivot_noise", False))
+        inputs.noise_mode, inputs.use_pivot_noise = render_settings(folder)
     return inputs
+
+
+def load_inputs(args: argparse.Namespace) -> LoadedInputs:
+    """What ``args`` names (:func:`resolve_inputs`), loaded (:class:`LoadedInputs`), after checking that ``--out``
+    can be written; ``pti edit`` with W directions and with StyleCLIP (``--text``, ``--mapper``) both start here.
+    Raises :class:`_UsageError`, ``ValueError`` (a pivot that does not fit the generator),
+    :class:`pti.stylegan2.checkpoints.CheckpointError` or ``OSError``."""
+    import torch
+
+    from pti.core.pivot import load_pivot
+    from pti.stylegan2.checkpoints import load
+
+    inputs = resolve_inputs(args)
+    if args.out and unwritable_reason(Path(args.out)):
+        raise _UsageError(unwritable_reason(Path(args.out)))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    G = load(inputs.generator).eval().requires_grad_(False).to(device)
+    G_dir = G if inputs.direction_generator is None else \
+        load(inputs.direction_generator).eval().requires_grad_(False).to(device)
+    pivot = load_pivot(inputs.pivot, G, map_location=device)
+    pivot.check_fits(G, what=f"generator {inputs.generator}")
+    return LoadedInputs(inputs, device, G, G_dir, pivot)
 
 
 def run(args: argparse.Namespace) -> int:
     from pti.commands._styleclip_edit import run_styleclip_edit, wants_styleclip
 
     if wants_styleclip(args):
-        return run_styleclip_edit(args, resolve_inputs)
-    import torch
-
+        return run_styleclip_edit(args)
     from pti.editing.direction import DirectionMismatchError, render_edits
     from pti.editing.loaders import parse_layers
     from pti.editing.run_edits import edit_file_stem, parse_edit, parse_strengths, resolve_edit, strength_text
     from pti.images import render_grid
     from pti.labels import pivot_label
-    from pti.core.pivot import load_pivot
-    from pti.stylegan2.checkpoints import CheckpointError, load
+    from pti.stylegan2.checkpoints import CheckpointError
 
     try:
         strengths = tuple(parse_strengths(args.strengths)) if args.strengths is not None else None
         specs = [parse_edit(text) for text in args.direction]
         layers = parse_layers(args.layers)
-        inputs = resolve_inputs(args)
+        loaded = load_inputs(args)
+        inputs, G, pivot, device = loaded.inputs, loaded.G, loaded.pivot, loaded.device
         generator, pivot_path = inputs.generator, inputs.pivot
-        if args.out and unwritable_reason(Path(args.out)):
-            raise _UsageError(unwritable_reason(Path(args.out)))
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        G = load(generator).eval().requires_grad_(False).to(device)
-        G_dir = G if inputs.direction_generator is None else \
-            load(inputs.direction_generator).eval().requires_grad_(False)
         if layers is not None and layers[1] > int(G.num_ws):
             raise _UsageError(f"--layers {args.layers}: {generator} has {int(G.num_ws)} style inputs (num_ws); "
                               f"choose START:STOP within 0:{int(G.num_ws)}")
-        pivot = load_pivot(pivot_path, G, map_location=device)
-        pivot.check_fits(G, what=f"generator {generator}")
-        directions = [resolve_edit(spec, G_dir.to(device), layers=layers) for spec in specs]
+        directions = [resolve_edit(spec, loaded.G_dir, layers=layers) for spec in specs]
         for d in directions:
             d.check(int(G.w_dim), int(G.num_ws), what=f"generator {generator}")
     except (DirectionMismatchError, ValueError, KeyError, IndexError, CheckpointError, OSError) as exc:
@@ -217,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     defaults = sorted({s for spec in specs for s in spec.default_strengths})
     out = Path(args.out) if args.out else pivot_path.parent / "edits" / (edit_file_stem(
         [spec.key for spec in specs], layers, None if columns == defaults else columns) + ".png")
-    noise = pivot.noise_maps(device) if inputs.pivot_noise else None
+    noise = pivot.noise_maps(device) if inputs.use_pivot_noise else None
     rows = []
     for d, row in zip(directions, row_strengths):
         images = render_edits(G, pivot.w.to(device), d, list(row), noise=noise, noise_mode=inputs.noise_mode)[0, 0]

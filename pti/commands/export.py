@@ -47,17 +47,10 @@ def _inputs(folder: Path) -> tuple[Path, Path]:
     return tuned, pivot
 
 
-def _uses_pivot_noise(folder: Path) -> bool:
-    """Whether the run rendered with the pivot's noise maps (metrics.json: config.tuning.use_pivot_noise)."""
-    from pti.io_utils import read_json_object
-
-    tuning = (read_json_object(folder / "metrics.json").get("config") or {}).get("tuning") or {}
-    return bool(tuning.get("use_pivot_noise", False)) if isinstance(tuning, dict) else False
-
-
 def run(args: argparse.Namespace) -> int:
     from pti.commands.edit import unwritable_reason
     from pti.core.pivot import Pivot
+    from pti.jobs.folder import render_settings
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.stylegan2.export import export_nvidia_generator, export_projected_w
 
@@ -77,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     except (_UsageError, CheckpointError, ValueError) as exc:
         print(f"pti export: {exc}", file=sys.stderr)
         return 2
-    noise = pivot.noise_maps() if _uses_pivot_noise(folder) else None
+    _, use_pivot_noise = render_settings(folder)  # as the run rendered its reconstruction
+    noise = pivot.noise_maps() if use_pivot_noise else None
     try:
         g_file = export_nvidia_generator(G, out / GENERATOR_FILE, noise=noise)
         w_file = export_projected_w(pivot.w, out / PIVOT_FILE)

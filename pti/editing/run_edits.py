@@ -14,8 +14,13 @@ After tuning, while the tuned generator θ* is still in memory, each requested e
 ``<key>`` is the direction spec made file-safe (:func:`edit_key`: ``smile``, ``sefa_2``, ``age`` for
 ``dir/age.pt``; ``smile1+yaw2`` for the combined edit ``smile:1+yaw:2``, :class:`EditSpec`).
 The PTI edit at strength 0 is the PTI reconstruction (same code, noise and noise
-mode: :func:`render_w_and_pti`). A finished photo is not tuned again, so edits asked for later need
+mode: :func:`render_pair`). A finished photo is not tuned again, so edits asked for later need
 its tuned weights (``--save-generator``): :func:`missing_edits_message` says so.
+
+W/W+ directions (:class:`RunEdit`) and StyleCLIP edits (:class:`pti.editing.styleclip.edits.StyleClipEdit`) are
+both an :class:`Edit`: :func:`render_pair` renders either on the two generators and :func:`write_run_edits`
+writes either's files and grid rows (``pti run --edit``, and ``pti edit --text/--mapper`` with its own grid name,
+title and column labels).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import torch
 
@@ -246,6 +251,39 @@ class RunEdit:
         """Its PTI edit images, relative to the photo folder: ``edits/<key>_<s>.png`` per strength."""
         return [f"edits/{self.key}_{strength_text(s)}.png" for s in self.strengths]
 
+    @torch.no_grad()
+    def render(self, G: torch.nn.Module, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
+               noise_mode: str = "const") -> torch.Tensor:
+        """The edit of codes ``w`` (``[N, w_dim]`` or ``[N, num_ws, w_dim]``) on ``G`` at every strength:
+        ``[N, S, C, H, W]`` float32 in [-1, 1] (:func:`pti.editing.direction.render_edits`)."""
+        return render_edits(G, w, self.direction, list(self.strengths), noise=noise, noise_mode=noise_mode)[:, 0]
+
+
+class Edit(Protocol):
+    """An edit that :func:`render_pair` and :func:`write_run_edits` take: :class:`RunEdit` (a W/W+ direction) or
+    :class:`pti.editing.styleclip.edits.StyleClipEdit`. ``key`` names its files, ``label`` its grid rows (empty:
+    the key); ``files()`` are its PTI images ``edits/<key>_<s>.png``, one per strength; ``render(G, w, noise,
+    noise_mode)`` gives ``[N, S, C, H, W]`` images of codes ``w`` at every strength."""
+
+    key: str
+    strengths: tuple[float, ...]
+
+    @property
+    def label(self) -> str: ...
+
+    def files(self) -> list[str]: ...
+
+    def render(self, G: torch.nn.Module, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
+               noise_mode: str = "const") -> torch.Tensor: ...
+
+
+class RenderSettings(Protocol):
+    """How a tuned generator is rendered: :class:`pti.core.config.TuningConfig`'s ``noise_mode`` and
+    ``use_pivot_noise`` (a run's, or ``pti edit``'s reading of the run's)."""
+
+    noise_mode: str
+    use_pivot_noise: bool
+
 
 def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]:
     """Parse and resolve ``--edit`` values for the original generator ``G`` (see
@@ -305,31 +343,35 @@ def _check_distinct_keys(edits: Sequence[RunEdit]) -> None:
                          f"or rename a file so that the names differ (e.g. {key}_2.pt)")
 
 
-def edit_files(edits: Sequence[RunEdit]) -> list[str]:
+def edit_files(edits: Sequence[Edit]) -> list[str]:
     """Every file the edits write into a photo folder (relative paths), grid included."""
     return [f for e in edits for f in e.files()] + (["edits/grid.png"] if edits else [])
 
 
-@torch.no_grad()
-def render_w_and_pti(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", direction: Direction,
-                     strengths: Sequence[float], noise_mode: str = "const", use_pivot_noise: bool = False,
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def render_pair(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edit: Edit, noise_mode: str = "const",
+                use_pivot_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One pivot edited on the original and on the tuned generator: ``(w_edits, pti_edits)``, each
-    ``[S, C, H, W]`` float32 in [-1, 1] on ``tuned``'s device (S = ``len(strengths)``).
+    ``[S, C, H, W]`` float32 in [-1, 1] on ``tuned``'s device (S = ``len(edit.strengths)``).
 
     W edits: ``G`` with the pivot's noise maps and noise mode ``'const'``, as the W inversion image is
     rendered (strength 0 reproduces it). PTI edits: ``tuned`` rendered like the PTI reconstruction, with
     ``noise_mode`` (:attr:`TuningConfig.noise_mode`) and the pivot's noise maps only when
-    ``use_pivot_noise`` (strength 0 reproduces the reconstruction). Both go through
-    :func:`pti.editing.direction.render_edits`.
+    ``use_pivot_noise`` (strength 0 reproduces the reconstruction). Both through ``edit.render``.
     """
     device = next(tuned.parameters()).device
     w = pivot.w.to(device)
     noise = pivot.noise_maps(device)
-    w_edits = render_edits(G, w, direction, list(strengths), noise=noise, noise_mode="const")[0, 0]
-    pti_edits = render_edits(tuned, w, direction, list(strengths), noise=noise if use_pivot_noise else None,
-                             noise_mode=noise_mode)[0, 0]
+    w_edits = edit.render(G, w, noise=noise, noise_mode="const")[0]
+    pti_edits = edit.render(tuned, w, noise=noise if use_pivot_noise else None, noise_mode=noise_mode)[0]
     return w_edits, pti_edits
+
+
+def render_w_and_pti(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", direction: Direction,
+                     strengths: Sequence[float], noise_mode: str = "const", use_pivot_noise: bool = False,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render_pair` of ``direction`` at ``strengths`` (``pti demo``'s edits)."""
+    return render_pair(G, tuned, pivot, RunEdit(direction.name, direction, tuple(strengths)), noise_mode,
+                       use_pivot_noise)
 
 
 def grid_row_names(pivot: "Pivot") -> tuple[str, str]:
@@ -340,36 +382,40 @@ def grid_row_names(pivot: "Pivot") -> tuple[str, str]:
     return f"{pivot_label(pivot.origin, pivot.space, pivot.steps)} (orig. G)", "PTI"
 
 
-def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edits: Sequence[RunEdit],
-                    out_dir: Path, tune_cfg: "TuningConfig") -> list[str]:
-    """Render ``edits`` of ``pivot`` and write them into ``out_dir/edits/`` (see the module docstring);
-    returns the relative paths written. Each file is written atomically; ``out_dir`` is meant to be
-    the photo's staging folder (:func:`pti.jobs.runner.run_one`)."""
+def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edits: Sequence[Edit],
+                    out_dir: Path, tune_cfg: "TuningConfig | RenderSettings", *, grid: Path | None = None,
+                    title: str | None = None, column_label: Callable[[float], str] | None = None) -> list[Path]:
+    """Render ``edits`` of ``pivot`` (:func:`render_pair`, rendered as ``tune_cfg`` says) and write each PTI edit
+    ``out_dir/edits/<key>_<s>.png`` and the labelled grid ``grid`` (default ``out_dir/edits/grid.png``; see the
+    module docstring): for each edit a row on ``G`` and a row on ``tuned`` (:func:`grid_row_names`), one column per
+    strength of any edit, labelled ``column_label(s)`` (default ``s=<s>``), under ``title`` (default: which pivot,
+    which generators). Returns the paths written (the grid last). Each file is written atomically; ``out_dir`` is
+    meant to be the photo's staging folder (:func:`pti.jobs.runner.run_one`) or the photo folder (``pti edit``)."""
     from pti.images import save_grid, write_image
     from pti.labels import pivot_label
 
     out_dir = Path(out_dir)
+    grid = Path(grid) if grid is not None else out_dir / "edits" / "grid.png"
     columns = sorted({float(s) for e in edits for s in e.strengths})
     rows: list[list[torch.Tensor | None]] = []
     labels: list[str] = []
+    written: list[Path] = []
     for e in edits:
-        if hasattr(e, "render_pair"):  # a StyleCLIP edit
-            w_img, pti_img = e.render_pair(G, tuned, pivot, tune_cfg.noise_mode, tune_cfg.use_pivot_noise)
-        else:
-            w_img, pti_img = render_w_and_pti(G, tuned, pivot, e.direction, e.strengths, tune_cfg.noise_mode,
-                                              tune_cfg.use_pivot_noise)
+        w_img, pti_img = render_pair(G, tuned, pivot, e, tune_cfg.noise_mode, tune_cfg.use_pivot_noise)
         for name, img in zip(e.files(), pti_img):
             write_image(img, out_dir / name)
+            written.append(out_dir / name)
         for method, images in zip(grid_row_names(pivot), (w_img, pti_img)):
             by_strength = {float(s): img for s, img in zip(e.strengths, images)}
             rows.append([by_strength.get(s) for s in columns])
             labels.append(f"{method}: {e.label or e.key}")
     resolution = int(getattr(tuned, "img_resolution", 256))
-    save_grid(rows, out_dir / "edits" / "grid.png", row_labels=labels,
-              col_labels=[f"s={strength_text(s)}" for s in columns], cell_size=min(256, max(128, resolution)),
-              title=f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot\n"
-                    f"orig. G: the original generator; PTI: the tuned one")
-    return edit_files(edits)
+    save_grid(rows, grid, row_labels=labels,
+              col_labels=[column_label(s) if column_label else f"s={strength_text(s)}" for s in columns],
+              cell_size=min(256, max(128, resolution)),
+              title=title or f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot\n"
+                             f"orig. G: the original generator; PTI: the tuned one")
+    return written + [grid]
 
 
 def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[RunEdit]) -> str:

@@ -1,6 +1,9 @@
 """StyleCLIP edits of a pivot, rendered on the original generator θ and on the tuned one θ*, as every
-other pti edit is (``pti edit``, ``pti run --edit``): a row "W: <key>" (the pivot edited on θ) above a row
-"PTI: <key>" (the same edit on θ*), one column per strength, plus one PNG per PTI edit.
+other pti edit is (``pti edit``, ``pti run --edit``): a :class:`StyleClipEdit` is a
+:class:`pti.editing.run_edits.Edit`, so :func:`~pti.editing.run_edits.render_pair` renders it and
+:func:`~pti.editing.run_edits.write_run_edits` writes its grid (a row "<pivot> (orig. G): <key>", the pivot edited
+on θ, above a row "PTI: <key>", the same edit on θ*, :func:`~pti.editing.run_edits.grid_row_names`; one column per
+strength) and one PNG per PTI edit.
 
 Three methods (Patashnik et al. 2021), each a :class:`StyleClipEdit`:
 
@@ -22,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from pti.editing.run_edits import STYLECLIP_PREFIXES, strength_text
-from pti.editing.style_space import add_style_delta, render_styles, ws_to_styles
+# render_pair: the one renderer of every kind of edit, also named here (notebook 06 imports it from here)
+from pti.editing.run_edits import STYLECLIP_PREFIXES, render_pair, strength_text
+from pti.editing.styleclip.global_directions import edit_styles
+from pti.editing.styleclip.mapper import apply_mapper
 
 if TYPE_CHECKING:
     from pti.editing.styleclip.clip_model import Clip
@@ -81,37 +86,39 @@ class StyleClipEdit:
         """A StyleCLIP edit has no W direction: commands that need one (``pti compare``) refuse it."""
         raise ValueError(f"{self.spec!r} is a StyleCLIP edit, not a W direction: use it with pti edit or pti run")
 
-    def render_pair(self, G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", noise_mode: str = "const",
-                    use_pivot_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`render_pair` of this edit (the hook ``pti run --edit`` uses)."""
-        return render_pair(G, tuned, pivot, self, noise_mode, use_pivot_noise)
+    def column_label(self, strength: float) -> str:
+        """A grid column's label: ``alpha=4.1`` (global), ``k=0.06`` (mapper), ``pivot`` / ``optimised``."""
+        if self.kind == "optimize":
+            return "optimised" if strength else "pivot"
+        names = {"global": "alpha", "mapper": "k"}
+        return f"{names[self.kind]}={strength_text(strength)}"
+
+    def record(self, grid: str) -> dict[str, Any]:
+        """What ``edits/<key>.json`` says of this edit (``pti edit``); ``grid``: where its grid was written."""
+        return {"method": self.kind, "spec": self.spec, "description": self.description,
+                "strengths": list(self.strengths), "files": self.files(), "grid": grid}
 
     def render(self, G: torch.nn.Module, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
                noise_mode: str = "const") -> torch.Tensor:
         """The edit of codes ``w`` (``[N, w_dim]`` or ``[N, num_ws, w_dim]``) on ``G`` at every strength:
-        ``[N, S, C, H, W]`` float32 images in [-1, 1]."""
+        ``[N, S, C, H, W]`` float32 images in [-1, 1] (global: :func:`~pti.editing.styleclip.global_directions.edit_styles`;
+        mapper: :func:`~pti.editing.styleclip.mapper.apply_mapper`; strength 0 renders ``w`` itself)."""
         num_ws = int(G.num_ws)
         ws = w if w.ndim == 3 else w[:, None, :].expand(-1, num_ws, -1)
+        if self.kind == "global":
+            assert self.deltas is not None
+            return edit_styles(G, ws, self.deltas, self.strengths, noise_mode=noise_mode, noise=noise).float()
         kwargs: dict[str, Any] = {"noise_mode": noise_mode}
         if noise is not None:
             kwargs["noise"] = list(noise)
         if self.kind == "optimize":
             return self._render_optimize(G, ws, noise, kwargs)
-        out = []
+        if self.kind != "mapper":
+            raise ValueError(f"unknown StyleCLIP method {self.kind!r}; use one of {METHODS}")
+        assert self.mapper is not None
         with torch.no_grad():
-            if self.kind == "global":
-                assert self.deltas is not None
-                styles = ws_to_styles(G, ws)
-                for a in self.strengths:
-                    out.append(render_styles(G, add_style_delta(styles, self.deltas, a), ws=ws, **kwargs))
-            elif self.kind == "mapper":
-                assert self.mapper is not None
-                offset = self.mapper.to(ws.device)(ws)
-                for k in self.strengths:
-                    out.append(G.synthesis(ws + float(k) * offset if k else ws, **kwargs))
-            else:
-                raise ValueError(f"unknown StyleCLIP method {self.kind!r}; use one of {METHODS}")
-        return torch.stack(out, dim=1).float()
+            return torch.stack([G.synthesis(apply_mapper(self.mapper, ws, k), **kwargs) for k in self.strengths],
+                               dim=1).float()
 
     def _render_optimize(self, G: torch.nn.Module, ws: torch.Tensor, noise: Sequence[torch.Tensor] | None,
                          kwargs: dict[str, Any]) -> torch.Tensor:
@@ -192,57 +199,5 @@ def resolve_run_edit(text: str, G: torch.nn.Module) -> StyleClipEdit:
         raise ValueError(f"{text!r}: {exc.args[0] if isinstance(exc, KeyError) else exc}") from None
 
 
-def render_pair(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edit: StyleClipEdit,
-                     noise_mode: str = "const", use_pivot_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(w_edits, pti_edits)``, each ``[S, C, H, W]``: the pivot edited on ``G`` (its noise maps, 'const', as
-    the W inversion image is rendered) and on ``tuned`` (as the PTI reconstruction is rendered), like
-    :func:`pti.editing.run_edits.render_w_and_pti` for W directions."""
-    device = next(tuned.parameters()).device
-    w = pivot.w.to(device)
-    noise = pivot.noise_maps(device)
-    w_edits = edit.render(G, w, noise=noise, noise_mode="const")[0]
-    pti_edits = edit.render(tuned, w, noise=noise if use_pivot_noise else None, noise_mode=noise_mode)[0]
-    return w_edits, pti_edits
-
-
-def write_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edits: Sequence[StyleClipEdit],
-                out_dir: Path, noise_mode: str = "const", use_pivot_noise: bool = False,
-                grid_name: str = "edits/grid.png", title: str | None = None) -> list[str]:
-    """Render ``edits`` and write ``edits/<key>_<s>.png`` (PTI edits), the labelled grid ``grid_name`` (a W and a
-    PTI row per edit) and ``edits/<key>.json`` (what each edit is) into ``out_dir``, each atomically. Returns
-    the relative paths written."""
-    from pti.images import save_grid, write_image
-    from pti.io_utils import atomic_write_json
-
-    out_dir = Path(out_dir)
-    written: list[str] = []
-    rows: list[list[torch.Tensor | None]] = []
-    labels: list[str] = []
-    columns: list[str] = []
-    for e in edits:
-        w_img, pti_img = render_pair(G, tuned, pivot, e, noise_mode, use_pivot_noise)
-        for name, img in zip(e.files(), pti_img):
-            write_image(img, out_dir / name)
-            written.append(name)
-        rows += [list(w_img), list(pti_img)]
-        labels += [f"W: {e.key}", f"PTI: {e.key}"]
-        names = {"global": "alpha", "mapper": "k", "optimize": "step"}
-        cols = [("pivot" if not s else "optimised") if e.kind == "optimize" else f"{names[e.kind]}={strength_text(s)}"
-                for s in e.strengths]
-        columns = cols if len(cols) > len(columns) else columns
-        record = {"method": e.kind, "spec": e.spec, "description": e.description,
-                  "strengths": list(e.strengths), "files": e.files(), "grid": grid_name}
-        atomic_write_json(record, out_dir / f"edits/{e.key}.json")
-        written.append(f"edits/{e.key}.json")
-    width = max(len(r) for r in rows)
-    rows = [list(r) + [None] * (width - len(r)) for r in rows]
-    resolution = int(getattr(tuned, "img_resolution", 256))
-    save_grid(rows, out_dir / grid_name, row_labels=labels, col_labels=columns,
-              cell_size=min(256, max(128, resolution)),
-              title=title or "StyleCLIP edits: the original generator (W) vs the tuned one (PTI)")
-    written.append(grid_name)
-    return written
-
-
 __all__ = ["StyleClipEdit", "METHODS", "RUN_PREFIXES", "styleclip_key", "global_edit", "mapper_edit",
-           "optimize_edit", "resolve_run_edit", "render_pair", "write_edits"]
+           "optimize_edit", "resolve_run_edit", "render_pair"]

@@ -185,11 +185,6 @@ def text_direction(clip: "Clip", target: str, neutral: str, templates: Sequence[
     return (dt / norm).float().cpu()
 
 
-def channels_kept(relevance: torch.Tensor, beta: float) -> int:
-    """How many channels have ``|R| >= beta``."""
-    return int((relevance.abs() >= beta).sum())
-
-
 def auto_beta(relevance: torch.Tensor, min_channels: int = AUTO_BETA_MIN_CHANNELS) -> float:
     """The largest β that keeps at least ``min_channels`` channels (all non-zero ones if fewer exist)."""
     r = relevance.abs()
@@ -382,5 +377,5 @@ def text_edit(gd: GlobalDirections, clip: "Clip", target: str, neutral: str = "a
 
 
 __all__ = ["PrepareConfig", "GlobalDirections", "NoChannelError", "channel_stats", "layer_channel_directions",
-           "text_direction", "channels_kept", "auto_beta", "style_delta", "edit_styles", "prepare", "cache_root",
+           "text_direction", "auto_beta", "style_delta", "edit_styles", "prepare", "cache_root",
            "cache_folder", "save_prepared", "load_prepared", "TextEdit", "text_edit", "DEFAULT_ALPHA", "DEFAULT_BETA"]

@@ -196,11 +196,14 @@ def load_mapper(path: str | Path, w_dim: int | None = None, disabled: tuple[str,
 def apply_mapper(mapper: LevelsMapper, w: torch.Tensor, strength: float = PTI_STRENGTH,
                  num_ws: int | None = None) -> torch.Tensor:
     """``w + strength · M(w)``. ``w``: ``[N, num_ws, w_dim]`` or ``[N, w_dim]`` (a W pivot, broadcast to W+
-    with ``num_ws`` rows). Returns W+ codes ``[N, num_ws, w_dim]``."""
+    with ``num_ws`` rows). Returns W+ codes ``[N, num_ws, w_dim]``; strength 0 returns ``w`` itself (the mapper is
+    not run), so that the edit at 0 renders the pivot exactly."""
     if w.ndim == 2:
         if num_ws is None:
             raise ValueError("pass num_ws to apply a mapper to [N, w_dim] codes")
         w = w[:, None, :].expand(-1, int(num_ws), -1)
+    if not strength:
+        return w
     with torch.no_grad():
         return w + float(strength) * mapper.to(w.device)(w)
 
