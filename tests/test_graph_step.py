@@ -22,7 +22,8 @@ from pti.fast.graphs import StepGraphs
 from pti.core.losses import PerceptualLoss
 from pti.core.projector import project
 from pti.core.tuning import pivotal_tune
-from test_speed_paths import _one_thread  # noqa: F401 (autouse: one torch thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny networks run fastest on one thread
 
 INV = InversionConfig(steps=10, lr=0.01, w_avg_samples=300)
 LOC = LocalityConfig(enabled=True, alpha=2.0, num_samples=2, interval=3)
