@@ -600,6 +600,47 @@ def test_edit_outputs_never_overwrite_each_other_silently(tmp_path: Path, capsys
     assert (edits / "sefa_0_1+sefa_1_2,sefa_0_s-1_1.png").is_file()  # rows joined by ',', columns -1 and 1
 
 
+def test_a_refused_edit_renders_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch):
+    """Issue 33 item 4: `pti edit` refuses an existing output before rendering where that is decidable (a file that
+    is no image, an image of another size than the grid); an image of the grid's size that records another edit is
+    compared by its pixels after rendering, so the same edit written another way is still written."""
+    from PIL import Image
+
+    import pti.editing.direction as direction
+    from pti.cli import main
+    from pti.core.pivot import Pivot
+
+    G, gen_path, pivot_path = _saved_tiny_setup(tmp_path)
+    calls = []
+    render_edits = direction.render_edits
+    monkeypatch.setattr(direction, "render_edits", lambda *a, **k: calls.append(1) or render_edits(*a, **k))
+    out = tmp_path / "grid.png"
+    base = ["edit", "--generator", str(gen_path), "--pivot", str(pivot_path), "--out", str(out)]
+    out.write_text("not an image")
+    capsys.readouterr()
+    assert main(base + ["--direction", "sefa:0"]) == 2 and not calls and out.read_text() == "not an image"
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(base + ["--direction", "sefa:0", "--overwrite"]) == 0 and len(calls) == 1
+    stamp = out.read_bytes()
+    calls.clear()
+    assert main(base + ["--direction", "sefa:0", "--direction", "sefa:1"]) == 2  # two rows: another size
+    assert not calls and out.read_bytes() == stamp
+    # sefa:0:-3,0,3 is sefa:0 at its default strengths: another record, the same pixels, so not refused
+    assert main(base + ["--direction", "sefa:0:-3,0,3"]) == 0 and len(calls) == 1
+    with Image.open(out) as img:
+        assert '"sefa:0:-3,0,3"' in img.text["pti-edit"]
+    # the same labels, so the same size, but another pivot: rendered, compared, refused
+    other = tmp_path / "other" / "pivot.pt"
+    other.parent.mkdir()
+    Pivot(w=Pivot.load(pivot_path).w + 0.5, noise=[], space="w").save(other)
+    capsys.readouterr()
+    assert main(["edit", "--generator", str(gen_path), "--pivot", str(other), "--out", str(out), "--direction",
+                 "sefa:0"]) == 2 and len(calls) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    with Image.open(out) as img:
+        assert '"sefa:0:-3,0,3"' in img.text["pti-edit"]
+
+
 def test_edit_command_reports_a_direction_for_another_generator(tmp_path: Path, capsys: pytest.CaptureFixture):
     from pti.cli import main
 

@@ -14,14 +14,17 @@ record :data:`RECORD_KEY`, else its pixels, differ) is replaced only with ``--ov
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from PIL import Image
 
     from pti.core.pivot import Pivot
 
@@ -38,46 +41,47 @@ _NUMBER_LIST = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]*(,\s*-?[\d.]+)+$")
 DEFAULT_STRENGTHS = "-3,0,3"
 
 
+#: pti edit's own options after the photo folder, in --help order: (flag, keywords of ``add_argument``); the
+#: StyleCLIP ones follow (:func:`pti.commands._styleclip_edit.add_styleclip_arguments`)
+_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--generator", {"help": "checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors; "
+                             "default with a photo folder: its tuned.safetensors)"}),
+    ("--pivot", {"help": "pivot file written by inversion (pivot.pt), a bare [num_ws, w_dim] or [1, num_ws, w_dim] "
+                         "W+ code (.pt, .npy), NVIDIA's projected_w.npz, or a run's photo folder"}),
+    ("--direction", {"required": True, "action": "append", "metavar": "DIRECTION[:STRENGTHS]",
+                     "help": "ganspace:K, sefa:K, FILE.pt (InterFaceGAN [1, w_dim] or [num_ws, w_dim]; also .npy, "
+                             ".npz), FILE.npz#K (GANSpace), FILE.pt#NAME (pti collection) or a shipped name (yaw, "
+                             "smile, mouth_open for the demo generator), optionally with its own strengths "
+                             "(yaw:-3,0,3); combine directions with + and a weight each, e.g. 'smile:1+yaw:2' (one "
+                             "image: smile 1 and yaw 2 together), and scale the combination with @STRENGTHS "
+                             "('smile:1+yaw:2@-1,0,1'); a file whose name has + or @ must exist. Repeat for "
+                             "several rows"}),
+    ("--strengths", {"help": "comma-separated strengths for rows without their own; for computed/fitted directions "
+                             "1 unit = a 4/255 mean image change (pti.editing.strength), for official InterFaceGAN "
+                             f"files the file's units (default {DEFAULT_STRENGTHS}; 1 for a combination)"}),
+    ("--layers", {"help": "restrict the edit to style inputs START:STOP (half-open, e.g. 0:4); default: the "
+                          "direction's own range, usually all"}),
+    ("--direction-generator", {"help": "generator that directions are resolved on (ganspace:/sefa: are computed from "
+                                       "it; default: the run's original generator for a photo folder, else "
+                                       "--generator; give the original checkpoint when --generator is a tuned one)"}),
+    ("--out", {"help": "output PNG (default: PIVOT_DIR/edits/<name>.png, the name carrying the directions, the layer "
+                       "range and non-default strengths: smile.png, smile_L0-4.png, smile,yaw_s-2_2.png, "
+                       "smile1+yaw2.png)"}),
+    ("--overwrite", {"action": "store_true",
+                     "help": "replace an existing output that holds another edit (without it, pti edit refuses with "
+                             "exit 2; rewriting the same edit is always allowed)"}),
+    ("--device", {"help": "torch device (default: cuda if available, else cpu)"}),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser._negative_number_matcher = _NUMBER_LIST  # noqa: SLF001 (see _NUMBER_LIST)
     parser.add_argument("photo", nargs="?", default=None,
                         help="a photo folder of a `pti run` (RUN/PHOTO): its pivot.pt and tuned.safetensors "
                              "(kept by `pti run --save-generator`; a --multi-id run's RUN/tuned.safetensors) are "
                              "used, rendered as the run rendered reconstruction.png")
-    parser.add_argument("--generator", default=None,
-                        help="checkpoint path or zoo name; for a PTI edit, the tuned generator (tuned.safetensors; "
-                             "default with a photo folder: its tuned.safetensors)")
-    parser.add_argument("--pivot", default=None,
-                        help="pivot file written by inversion (pivot.pt), a bare [num_ws, w_dim] or "
-                             "[1, num_ws, w_dim] W+ code (.pt, .npy), NVIDIA's projected_w.npz, or a run's "
-                             "photo folder")
-    parser.add_argument("--direction", required=True, action="append", metavar="DIRECTION[:STRENGTHS]",
-                        help="ganspace:K, sefa:K, FILE.pt (InterFaceGAN [1, w_dim] or [num_ws, w_dim]; also .npy, "
-                             ".npz), FILE.npz#K (GANSpace), FILE.pt#NAME (pti collection) or a shipped name (yaw, "
-                             "smile, mouth_open for the demo generator), optionally with its own strengths "
-                             "(yaw:-3,0,3); combine directions with + and a weight each, e.g. 'smile:1+yaw:2' (one "
-                             "image: smile 1 and yaw 2 together), and scale the combination with @STRENGTHS "
-                             "('smile:1+yaw:2@-1,0,1'); a file whose name has + or @ must exist. Repeat for "
-                             "several rows")
-    parser.add_argument("--strengths", default=None,
-                        help="comma-separated strengths for rows without their own; for computed/fitted directions "
-                             "1 unit = a 4/255 mean image change (pti.editing.strength), for official InterFaceGAN "
-                             f"files the file's units (default {DEFAULT_STRENGTHS}; 1 for a combination)")
-    parser.add_argument("--layers", default=None,
-                        help="restrict the edit to style inputs START:STOP (half-open, e.g. 0:4); default: the "
-                             "direction's own range, usually all")
-    parser.add_argument("--direction-generator", default=None,
-                        help="generator that directions are resolved on (ganspace:/sefa: are computed from it; "
-                             "default: the run's original generator for a photo folder, else --generator; give "
-                             "the original checkpoint when --generator is a tuned one)")
-    parser.add_argument("--out", default=None,
-                        help="output PNG (default: PIVOT_DIR/edits/<name>.png, the name carrying the directions, "
-                             "the layer range and non-default strengths: smile.png, smile_L0-4.png, "
-                             "smile,yaw_s-2_2.png, smile1+yaw2.png)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing output that holds another edit (without it, pti edit refuses "
-                             "with exit 2; rewriting the same edit is always allowed)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    for flag, options in _OPTIONS:
+        parser.add_argument(flag, **options)
     from pti.commands._styleclip_edit import add_styleclip_arguments
 
     add_styleclip_arguments(parser)  # --text, --mapper, --method optimize (StyleCLIP)
@@ -216,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.editing.direction import DirectionMismatchError, render_edits
     from pti.editing.loaders import parse_layers
     from pti.editing.run_edits import edit_file_stem, parse_edit, parse_strengths, resolve_edit, strength_text
-    from pti.images import render_grid
+    from pti.images import grid_size, render_grid, save_png
     from pti.labels import pivot_label
     from pti.stylegan2.checkpoints import CheckpointError
 
@@ -248,26 +252,33 @@ def run(args: argparse.Namespace) -> int:
     defaults = sorted({s for spec in specs for s in spec.default_strengths})
     out = Path(args.out) if args.out else pivot_path.parent / "edits" / (edit_file_stem(
         [spec.key for spec in specs], layers, None if columns == defaults else columns) + ".png")
+    col_labels = [f"{s:+g}" if s else "0" for s in columns]
+    row_labels = [d.name + (f" [{d.layers[0]}:{d.layers[1]}]" if d.layers else "") for d in directions]
+    title = (f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot "
+             f"on {Path(str(generator)).name}")
+    cell = int(G.img_resolution)
+    record = {"generator": _path_text(generator), "pivot": _path_text(pivot_path), "layers": layers,
+              "direction_generator": _path_text(inputs.direction_generator),
+              "rows": [[spec.text, [strength_text(s) for s in row]] for spec, row in zip(specs, row_strengths)]}
+    # an existing file that holds another edit is refused before any rendering when that is decidable (see
+    # _existing_output); only an image of the grid's size without this record needs the grid's pixels
+    existing = _existing_output(out, record, args.overwrite,
+                                grid_size(len(directions), len(columns), cell, row_labels, col_labels, title))
+    if existing.refuses(None):
+        print(f"pti edit: {existing.refusal}", file=sys.stderr)
+        return 2
     noise = pivot.noise_maps(device) if inputs.use_pivot_noise else None
     rows = []
     for d, row in zip(directions, row_strengths):
         images = render_edits(G, pivot.w.to(device), d, list(row), noise=noise, noise_mode=inputs.noise_mode)[0, 0]
         by_strength = dict(zip(row, images))
         rows.append([by_strength.get(s) for s in columns])
-    col_labels = [f"{s:+g}" if s else "0" for s in columns]
-    row_labels = [d.name + (f" [{d.layers[0]}:{d.layers[1]}]" if d.layers else "") for d in directions]
-    grid = render_grid(rows, row_labels=row_labels, col_labels=col_labels, what=str(out),
-                       title=f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot "
-                             f"on {Path(str(generator)).name}")
-    record = {"generator": _path_text(generator), "pivot": _path_text(pivot_path), "layers": layers,
-              "direction_generator": _path_text(inputs.direction_generator),
-              "rows": [[spec.text, [strength_text(s) for s in row]] for spec, row in zip(specs, row_strengths)]}
-    refusal = _overwrite_refusal(out, grid, record, args.overwrite)
-    if refusal:
-        print(f"pti edit: {refusal}", file=sys.stderr)
+    grid = render_grid(rows, row_labels=row_labels, col_labels=col_labels, cell_size=cell, title=title, what=str(out))
+    if existing.refuses(grid):
+        print(f"pti edit: {existing.refusal}", file=sys.stderr)
         return 2
     try:
-        _save_png_with_record(grid, out, record)
+        save_png(grid, out, text={RECORD_KEY: json.dumps(record, sort_keys=True)})
     except OSError as exc:  # e.g. a folder that cannot be made, no permission, a full disk
         print(f"pti edit: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -288,37 +299,45 @@ def _path_text(value: str | Path | None) -> str | None:
     return str(Path(value).resolve()) if Path(value).exists() else str(value)
 
 
-def _overwrite_refusal(out: Path, grid, record: dict, overwrite: bool) -> str | None:
-    """Why ``out`` must not be replaced by ``grid``, or None: it does not exist, ``overwrite`` is set, it records
-    the same edit (``record``), or its pixels equal ``grid``'s."""
-    import json
+@dataclass(frozen=True)
+class _Existing:
+    """What an existing output file means for a new grid (:func:`_existing_output`): ``refusal`` says why it must not
+    be replaced (None: it may be); with ``pixels`` (the file's, RGB) the refusal stands only if the new grid's pixels
+    differ from them."""
 
+    refusal: str | None = None
+    pixels: "np.ndarray | None" = None
+
+    def refuses(self, grid: "Image.Image | None") -> bool:
+        """Whether writing ``grid`` is refused; ``grid`` None: not rendered yet (refused only when decided without
+        it)."""
+        import numpy as np
+
+        if self.refusal is None:
+            return False
+        if self.pixels is None:
+            return True
+        return grid is not None and not np.array_equal(self.pixels, np.asarray(grid.convert("RGB")))
+
+
+def _existing_output(out: Path, record: dict, overwrite: bool, size: tuple[int, int]) -> _Existing:
+    """Whether ``out`` may be replaced by the grid that ``record`` describes, of ``size`` (width, height) pixels,
+    decided before rendering where it can be: yes when ``out`` does not exist, ``overwrite`` is set or ``out``
+    records the same edit (its PNG text :data:`RECORD_KEY`); no when it is not a readable image or its size differs;
+    otherwise (another or no record, the same size) yes only if the grid's pixels equal its pixels."""
     import numpy as np
     from PIL import Image
 
     if overwrite or not out.exists():
-        return None
+        return _Existing()
+    refusal = (f"{out} exists and holds another edit (other directions, layers, strengths, pivot or generator); "
+               f"pass --overwrite to replace it, or --out to write elsewhere")
     try:
         with Image.open(out) as old:
             if getattr(old, "text", {}).get(RECORD_KEY) == json.dumps(record, sort_keys=True):
-                return None
-            if old.size == grid.size and np.array_equal(np.asarray(old.convert("RGB")),
-                                                        np.asarray(grid.convert("RGB"))):
-                return None
+                return _Existing()
+            if old.size == tuple(size):
+                return _Existing(refusal, np.asarray(old.convert("RGB")))
     except (OSError, ValueError):
-        pass  # not a readable image: another file, refuse below
-    return (f"{out} exists and holds another edit (other directions, layers, strengths, pivot or generator); "
-            f"pass --overwrite to replace it, or --out to write elsewhere")
-
-
-def _save_png_with_record(grid, out: Path, record: dict) -> None:
-    import json
-
-    from PIL.PngImagePlugin import PngInfo
-
-    from pti.io_utils import atomic_path
-
-    info = PngInfo()
-    info.add_text(RECORD_KEY, json.dumps(record, sort_keys=True))
-    with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG", pnginfo=info)
+        pass  # not a readable image: another file, refused
+    return _Existing(refusal)
