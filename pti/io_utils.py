@@ -32,8 +32,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save(obj)`` to ``path`` through a temporary file. Written through a file object, so the zip
+    archive's inner folder is torch's fixed ``archive/`` rather than the random temporary name: saving the
+    same object twice gives the same bytes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:

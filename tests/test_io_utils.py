@@ -36,3 +36,21 @@ def test_json_is_strict_non_finite_becomes_null(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text) == {"psnr": None, "x": [1.5, None], "ok": 2.0}
+
+
+def test_atomic_torch_save_is_reproducible(tmp_path):
+    """The same object saved twice to the same path gives the same bytes (the temporary file's random name
+    used to be written into the zip archive, so `pti export` and pivot.pt differed on every run), and it
+    loads back with weights_only."""
+    import torch
+
+    from pti.io_utils import atomic_torch_save
+
+    obj = {"w": torch.arange(6.0).reshape(2, 3), "name": "pivot"}
+    path = tmp_path / "p.pt"
+    atomic_torch_save(obj, path)
+    first = path.read_bytes()
+    atomic_torch_save(obj, path)
+    assert path.read_bytes() == first
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["w"], obj["w"]) and loaded["name"] == "pivot"
