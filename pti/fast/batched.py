@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 
 from pti.core.config import TuningConfig
 from pti.core.divergence import DivergenceError, output_rms
-from pti.fast.config import ExecutionConfig, check_execution
+from pti.fast.config import ExecutionConfig
 from pti.fast.execution import (DeferredHistory, autocast, cached_target_features, loss_scaler, maybe_compile,
                                 step_environment, to_channels_last)
 from pti.fast.graphs import StepGraphs
@@ -36,7 +36,8 @@ from pti.fast.optim import AdamStep, FlatAdam
 from pti.core.losses import LocalityRegularizer, PerceptualLoss, l2_per_image
 from pti.core.pivot import NonFiniteLossError, Pivot, step_failure
 from pti.progress import progress_bar
-from pti.core.tuning import batch_noise, prepare_tuning
+from pti.core.tuning import batch_noise
+from pti.fast.tuning import start_tuning
 
 
 @dataclass
@@ -112,12 +113,8 @@ def tune_batched(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor], p
     Returns: :class:`BatchedTuningResult`; a photo whose loss becomes non-finite or whose image diverges
     (:mod:`pti.core.divergence`) is frozen and named in ``errors`` (the others go on).
     """
-    cfg = cfg or TuningConfig()
-    ex = execution or ExecutionConfig()
-    check_execution(ex)
-    device = next(G.parameters()).device
-    t0 = time.perf_counter()
-    x, ws, noises, perceptual, regularizer = prepare_tuning(G, targets, pivots, cfg, c, perceptual, device)
+    cfg, ex, device, t0, prepared = start_tuning(G, targets, pivots, cfg, execution, c, perceptual)
+    x, ws, noises, perceptual, regularizer = prepared
     k_photos = x.shape[0]
     names, stacked = stack_synthesis_parameters(G, k_photos)  # θ* of photo k: slot k, starting at θ
     flat = FlatAdam(stacked, lr=cfg.lr, compile_update=ex.compile)

@@ -30,6 +30,21 @@ from pti.progress import progress_bar
 from pti.core.tuning import TuningResult, batch_indices, batch_noise, prepare_tuning, select_features
 
 
+def start_tuning(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
+                 pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None,
+                 execution: ExecutionConfig | None, c: Label, perceptual: PerceptualLoss | None
+                 ) -> tuple[TuningConfig, ExecutionConfig, torch.device, float, tuple]:
+    """The fast tuning loops' common start (:func:`pivotal_tune`, :func:`pti.fast.batched.tune_batched`): the
+    configs (defaults: the paper's and the core's execution; the execution checked), G's device, the start time
+    (``time.perf_counter()``) and the core's :func:`~pti.core.tuning.prepare_tuning` of the inputs."""
+    cfg = cfg or TuningConfig()
+    ex = execution or ExecutionConfig()
+    check_execution(ex)
+    device = next(G.parameters()).device
+    t0 = time.perf_counter()
+    return cfg, ex, device, t0, prepare_tuning(G, targets, pivots, cfg, c, perceptual, device)
+
+
 def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
                  pivots: Sequence[Pivot] | Pivot | torch.Tensor, cfg: TuningConfig | None = None, *,
                  c: Label = None, perceptual: PerceptualLoss | None = None, progress: bool = True,
@@ -42,12 +57,8 @@ def pivotal_tune(G: nn.Module, targets: torch.Tensor | Sequence[torch.Tensor],
     ``execution.sync_every > 1`` the ``callback`` is called for each step, in order, at every sync. Equal to the
     core within the tolerances of tests/test_speed_paths.py.
     """
-    cfg = cfg or TuningConfig()
-    ex = execution or ExecutionConfig()
-    check_execution(ex)
-    device = next(G.parameters()).device
-    t0 = time.perf_counter()
-    x, ws, noises, perceptual, regularizer = prepare_tuning(G, targets, pivots, cfg, c, perceptual, device)
+    cfg, ex, device, t0, prepared = start_tuning(G, targets, pivots, cfg, execution, c, perceptual)
+    x, ws, noises, perceptual, regularizer = prepared
     n = x.shape[0]
     batch = n if cfg.batch_size is None else max(1, min(cfg.batch_size, n))
     tuned = copy.deepcopy(G).train(G.training).requires_grad_(True)  # θ*, starting at θ
