@@ -148,3 +148,26 @@ def test_command_extraction(text, expected):
 def test_python_imports_in_code_blocks_are_not_commands():
     text = "```python\nfrom pti import project\nimport pti.stylegan2 as sg\n```\n```bash\npti run photos/\n```\n"
     assert command_lines(text) == [(6, "pti run photos/")]
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python block runs as written on a real photo (matplotlib's grace_hopper.jpg, copied to
+    photo.jpg), with the step counts cut to 20 + 10 so that it takes seconds; it writes smile.png."""
+    import dataclasses
+    import shutil
+
+    import matplotlib.cbook
+    from PIL import Image
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "the README has one Python example"
+    code = blocks[0]
+    for written, short in (('inversion_defaults("demo")', 'dataclasses.replace(inversion_defaults("demo"), steps=20)'),
+                           ("TuningConfig()", "TuningConfig(steps=10)")):
+        assert written in code
+        code = code.replace(written, short)
+    shutil.copy(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md python block", "exec"), {"dataclasses": dataclasses})
+    assert Image.open(tmp_path / "smile.png").size == (64, 64)
