@@ -99,8 +99,8 @@ def _command(photos: Path, generator: Path, run: Path, steps: int) -> list[str]:
     return [sys.executable, "-m", "pti", "run", str(photos), "-o", str(run), "--multi-id", "-g", str(generator),
             "--no-align", "--device", "cpu", "--tune-batch-size", "2", "--inv-steps", "3", "--inv-w-avg-samples", "100",
             "--tune-steps", str(steps), "--tune-lpips-threshold", "none", "--state-every-min", "0", "--quiet",
-            # a pretrained distance: two processes building LPIPS on a random backbone got different weights
-            # (two uninterrupted runs with random-squeeze differed already in their pivots, measured 2026-12-07)
+            # a pretrained distance (chosen when two processes building LPIPS on a random backbone got different
+            # weights, 2026-12-07; random backbones are seeded since, pti.core.perceptual.RANDOM_BACKBONE_SEED)
             "--inv-perceptual-net", "effnet-lite0", "--tune-perceptual-net", "effnet-lite0"]
 
 

@@ -202,3 +202,18 @@ def test_batched_noise_regularization_equals_the_per_map_loop():
             torch.testing.assert_close(gb, ga, rtol=1e-5, atol=1e-12)
         torch.testing.assert_close(noise_regularization(maps[:5]), _noise_regularization_per_map(maps[:5]).sum(),
                                    rtol=1e-5, atol=0)
+
+
+def test_random_backbones_are_the_same_in_every_process_and_leave_the_rng_alone():
+    """random-squeeze drawn after two different global seeds has the same weights (it used to take them from the
+    caller's RNG, so a subprocess or another test order got another network), and building it does not advance
+    the caller's RNG."""
+    from pti.core.perceptual import load_perceptual
+
+    torch.manual_seed(1)
+    a = load_perceptual("random-squeeze").state_dict()
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = load_perceptual("random-squeeze").state_dict()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

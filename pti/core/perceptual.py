@@ -236,13 +236,21 @@ def ensure_lpips_backbone(net: str, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> st
         f"Download that file to {path} on a machine with internet, or allow the offline fallback.")
 
 
+#: seed of the random backbones (``random-alex``, ``random-vgg``, ``random-squeeze``)
+RANDOM_BACKBONE_SEED = 0
+
+
 def _load_lpips(net: str, random_backbone: bool, device: str | torch.device) -> LpipsDistance:
     import lpips
 
     with warnings.catch_warnings():
         # the lpips package calls torchvision with the deprecated `pretrained=` argument
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-        model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False)
+        # A random backbone is drawn from a fixed seed on a forked RNG: the same weights in every process (a
+        # subprocess of a test or a torchrun worker gets the parent's), and the caller's RNG stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_BACKBONE_SEED)
+            model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False)
     if random_backbone:
         name = f"lpips-{net} (random backbone: timing and tests only, not LPIPS)"
         desc = (f"LPIPS v0.1 calibration layers on a RANDOMLY initialised {net} backbone; "
