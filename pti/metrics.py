@@ -37,7 +37,9 @@ identity similarity repeat a gray channel to RGB first (their networks take RGB)
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+from collections import OrderedDict
 from typing import Callable, Literal
 
 import numpy as np
@@ -216,6 +218,26 @@ def _face_descriptor(img: np.ndarray, on_no_face: str) -> np.ndarray:
     return np.asarray(_face_recognizer().compute_face_descriptor(img, shape), dtype=np.float64)
 
 
+#: how many face descriptors :func:`identity_similarity` remembers (128 floats each; keyed by the 8-bit image's sha1)
+DESCRIPTOR_CACHE_SIZE = 64
+_descriptors: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+
+def _cached_face_descriptor(img: np.ndarray, on_no_face: str) -> np.ndarray:
+    """:func:`_face_descriptor`, remembered for the last :data:`DESCRIPTOR_CACHE_SIZE` images: the target photo
+    is described once when several reconstructions of it are scored (``pti compare``: one per method and edit),
+    which halves dlib's time (~2.5 s per pair at 1024 px on one core)."""
+    key = (hashlib.sha1(img.tobytes()).hexdigest(), img.shape, on_no_face)
+    found = _descriptors.get(key)
+    if found is None:
+        found = _descriptors[key] = _face_descriptor(img, on_no_face)
+        while len(_descriptors) > DESCRIPTOR_CACHE_SIZE:
+            _descriptors.popitem(last=False)
+    else:
+        _descriptors.move_to_end(key)
+    return found.copy()
+
+
 def identity_similarity(x: torch.Tensor, y: torch.Tensor,
                         on_no_face: Literal["aligned-box", "nan"] = "aligned-box") -> torch.Tensor:
     """Cosine similarity of dlib face descriptors per image pair: ``[N]`` in ``[-1, 1]`` (higher = same person).
@@ -234,8 +256,8 @@ def identity_similarity(x: torch.Tensor, y: torch.Tensor,
         raise ValueError(f"on_no_face must be 'aligned-box' or 'nan', got {on_no_face!r}")
     out = []
     for xi, yi in zip(to_channels(x, 3), to_channels(y, 3)):
-        a = _face_descriptor(to_uint8_array(xi), on_no_face)
-        b = _face_descriptor(to_uint8_array(yi), on_no_face)
+        a = _cached_face_descriptor(to_uint8_array(xi), on_no_face)
+        b = _cached_face_descriptor(to_uint8_array(yi), on_no_face)
         denom = np.linalg.norm(a) * np.linalg.norm(b)
         out.append(float(np.dot(a, b) / denom) if denom > 0 else math.nan)
     return torch.tensor(out, dtype=torch.float32)

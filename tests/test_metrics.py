@@ -145,6 +145,23 @@ def test_identity_similarity_on_small_generator_sized_images(aligned_pair):
     assert same > 0.95 and different < same - 0.05
 
 
+def test_identity_describes_each_image_once(aligned_pair, monkeypatch):
+    """The target scored against three reconstructions is described once (pti compare scores one target against
+    every method), and the cached values equal fresh ones; the cache keys on the pixels and on_no_face."""
+    a, b = (F.interpolate(t, size=(64, 64), mode="area") for t in aligned_pair)
+    monkeypatch.setattr(metrics, "_descriptors", type(metrics._descriptors)())
+    fresh = [metrics.identity_similarity(a, y).item() for y in (b, _noisy(a, 0.05), _noisy(b, 0.05, seed=1))]
+    calls = []
+    real = metrics._face_descriptor
+    monkeypatch.setattr(metrics, "_face_descriptor", lambda img, mode: calls.append(img.sum()) or real(img, mode))
+    monkeypatch.setattr(metrics, "_descriptors", type(metrics._descriptors)())
+    cached = [metrics.identity_similarity(a, y).item() for y in (b, _noisy(a, 0.05), _noisy(b, 0.05, seed=1))]
+    assert cached == fresh
+    assert len(calls) == 4  # a once, each reconstruction once
+    metrics.identity_similarity(a, b, on_no_face="nan")
+    assert len(calls) == 6  # another mode is another entry
+
+
 def test_identity_without_a_face(photo):
     coffee = pil_to_tensor(Image.fromarray(skimage_data.coffee()).resize((64, 64)))
     assert math.isnan(metrics.identity_similarity(coffee, coffee, on_no_face="nan").item())
