@@ -341,8 +341,9 @@ def save_png(canvas: Image.Image, path: str | os.PathLike, text: Mapping[str, st
 def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path: str | os.PathLike,
               row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
               cell_size: int | None = None, title: str | None = None, pad: int = 4,
-              font_size: int | None = None) -> Image.Image:
-    """Write a labelled grid of images to ``path`` (PNG, atomically) and return it.
+              font_size: int | None = None, text: Mapping[str, str] | None = None) -> Image.Image:
+    """Write a labelled grid of images to ``path`` (PNG, atomically, with ``text`` as PNG text chunks:
+    :func:`save_png`) and return it.
 
     ``rows``: one entry per row, either a ``[N, C, H, W]`` batch or a list of ``[C, H, W]`` /
     ``[1, C, H, W]`` tensors in ``[-1, 1]``, C = 3 (RGB) or 1 (gray, shown as gray) (``None`` leaves a
@@ -352,7 +353,7 @@ def save_grid(rows: Sequence[torch.Tensor | Sequence[torch.Tensor | None]], path
     ``title`` above everything; white background.
     """
     return save_png(render_grid(rows, row_labels, col_labels, cell_size, title, pad, font_size, what=str(path)),
-                     path)
+                    path, text)
 
 
 def save_sections(sections: Sequence[GridSection], path: str | os.PathLike, cell_size: int,

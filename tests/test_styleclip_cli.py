@@ -122,10 +122,11 @@ def test_edit_with_a_mapper_writes_w_and_pti_rows(photo_folder, tmp_path, capsys
     with torch.no_grad():
         recon = tuned.synthesis(Pivot.load(photo_folder / "pivot.pt").w, noise_mode="const")
     assert np.array_equal(k0, to_uint8_array(recon[0]))
-    # --out: the grid is written there only (once), and the record says where
+    # --out: the grid is written there only (once), and the record says where (the same edit: the same k)
     (edits / "mapper_curly.png").unlink()
     out = tmp_path / "elsewhere" / "grid.png"
-    assert main(["edit", str(photo_folder), "--mapper", str(mapper), "--out", str(out)]) == 0
+    assert main(["edit", str(photo_folder), "--mapper", str(mapper), "--mapper-strength", "0.5", "--out",
+                 str(out)]) == 0
     assert out.is_file() and not (edits / "mapper_curly.png").exists() and grids[-1][0] == out
     assert json.loads((edits / "mapper_curly.json").read_text())["grid"] == str(out.resolve())
     assert main(["edit", str(photo_folder), "--mapper", str(tmp_path / "nothing.pt")]) == 2
@@ -161,6 +162,84 @@ def test_text_edit_with_global_directions(generator_file, photo_folder, tmp_path
     assert main(["edit", str(photo_folder), "--text", "a smiling face", "--beta", "5", "--random-clip",
                  "--styleclip-cache", str(cache)]) == 2
     assert "largest beta that keeps a channel" in capsys.readouterr().err
+
+
+def test_a_styleclip_edit_of_another_beta_is_refused_without_overwrite(generator_file, photo_folder, tmp_path,
+                                                                       capsys, monkeypatch):
+    """The rule of `pti edit --direction` (issue 29 item 5) for StyleCLIP: `--text T --beta 0.1`, then `--beta 0.2`,
+    replaced edits/text_T_*.png, its grid and its record silently. Now an output that holds another edit is refused
+    (exit 2, one line naming the file and --overwrite, nothing written; decided before rendering by the JSON record,
+    after rendering by an image's pixels), the same edit again is written, and --overwrite replaces."""
+    import io
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from pti.editing import run_edits
+    from pti.editing.styleclip import clip_model
+    from pti.editing.styleclip.global_directions import load_prepared, text_direction
+    from pti.stylegan2.checkpoints import load
+
+    # 2 prompt templates instead of 79: 0.35 s instead of 13 s per text encoding (measured); a random CLIP is
+    # drawn from torch's generator: here each is drawn after the same seed, so all have the same weights
+    monkeypatch.setattr(clip_model, "imagenet_templates", lambda: ["a photo of a {}.", "a bad photo of a {}."])
+    random_model = clip_model._random_model
+    monkeypatch.setattr(clip_model, "_random_model", lambda name: (torch.manual_seed(0), random_model(name))[1])
+    cache = tmp_path / "cache"
+    assert main(["styleclip-prepare", "--generator", str(generator_file), "--random-clip", "--cache", str(cache),
+                 "--stat-samples", "200", "--samples", "1", "--max-resolution", "4"]) == 0
+    clip = clip_model.load_clip(pretrained=None)
+    relevance = load_prepared(load(generator_file), cache, clip.key).relevance(
+        text_direction(clip, "a smiling face", "a face")).abs()
+    assert int((relevance > 0).sum()) >= 2  # so that beta just under the largest drops a channel: another edit
+    shutil.copytree(photo_folder.parent, tmp_path / "run", ignore=shutil.ignore_patterns("edits"))
+    photo = tmp_path / "run" / photo_folder.name
+    edits = photo / "edits"
+    renders = []
+    render_pair = run_edits.render_pair
+    monkeypatch.setattr(run_edits, "render_pair", lambda *a, **k: renders.append(1) or render_pair(*a, **k))
+
+    def edit(beta, *more):
+        return main(["edit", str(photo), "--text", "a smiling face", "--random-clip", "--styleclip-cache", str(cache),
+                     "--beta", beta, *more])
+
+    def files():
+        return {p.name: p.read_bytes() for p in sorted(edits.iterdir())}
+
+    def pixels(data):
+        return np.asarray(Image.open(io.BytesIO(data)))
+
+    all_channels, one_channel = "0", repr(0.99 * float(relevance.max()))
+    assert edit(all_channels) == 0 and len(renders) == 1
+    first = files()
+    assert set(first) == {"text_a_smiling_face.png", "text_a_smiling_face_0.png", "text_a_smiling_face_4.1.png",
+                          "text_a_smiling_face.json"}
+    with Image.open(edits / "text_a_smiling_face_4.1.png") as img:
+        record = json.loads(img.text["pti-edit"])
+    assert record["styleclip"]["beta"] == 0.0 and record["styleclip"]["clip"] == "ViT-B-32/random"
+    capsys.readouterr()
+    # another beta: refused by the JSON record, before rendering; one line naming the file and --overwrite
+    assert edit(one_channel) == 2 and len(renders) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pti edit")]
+    assert len(err) == 1 and str(edits / "text_a_smiling_face.json") in err[0] and "--overwrite" in err[0]
+    assert files() == first
+    # the same edit again: written (the same record), the same bytes
+    assert edit(all_channels) == 0 and len(renders) == 2 and files() == first
+    # --overwrite replaces: another edited image (one channel moved instead of all), the unedited one the same
+    assert edit(one_channel, "--overwrite") == 0
+    second = files()
+    assert second["text_a_smiling_face_4.1.png"] != first["text_a_smiling_face_4.1.png"]
+    assert json.loads(second["text_a_smiling_face.json"])["beta"] == float(one_channel)
+    assert np.array_equal(pixels(second["text_a_smiling_face_0.png"]), pixels(first["text_a_smiling_face_0.png"]))
+    # without the JSON record, the images decide: rendered, another image's pixels differ, refused, nothing written
+    (edits / "text_a_smiling_face.json").unlink()
+    del second["text_a_smiling_face.json"]
+    capsys.readouterr()
+    assert edit(all_channels) == 2 and len(renders) == 4
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pti edit")]
+    assert len(err) == 1 and str(edits / "text_a_smiling_face_4.1.png") in err[0] and "--overwrite" in err[0]
+    assert files() == second and not list(edits.glob(".*"))  # alpha 0, the same pixels, was not the refusal
 
 
 def test_text_edit_by_latent_optimisation(photo_folder, capsys):

@@ -3,10 +3,13 @@
 ``pti edit RUN/PHOTO --text "a smiling face" [--neutral "a face"] [--alpha 4.1] [--beta auto]`` (global
 directions, prepared beforehand with ``pti styleclip-prepare`` on the run's original generator),
 ``pti edit RUN/PHOTO --mapper NAME|PATH`` and ``pti edit RUN/PHOTO --text ... --method optimize``. Output,
-as for W directions and written by the same function (:func:`pti.editing.run_edits.write_run_edits`):
-``edits/<key>.png`` (or ``--out``: a row of the pivot edited on the original generator above a PTI row on the
-tuned one, labelled by :func:`pti.editing.run_edits.grid_row_names`), ``edits/<key>_<s>.png`` per PTI edit and
-``edits/<key>.json`` saying what the edit is. No torch at import (the parser is built without it).
+as for W directions and laid out, rendered and written as ``pti run --edit`` writes them
+(:class:`pti.editing.run_edits.RunEditFiles`): ``edits/<key>.png`` (or ``--out``: a row of the pivot edited on the
+original generator above a PTI row on the tuned one, labelled by :func:`pti.editing.run_edits.grid_row_names`),
+``edits/<key>_<s>.png`` per PTI edit and ``edits/<key>.json`` saying what the edit is. The images record the edit
+(PNG text :data:`pti.commands.edit.RECORD_KEY`), and an existing output that holds another edit is refused
+(exit 2) unless ``--overwrite``, by the W form's rule (:func:`pti.commands.edit.existing_output`; the JSON record:
+its fields). No torch at import (the parser is built without it).
 """
 from __future__ import annotations
 
@@ -75,9 +78,9 @@ def run_styleclip_edit(args: argparse.Namespace) -> int:
     if args.text and args.mapper:
         print("pti edit: give --text or --mapper, not both", file=sys.stderr)
         return 2
-    from pti.commands.edit import load_inputs
+    from pti.commands.edit import existing_output, inputs_record, load_inputs, record_text
     from pti.commands.styleclip_prepare import load_clip_from_args
-    from pti.editing.run_edits import write_run_edits
+    from pti.editing.run_edits import plan_run_edits
     from pti.editing.styleclip.edits import global_edit, mapper_edit, optimize_edit
     from pti.editing.styleclip.global_directions import NoChannelError
     from pti.editing.styleclip.mapper import MapperCheckpointError
@@ -111,11 +114,50 @@ def run_styleclip_edit(args: argparse.Namespace) -> int:
         return 2
     out_dir = Path(loaded.inputs.pivot).parent
     grid = Path(args.out) if args.out else out_dir / "edits" / f"{edit.key}.png"
-    written = write_run_edits(original, loaded.G, loaded.pivot, [edit], out_dir, loaded.inputs, grid=grid,
-                              title=f"{out_dir.name}: {edit.spec}", column_label=edit.column_label)
-    record = out_dir / "edits" / f"{edit.key}.json"
+    files = plan_run_edits(loaded.G, loaded.pivot, [edit], out_dir, grid=grid, title=f"{out_dir.name}: {edit.spec}",
+                           column_label=edit.column_label)
+    record_file = out_dir / "edits" / f"{edit.key}.json"
     grid_text = grid.relative_to(out_dir).as_posix() if grid.is_relative_to(out_dir) else str(grid.resolve())
-    atomic_write_json(edit.record(grid_text), record)
+    summary = edit.record(grid_text)
+    # the rule of the W form (pti.commands.edit.existing_output), for every file this edit writes, decided before
+    # rendering where it can be: a file recording the same edit, or holding the same pixels, may be rewritten
+    record = {**inputs_record(loaded.inputs), "styleclip": edit.identity()}
+    checks = {path: existing_output(path, record, args.overwrite, size, _refusal(path, path == grid))
+              for path, size in files.sizes().items()}
+    refusal = _summary_refusal(record_file, summary, args.overwrite) or next(
+        (c.refusal for c in checks.values() if c.refuses(None)), None)
+    if refusal is None:
+        rendered = {**files.render(original, loaded.G, loaded.pivot, loaded.inputs), grid: files.grid_image()}
+        refusal = next((checks[path].refusal for path, image in rendered.items() if checks[path].refuses(image)), None)
+    if refusal is not None:
+        print(f"pti edit: {refusal}", file=sys.stderr)
+        return 2
+    written = files.write(text=record_text(record))
+    atomic_write_json(summary, record_file)
     print(edit.description)
-    print(f"wrote {', '.join(str(p) for p in written[:-1] + [record, grid])}")
+    print(f"wrote {', '.join(str(p) for p in written[:-1] + [record_file, grid])}")
     return 0
+
+
+_OTHERS = "another text, mapper, method, strengths, beta, neutral text, CLIP model, pivot or generator"
+
+
+def _refusal(path: Path, is_grid: bool) -> str:
+    """The refusal to replace ``path``, an output of a StyleCLIP edit (only the grid can move: ``--out``)."""
+    from pti.commands.edit import overwrite_refusal
+
+    return overwrite_refusal(path, _OTHERS, ", or --out to write the grid elsewhere" if is_grid else "")
+
+
+def _summary_refusal(path: Path, summary: dict, overwrite: bool) -> str | None:
+    """Why ``edits/<key>.json`` (``path``) must not be replaced by ``summary``, or None: it exists (without
+    ``overwrite``) and records another edit (a field other than ``grid`` differs; a field it lacks is not a
+    difference, so records written before a field was added still match) or is no such record."""
+    from pti.io_utils import read_json_object
+
+    if overwrite or not path.exists():
+        return None
+    old = read_json_object(path)
+    if "method" in old and all(old[k] == summary.get(k) for k in old if k != "grid"):
+        return None
+    return _refusal(path, False)

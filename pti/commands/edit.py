@@ -257,13 +257,12 @@ def run(args: argparse.Namespace) -> int:
     title = (f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot "
              f"on {Path(str(generator)).name}")
     cell = int(G.img_resolution)
-    record = {"generator": _path_text(generator), "pivot": _path_text(pivot_path), "layers": layers,
-              "direction_generator": _path_text(inputs.direction_generator),
+    record = {**inputs_record(inputs), "layers": layers,
               "rows": [[spec.text, [strength_text(s) for s in row]] for spec, row in zip(specs, row_strengths)]}
     # an existing file that holds another edit is refused before any rendering when that is decidable (see
-    # _existing_output); only an image of the grid's size without this record needs the grid's pixels
-    existing = _existing_output(out, record, args.overwrite,
-                                grid_size(len(directions), len(columns), cell, row_labels, col_labels, title))
+    # existing_output); only an image of the grid's size without this record needs the grid's pixels
+    existing = existing_output(out, record, args.overwrite,
+                               grid_size(len(directions), len(columns), cell, row_labels, col_labels, title))
     if existing.refuses(None):
         print(f"pti edit: {existing.refusal}", file=sys.stderr)
         return 2
@@ -278,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pti edit: {existing.refusal}", file=sys.stderr)
         return 2
     try:
-        save_png(grid, out, text={RECORD_KEY: json.dumps(record, sort_keys=True)})
+        save_png(grid, out, text=record_text(record))
     except OSError as exc:  # e.g. a folder that cannot be made, no permission, a full disk
         print(f"pti edit: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -288,8 +287,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: PNG text chunk that records what an edit grid shows (its generator, pivot, rows and strengths)
+#: PNG text chunk that records what an edit grid shows (its generator, pivot, rows and strengths; for a StyleCLIP
+#: edit, its images and grid: :func:`pti.commands._styleclip_edit.run_styleclip_edit`)
 RECORD_KEY = "pti-edit"
+
+
+def record_text(record: dict) -> dict[str, str]:
+    """The PNG text chunks that record ``record`` (a JSON object) in an output: :data:`RECORD_KEY` -> its JSON."""
+    return {RECORD_KEY: json.dumps(record, sort_keys=True)}
 
 
 def _path_text(value: str | Path | None) -> str | None:
@@ -299,18 +304,25 @@ def _path_text(value: str | Path | None) -> str | None:
     return str(Path(value).resolve()) if Path(value).exists() else str(value)
 
 
+def inputs_record(inputs: EditInputs) -> dict[str, str | None]:
+    """The part of an output's record (:data:`RECORD_KEY`) that says what was edited: generator, pivot and direction
+    generator, each an absolute path where it is a file."""
+    return {"generator": _path_text(inputs.generator), "pivot": _path_text(inputs.pivot),
+            "direction_generator": _path_text(inputs.direction_generator)}
+
+
 @dataclass(frozen=True)
-class _Existing:
-    """What an existing output file means for a new grid (:func:`_existing_output`): ``refusal`` says why it must not
-    be replaced (None: it may be); with ``pixels`` (the file's, RGB) the refusal stands only if the new grid's pixels
-    differ from them."""
+class Existing:
+    """What an existing output file means for a new image (:func:`existing_output`): ``refusal`` says why it must not
+    be replaced (None: it may be); with ``pixels`` (the file's, RGB) the refusal stands only if the new image's
+    pixels differ from them."""
 
     refusal: str | None = None
     pixels: "np.ndarray | None" = None
 
     def refuses(self, grid: "Image.Image | None") -> bool:
-        """Whether writing ``grid`` is refused; ``grid`` None: not rendered yet (refused only when decided without
-        it)."""
+        """Whether writing the image ``grid`` is refused; ``grid`` None: not rendered yet (refused only when decided
+        without it)."""
         import numpy as np
 
         if self.refusal is None:
@@ -320,24 +332,32 @@ class _Existing:
         return grid is not None and not np.array_equal(self.pixels, np.asarray(grid.convert("RGB")))
 
 
-def _existing_output(out: Path, record: dict, overwrite: bool, size: tuple[int, int]) -> _Existing:
-    """Whether ``out`` may be replaced by the grid that ``record`` describes, of ``size`` (width, height) pixels,
+def overwrite_refusal(out: Path, what: str = "other directions, layers, strengths, pivot or generator",
+                      elsewhere: str = ", or --out to write elsewhere") -> str:
+    """The one line that refuses to replace ``out``, which holds another edit (``what`` may differ)."""
+    return f"{out} exists and holds another edit ({what}); pass --overwrite to replace it{elsewhere}"
+
+
+def existing_output(out: Path, record: dict, overwrite: bool, size: tuple[int, int], refusal: str | None = None,
+                    ) -> Existing:
+    """Whether ``out`` may be replaced by the image that ``record`` describes, of ``size`` (width, height) pixels,
     decided before rendering where it can be: yes when ``out`` does not exist, ``overwrite`` is set or ``out``
     records the same edit (its PNG text :data:`RECORD_KEY`); no when it is not a readable image or its size differs;
-    otherwise (another or no record, the same size) yes only if the grid's pixels equal its pixels."""
+    otherwise (another or no record, the same size) yes only if the image's pixels equal its pixels. ``refusal``:
+    the message (default :func:`overwrite_refusal` of ``out``). W directions (the grid) and StyleCLIP edits (its
+    images and grid) are both checked here."""
     import numpy as np
     from PIL import Image
 
     if overwrite or not out.exists():
-        return _Existing()
-    refusal = (f"{out} exists and holds another edit (other directions, layers, strengths, pivot or generator); "
-               f"pass --overwrite to replace it, or --out to write elsewhere")
+        return Existing()
+    refusal = refusal or overwrite_refusal(out)
     try:
         with Image.open(out) as old:
-            if getattr(old, "text", {}).get(RECORD_KEY) == json.dumps(record, sort_keys=True):
-                return _Existing()
+            if getattr(old, "text", {}).get(RECORD_KEY) == record_text(record)[RECORD_KEY]:
+                return Existing()
             if old.size == tuple(size):
-                return _Existing(refusal, np.asarray(old.convert("RGB")))
+                return Existing(refusal, np.asarray(old.convert("RGB")))
     except (OSError, ValueError):
         pass  # not a readable image: another file, refused
-    return _Existing(refusal)
+    return Existing(refusal)

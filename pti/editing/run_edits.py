@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
@@ -37,6 +37,8 @@ from pti.editing.direction import Direction, render_edits
 from pti.io_utils import read_json_object
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from pti.core.config import TuningConfig
     from pti.core.pivot import Pivot
 
@@ -382,40 +384,106 @@ def grid_row_names(pivot: "Pivot") -> tuple[str, str]:
     return f"{pivot_label(pivot.origin, pivot.space, pivot.steps)} (orig. G)", "PTI"
 
 
+@dataclass
+class RunEditFiles:
+    """The files :func:`write_run_edits` writes for ``edits`` (see the module docstring), laid out before anything is
+    rendered (:func:`plan_run_edits`): each PTI edit image (``images``, ``image_size`` pixels square) and the
+    labelled ``grid`` (one column per strength of ``columns``, :meth:`sizes` gives its size). :meth:`render`
+    renders the PTI images and the grid's rows, :meth:`grid_image` the grid, :meth:`write` writes them all."""
+
+    edits: Sequence[Edit]
+    out_dir: Path
+    images: list[Path]
+    image_size: int
+    grid: Path
+    columns: list[float]
+    row_labels: list[str]
+    col_labels: list[str]
+    cell_size: int
+    title: str
+    pixels: dict[Path, "Image.Image"] = field(default_factory=dict)
+    rows: list[list[torch.Tensor | None]] = field(default_factory=list)
+
+    def sizes(self) -> dict[Path, tuple[int, int]]:
+        """``(width, height)`` in pixels of every file, the grid last (:func:`pti.images.grid_size`)."""
+        from pti.images import grid_size
+
+        sizes = {path: (self.image_size, self.image_size) for path in self.images}
+        sizes[self.grid] = grid_size(len(self.row_labels), len(self.columns), self.cell_size, self.row_labels,
+                                     self.col_labels, self.title)
+        return sizes
+
+    def render(self, G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot",
+               tune_cfg: "TuningConfig | RenderSettings") -> dict[Path, "Image.Image"]:
+        """Render the edits (:func:`render_pair`, as ``tune_cfg`` says): the PTI images (path -> PIL image, kept in
+        :attr:`pixels`) and the grid's rows (:attr:`rows`, a row on ``G`` and a row on ``tuned`` per edit)."""
+        from pti.images import tensor_to_pil
+
+        self.pixels, self.rows = {}, []
+        for e in self.edits:
+            w_img, pti_img = render_pair(G, tuned, pivot, e, tune_cfg.noise_mode, tune_cfg.use_pivot_noise)
+            for name, img in zip(e.files(), pti_img):
+                self.pixels[self.out_dir / name] = tensor_to_pil(img)
+            for images in (w_img, pti_img):
+                by_strength = {float(s): img for s, img in zip(e.strengths, images)}
+                self.rows.append([by_strength.get(s) for s in self.columns])
+        return self.pixels
+
+    def _grid_arguments(self) -> dict:
+        return {"row_labels": self.row_labels, "col_labels": self.col_labels, "cell_size": self.cell_size,
+                "title": self.title}
+
+    def grid_image(self) -> "Image.Image":
+        """The grid of the rendered rows (:func:`pti.images.render_grid`), as :meth:`write` writes it."""
+        from pti.images import render_grid
+
+        return render_grid(self.rows, what=str(self.grid), **self._grid_arguments())
+
+    def write(self, text: dict[str, str] | None = None) -> list[Path]:
+        """Write the rendered PTI images and the grid, each atomically, with ``text`` as PNG text chunks
+        (:func:`pti.images.save_png`); returns the paths written, the grid last."""
+        from pti.images import save_grid, save_png
+
+        for path, image in self.pixels.items():
+            save_png(image, path, text=text)
+        save_grid(self.rows, self.grid, text=text, **self._grid_arguments())
+        return list(self.pixels) + [self.grid]
+
+
+def plan_run_edits(tuned: torch.nn.Module, pivot: "Pivot", edits: Sequence[Edit], out_dir: Path, *,
+                   grid: Path | None = None, title: str | None = None,
+                   column_label: Callable[[float], str] | None = None) -> RunEditFiles:
+    """The :class:`RunEditFiles` of ``edits`` of ``pivot`` (nothing rendered yet): the PTI images
+    ``out_dir/edits/<key>_<s>.png`` and the grid ``grid`` (default ``out_dir/edits/grid.png``) with, for each edit,
+    a row on the original generator and a row on ``tuned`` (:func:`grid_row_names`), one column per strength of any
+    edit labelled ``column_label(s)`` (default ``s=<s>``), under ``title`` (default: which pivot, which
+    generators)."""
+    from pti.labels import pivot_label
+
+    out_dir = Path(out_dir)
+    columns = sorted({float(s) for e in edits for s in e.strengths})
+    labels = [f"{method}: {e.label or e.key}" for e in edits for method in grid_row_names(pivot)]
+    resolution = int(getattr(tuned, "img_resolution", 256))
+    return RunEditFiles(
+        edits, out_dir, [out_dir / name for e in edits for name in e.files()], resolution,
+        Path(grid) if grid is not None else out_dir / "edits" / "grid.png", columns, labels,
+        [column_label(s) if column_label else f"s={strength_text(s)}" for s in columns],
+        min(256, max(128, resolution)),
+        title or f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot\n"
+                 f"orig. G: the original generator; PTI: the tuned one")
+
+
 def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edits: Sequence[Edit],
                     out_dir: Path, tune_cfg: "TuningConfig | RenderSettings", *, grid: Path | None = None,
                     title: str | None = None, column_label: Callable[[float], str] | None = None) -> list[Path]:
     """Render ``edits`` of ``pivot`` (:func:`render_pair`, rendered as ``tune_cfg`` says) and write each PTI edit
-    ``out_dir/edits/<key>_<s>.png`` and the labelled grid ``grid`` (default ``out_dir/edits/grid.png``; see the
-    module docstring): for each edit a row on ``G`` and a row on ``tuned`` (:func:`grid_row_names`), one column per
-    strength of any edit, labelled ``column_label(s)`` (default ``s=<s>``), under ``title`` (default: which pivot,
-    which generators). Returns the paths written (the grid last). Each file is written atomically; ``out_dir`` is
-    meant to be the photo's staging folder (:func:`pti.jobs.runner.run_one`) or the photo folder (``pti edit``)."""
-    from pti.images import save_grid, write_image
-    from pti.labels import pivot_label
-
-    out_dir = Path(out_dir)
-    grid = Path(grid) if grid is not None else out_dir / "edits" / "grid.png"
-    columns = sorted({float(s) for e in edits for s in e.strengths})
-    rows: list[list[torch.Tensor | None]] = []
-    labels: list[str] = []
-    written: list[Path] = []
-    for e in edits:
-        w_img, pti_img = render_pair(G, tuned, pivot, e, tune_cfg.noise_mode, tune_cfg.use_pivot_noise)
-        for name, img in zip(e.files(), pti_img):
-            write_image(img, out_dir / name)
-            written.append(out_dir / name)
-        for method, images in zip(grid_row_names(pivot), (w_img, pti_img)):
-            by_strength = {float(s): img for s, img in zip(e.strengths, images)}
-            rows.append([by_strength.get(s) for s in columns])
-            labels.append(f"{method}: {e.label or e.key}")
-    resolution = int(getattr(tuned, "img_resolution", 256))
-    save_grid(rows, grid, row_labels=labels,
-              col_labels=[column_label(s) if column_label else f"s={strength_text(s)}" for s in columns],
-              cell_size=min(256, max(128, resolution)),
-              title=title or f"edits of the {pivot_label(pivot.origin, pivot.space, pivot.steps)} pivot\n"
-                             f"orig. G: the original generator; PTI: the tuned one")
-    return written + [grid]
+    ``out_dir/edits/<key>_<s>.png`` and the labelled grid ``grid`` (:func:`plan_run_edits`; see the module
+    docstring). Returns the paths written (the grid last). Each file is written atomically; ``out_dir`` is meant to
+    be the photo's staging folder (:func:`pti.jobs.runner.run_one`). ``pti edit --text/--mapper`` plans, checks,
+    renders and writes in steps (:class:`RunEditFiles`)."""
+    files = plan_run_edits(tuned, pivot, edits, out_dir, grid=grid, title=title, column_label=column_label)
+    files.render(G, tuned, pivot, tune_cfg)
+    return files.write()
 
 
 def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[RunEdit]) -> str:

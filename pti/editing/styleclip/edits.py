@@ -59,6 +59,9 @@ class StyleClipEdit:
         strengths: α values (global), k values (mapper) or ``(0, 1)`` (optimize: pivot, optimised code).
         description: one line on what it is (prompts, β and channels; mapper file; settings).
         deltas: per-layer Δs (global); mapper: the mapper; text, clip, optimize_cfg: for optimize.
+        settings: what it was made from, for its records (:meth:`identity`): global: text, neutral, the β used
+            (``--beta auto`` resolved) and the CLIP model; mapper: the mapper file; optimize: text, steps, lr,
+            λ_L2 and the CLIP model.
     """
 
     kind: str
@@ -71,6 +74,7 @@ class StyleClipEdit:
     text: str = ""
     clip: "Clip | None" = field(default=None, repr=False)
     optimize_cfg: "OptimizeConfig | None" = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def files(self) -> list[str]:
         """Its PTI edit images, relative to the photo folder: ``edits/<key>_<s>.png`` per strength."""
@@ -93,10 +97,16 @@ class StyleClipEdit:
         names = {"global": "alpha", "mapper": "k"}
         return f"{names[self.kind]}={strength_text(strength)}"
 
-    def record(self, grid: str) -> dict[str, Any]:
-        """What ``edits/<key>.json`` says of this edit (``pti edit``); ``grid``: where its grid was written."""
+    def identity(self) -> dict[str, Any]:
+        """What this edit is, as JSON: method, spec, strengths, description and :attr:`settings`; two edits with the
+        same identity render the same images of the same pivot on the same generators."""
         return {"method": self.kind, "spec": self.spec, "description": self.description,
-                "strengths": list(self.strengths), "files": self.files(), "grid": grid}
+                "strengths": list(self.strengths), **self.settings}
+
+    def record(self, grid: str) -> dict[str, Any]:
+        """What ``edits/<key>.json`` says of this edit (``pti edit``): its :meth:`identity`, its PTI images and
+        ``grid``, where its grid was written."""
+        return {**self.identity(), "files": self.files(), "grid": grid}
 
     def render(self, G: torch.nn.Module, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
                noise_mode: str = "const") -> torch.Tensor:
@@ -151,7 +161,8 @@ def global_edit(G: torch.nn.Module, clip: "Clip", target: str, neutral: str = "a
     return StyleClipEdit("global", styleclip_key("global", target),
                          tuple(strengths) if strengths is not None else (0.0, float(alpha)), spec=f"text:{target}",
                          description=f"global direction {edit.describe()}; {gd.source}", deltas=edit.deltas,
-                         text=target)
+                         text=target, settings={"text": target, "neutral": neutral, "beta": edit.beta,
+                                                "clip": clip.key})
 
 
 def mapper_edit(spec: str, w_dim: int, strengths: Sequence[float] | None = None,
@@ -164,7 +175,8 @@ def mapper_edit(spec: str, w_dim: int, strengths: Sequence[float] | None = None,
     mapper, opts = load_mapper(path, w_dim=w_dim, disabled=("fine",) if entry is not None and entry.no_fine else ())
     return StyleClipEdit("mapper", styleclip_key("mapper", spec),
                          tuple(strengths) if strengths is not None else (0.0, PTI_STRENGTH), spec=f"mapper:{spec}",
-                         description=f"StyleCLIP mapper {path} (groups {', '.join(mapper.groups)})", mapper=mapper)
+                         description=f"StyleCLIP mapper {path} (groups {', '.join(mapper.groups)})", mapper=mapper,
+                         settings={"mapper": str(Path(path).resolve())})
 
 
 def optimize_edit(clip: "Clip", text: str, cfg: "OptimizeConfig | None" = None) -> StyleClipEdit:
@@ -174,7 +186,9 @@ def optimize_edit(clip: "Clip", text: str, cfg: "OptimizeConfig | None" = None) 
     cfg = cfg or OptimizeConfig()
     return StyleClipEdit("optimize", styleclip_key("optimize", text), (0.0, 1.0), spec=f"optimize:{text}",
                          description=f"latent optimisation towards {text!r}: {cfg.steps} steps, lr {cfg.lr}, "
-                                     f"lambda_L2 {cfg.l2_lambda}", text=text, clip=clip, optimize_cfg=cfg)
+                                     f"lambda_L2 {cfg.l2_lambda}", text=text, clip=clip, optimize_cfg=cfg,
+                         settings={"text": text, "steps": cfg.steps, "lr": cfg.lr, "l2_lambda": cfg.l2_lambda,
+                                   "clip": clip.key})
 
 
 def resolve_run_edit(text: str, G: torch.nn.Module) -> StyleClipEdit:
