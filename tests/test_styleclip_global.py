@@ -330,3 +330,15 @@ def test_styleclip_ffhq_fs3_download(tmp_path):
     # NVIDIA's FFHQ 1024 generator: 6,048 channels in its 17 conv layers (5,376 up to 128 px), unit rows of ViT-B/32
     assert fs3.shape[0] in (6048, 5376) and fs3.shape[1] == 512
     assert np.allclose(np.linalg.norm(fs3, axis=1), 1, atol=1e-3)
+
+
+def test_random_clip_is_the_same_in_every_call(clip):
+    """A random CLIP (offline tests, notebook 06, --random-clip) has the same weights whatever the caller's RNG
+    state (each `pti edit` process used to draw another one, so a text direction prepared in one process did not
+    match the CLIP of the next), and building it leaves the caller's RNG where it was."""
+    torch.manual_seed(12345)
+    state = torch.get_rng_state()
+    again = load_clip("ViT-B-32", pretrained=None)
+    assert torch.equal(torch.get_rng_state(), state)
+    a, b = clip.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -124,6 +124,10 @@ def local_weights_path(name: str = DEFAULT_MODEL) -> Path:
     return cache_dir() / "clip" / name / OPENAI_VITB32_FILE
 
 
+#: seed of the random CLIP (``--random-clip``: offline tests and notebook 06 without weights)
+RANDOM_CLIP_SEED = 0
+
+
 def _random_model(name: str) -> torch.nn.Module:
     import open_clip
 
@@ -135,7 +139,11 @@ def _random_model(name: str) -> torch.nn.Module:
         level = logger.level
         logger.setLevel(logging.ERROR)  # open_clip logs "initialized randomly" as a warning
         try:
-            return open_clip.create_model(name, pretrained=None, force_quick_gelu=True)
+            # from a fixed seed on a forked RNG, as pti.core.perceptual's random backbones: the same random CLIP
+            # in every process (each `pti edit` call), and the caller's RNG stream untouched
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_CLIP_SEED)
+                return open_clip.create_model(name, pretrained=None, force_quick_gelu=True)
         finally:
             logger.setLevel(level)
 
