@@ -16,6 +16,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import pkgutil
 import sys
 import types
 import warnings
@@ -39,20 +40,26 @@ MOVED: dict[str, str] = {
     **{f"pti.{name}": f"pti.apps.{name}" for name in ("demo", "report", "notebook_support")},
 }
 
+#: names that moved out of a module that is still there: (module, name) -> the module that defines it now
+MOVED_NAMES: dict[tuple[str, str], str] = {
+    ("pti.zoo", "inversion_defaults"): "pti.core.config",
+}
 
 _IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
+_PKGUTIL_FILE = pkgutil.__file__  # pkgutil.resolve_name (mock.patch("pti.losses.x")) imports on the caller's behalf
 
 
 def _stacklevel() -> int:
     """The ``stacklevel`` that points a warning raised in ``create_module`` at the line that imported the old
-    path. :func:`warnings.warn` itself skips importlib's ``_bootstrap`` frames; the frame of
-    :func:`importlib.import_module` (when the import went through it) is skipped here."""
+    path. :func:`warnings.warn` itself skips importlib's ``_bootstrap`` frames; the frames of
+    :func:`importlib.import_module` and :func:`pkgutil.resolve_name` (when the import went through them) are
+    skipped here."""
     level, frame = 1, sys._getframe(2)  # level 1 is create_module, sys._getframe(2) its caller
     while frame is not None:
         name = frame.f_code.co_filename
         if not ("importlib" in name and "_bootstrap" in name):
             level += 1
-            if os.path.dirname(name) != _IMPORTLIB_DIR:
+            if os.path.dirname(name) != _IMPORTLIB_DIR and name != _PKGUTIL_FILE:
                 break
         frame = frame.f_back
     return level
@@ -69,7 +76,8 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                   target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED:
             return None
-        return importlib.util.spec_from_loader(fullname, self)
+        new = importlib.util.find_spec(MOVED[fullname])  # the new module's file, for runpy's __file__
+        return importlib.util.spec_from_loader(fullname, self, origin=new.origin if new is not None else None)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         new = MOVED[spec.name]
@@ -81,6 +89,25 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         module.__spec__ = self._specs.pop(module.__name__)  # the module stays what it is: its own name, file and spec
+
+    def get_code(self, fullname: str) -> types.CodeType | None:
+        """``python -m <old path>`` (runpy asks the loader for the code): the new module's code, with the warning."""
+        new = MOVED[fullname]
+        warnings.warn(f"{fullname} moved to {new}; run python -m {new} (the old path goes away next round)",
+                      DeprecationWarning, stacklevel=2)
+        spec = importlib.util.find_spec(new)
+        return spec.loader.get_code(new) if spec is not None and spec.loader is not None else None
+
+
+def moved_name(module: str, name: str) -> object:
+    """For a module's ``__getattr__``: a name of :data:`MOVED_NAMES` from where it lives now, with a
+    :class:`DeprecationWarning` on the line that asked for it; :class:`AttributeError` for any other name."""
+    new = MOVED_NAMES.get((module, name))
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} moved to {new}.{name}; import it from {new} (the old path goes away next round)",
+                  DeprecationWarning, stacklevel=3)
+    return getattr(importlib.import_module(new), name)
 
 
 def install() -> None:

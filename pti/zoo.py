@@ -302,3 +302,10 @@ def resolve(name: str, cache: Path | None = None, allow_download: bool = True, p
     if not allow_download:
         raise ZooError(f"{path}: {name!r} is not downloaded yet; run `pti download {name}`")
     return download(entry, cache, progress=progress).path
+
+
+def __getattr__(name: str) -> object:
+    """Names that moved out of ``pti.zoo`` (``inversion_defaults``: :mod:`pti.core.config`), for one round."""
+    from pti._moved import moved_name
+
+    return moved_name(__name__, name)

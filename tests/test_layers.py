@@ -248,3 +248,31 @@ def test_unknown_paths_are_not_answered():
     """The hook answers only for MOVED: a misspelt module is still a ModuleNotFoundError."""
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("pti.projectr")
+
+
+def test_moved_names_warn_and_resolve():
+    """``from pti.zoo import inversion_defaults`` (moved to pti.core.config) works for one round and warns on
+    the importing line; other missing names are still AttributeErrors."""
+    from pti.core.config import inversion_defaults
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from pti.zoo import inversion_defaults as old
+    assert old is inversion_defaults
+    ours = [w for w in caught if issubclass(w.category, DeprecationWarning) and "inversion_defaults" in str(w.message)]
+    assert len(ours) == 1 and "pti.core.config" in str(ours[0].message) and ours[0].filename == __file__
+    for module, name in _moved.MOVED_NAMES:
+        assert getattr(importlib.import_module(_moved.MOVED_NAMES[(module, name)]), name)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        importlib.import_module("pti.zoo").not_a_name
+
+
+def test_python_dash_m_old_path_runs_the_new_module():
+    """``python -m pti.report`` (an old path) runs pti.apps.report's code as __main__ (runpy asks the loader for
+    it), with the warning; it used to be an AttributeError from the hook."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-m", "pti.report"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "pti.report moved to pti.apps.report" in done.stderr
