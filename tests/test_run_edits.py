@@ -394,3 +394,22 @@ def test_pti_edit_finds_the_generator_of_a_multi_id_run(photos, tmp_path, capsys
         capsys.readouterr().err
     # one image (no batch): the reconstruction's rendering exactly
     assert np.array_equal(_as_png_levels(grids[0]["rows"][0][0]), read_png(photo / "reconstruction.png"))
+
+
+def test_missing_edits_hint_names_the_missing_edit(G, tmp_path):
+    """New-user test: a run with sefa:1 asked again with sefa:1 and sefa:2 hinted `--direction sefa:1` (present)
+    instead of sefa:2 (missing)."""
+    import json
+
+    from pti.editing.run_edits import missing_edits_message
+
+    edits = resolve_run_edits(["sefa:1", "sefa:2:-3,0,3"], G)
+    run = tmp_path / "run"
+    (run / "a").mkdir(parents=True)
+    (run / "a" / "tuned.safetensors").write_bytes(b"")
+    (run / "a" / "metrics.json").write_text(json.dumps({"status": "done", "files": {
+        f: {} for f in edits[0].files() + ["edits/grid.png"]}}))
+    text = missing_edits_message(run, ["a"], edits)
+    assert "--direction sefa:2:-3,0,3`" in text and "--direction sefa:1 " not in text, text
+    (run / "a" / "metrics.json").write_text(json.dumps({"status": "done", "files": {}}))  # lacks both
+    assert "--direction sefa:1 --direction sefa:2:-3,0,3`" in missing_edits_message(run, ["a"], edits)

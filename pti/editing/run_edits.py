@@ -487,7 +487,8 @@ def write_run_edits(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", 
 
 
 def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[RunEdit]) -> str:
-    """What to do about finished photos (``names``) that lack some of the requested ``edits``."""
+    """What to do about finished photos (``names``) that lack some of the requested ``edits``: the hint names the
+    edits that the first photo with tuned weights lacks (its ``metrics.json`` ``files``)."""
     run_dir = Path(run_dir)
     kept = [n for n in names if (run_dir / n / "tuned.safetensors").is_file()]
     lost = [n for n in names if n not in kept]
@@ -498,8 +499,11 @@ def missing_edits_message(run_dir: Path, names: Sequence[str], edits: Sequence[R
     text = (f"{run_dir}: {len(names)} finished photo(s) lack some of the requested edits ({few(list(names))}); "
             f"a finished photo is not tuned again, and its edits need its tuned weights.")
     if kept:
+        done = set(read_json_object(run_dir / kept[0] / "metrics.json").get("files") or {})
+        missing = [e for e in edits if not set(e.files()) <= done] or list(edits)  # only the grid: all of them
         text += (f" {len(kept)} kept them (tuned.safetensors): render with `pti edit "
-                 f"{shlex.quote(str(run_dir / kept[0]))} --direction {shlex.quote(edits[0].spec)}`.")
+                 f"{shlex.quote(str(run_dir / kept[0]))} "
+                 + " ".join(f"--direction {shlex.quote(e.spec)}" for e in missing) + "`.")
     if lost:
         text += (f" {len(lost)} {'was' if len(lost) == 1 else 'were'} run without --save-generator ({few(lost)}): run again with "
                  f"--save-generator to tune them again (their pivot.pt is reused) and keep the weights for "
