@@ -540,6 +540,19 @@ def test_output_that_is_a_file_is_refused_before_any_work(images, tmp_path, caps
     assert afile.read_text() == "not a folder"
 
 
+def test_positional_input_and_input_option_together_are_refused(images, tmp_path, capsys):
+    """New-user test: `pti run --input a.jpg b.png -o runs/x` processed a.jpg only and dropped b.png silently."""
+    from pti.cli import main
+
+    run = tmp_path / "run"
+    argv = ["run", "--input", str(images[0]), str(images[1]), "-o", str(run), "--device", "cpu", "-g", "nope"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"pti run: give one input, as INPUT ({images[1]}) or as --input ({images[0]}), not both; for "
+                   f"several photos give a folder\n"), err
+    assert not run.exists()
+
+
 def test_summary_gives_execution_per_image_and_this_run_s_apart(G, images, tmp_path):
     """The report: summary.json's config.execution showed this run's execution settings over results made with
     others (they are not compared for reuse, so a second run with other ones skips the photos)."""

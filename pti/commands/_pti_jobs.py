@@ -25,7 +25,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     from pti.core.config import InversionConfig, LocalityConfig, TuningConfig
 
     parser.add_argument("input", nargs="?", help="an image file or a folder of images")
-    parser.add_argument("--input", dest="input_opt", help="same as the positional INPUT")
+    parser.add_argument("--input", dest="input_opt", help="same as the positional INPUT (give one of them)")
     parser.add_argument("--output", "-o", default="runs/default", help="run folder (default: runs/default)")
     parser.add_argument("--generator", "-g", default="demo",
                         help="generator checkpoint (.pkl/.pt/.safetensors) or zoo name (default: demo)")
@@ -110,6 +110,10 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
     from pti.stylegan2.checkpoints import CheckpointError, load
     from pti.core.config import inversion_defaults
 
+    if args.input_opt and args.input and args.input_opt != args.input:  # one INPUT: never drop either silently
+        print(f"pti {stage}: give one input, as INPUT ({args.input}) or as --input ({args.input_opt}), not both; for "
+              f"several photos give a folder", file=sys.stderr)
+        return 2
     source = args.input_opt or args.input
     if not source:
         print("pti: give an image file or folder (INPUT or --input)", file=sys.stderr)
