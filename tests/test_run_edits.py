@@ -413,3 +413,15 @@ def test_missing_edits_hint_names_the_missing_edit(G, tmp_path):
     assert "--direction sefa:2:-3,0,3`" in text and "--direction sefa:1 " not in text, text
     (run / "a" / "metrics.json").write_text(json.dumps({"status": "done", "files": {}}))  # lacks both
     assert "--direction sefa:1 --direction sefa:2:-3,0,3`" in missing_edits_message(run, ["a"], edits)
+
+
+def test_comma_separated_edits_get_a_hint(G):
+    """New-user test: `pti run --edit smile,yaw` said only "unknown direction 'smile,yaw'"."""
+    hint = "repeat --edit for several edits (--edit smile --edit yaw), or give strengths after a colon (yaw:-3,0,3)"
+    for text in ("smile,yaw", "smile,yaw:-3,3", "smile, yaw"):
+        with pytest.raises(ValueError) as err:
+            resolve_run_edits([text], G)
+        assert str(err.value).endswith("; " + hint), str(err.value)
+    with pytest.raises(ValueError) as err:  # no comma before the colon: no hint
+        resolve_run_edits(["nosuchdirection:-3,3"], G)
+    assert "unknown direction" in str(err.value) and "repeat --edit" not in str(err.value)

@@ -293,7 +293,8 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
 
     Combined edits (``smile:1+yaw:2``, :class:`EditSpec`) are one RunEdit each. Raises ``ValueError`` (bad
     syntax, unknown or misfitting direction, a direction given twice), ``KeyError``/``IndexError`` (no such
-    entry in a direction file) or ``FileNotFoundError``; messages do not repeat ``--edit`` (callers prefix it).
+    entry in a direction file) or ``FileNotFoundError``; messages do not repeat ``--edit`` (callers prefix it), except
+    the hint for a comma before any colon (``smile,yaw``: several edits are several ``--edit``).
     """
     edits: list[RunEdit] = []
     for text in texts:
@@ -302,9 +303,15 @@ def resolve_run_edits(texts: Sequence[str], G: torch.nn.Module) -> list[RunEdit]
 
             edits.append(resolve_run_edit(text, G))  # type: ignore[arg-type]
             continue
-        spec = parse_edit(text)
-        edits.append(RunEdit(spec.key, resolve_edit(spec, G), spec.strengths or spec.default_strengths, text,
-                             spec.label))
+        try:
+            spec = parse_edit(text)
+            direction = resolve_edit(spec, G)
+        except ValueError as exc:
+            if "," not in text.partition(":")[0]:
+                raise
+            raise ValueError(f"{exc}; repeat --edit for several edits (--edit smile --edit yaw), or give strengths "
+                             f"after a colon (yaw:-3,0,3)") from exc
+        edits.append(RunEdit(spec.key, direction, spec.strengths or spec.default_strengths, text, spec.label))
     _check_distinct_keys(edits)
     return edits
 
