@@ -6,8 +6,8 @@ import sys
 import warnings
 from pathlib import Path
 
-HELP = ("download a known generator or encoder checkpoint (e.g. ffhq, e4e) into the cache, verifying its sha256; "
-        "no NAME: list them")
+HELP = ("download a known generator or encoder checkpoint (e.g. ffhq, e4e) into the cache, checking its sha256 "
+        "where one is recorded (else printing it, marked unverified); no NAME: list them")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
