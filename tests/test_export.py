@@ -96,6 +96,10 @@ def test_export_default_output_and_pivot_noise_baked_in(run_folder, tmp_path):
     assert len(consts) == 5
     for key, n in zip(consts, pivot.noise):
         assert torch.equal(ckpt["state_dict"][key], n[0, 0]), key
+    from pti.stylegan2 import load  # pti reads it back with the pivot's noise in its noise_const buffers
+
+    G = load(tmp_path / "noisy" / "tuned_nvidia.pt")
+    assert all(torch.equal(G.state_dict()[key], n[0, 0]) for key, n in zip(consts, pivot.noise))
 
 
 def test_export_refuses_a_run_without_tuned_weights(run_folder, tmp_path, capsys):
@@ -148,3 +152,39 @@ def test_export_finds_the_generator_of_a_multi_id_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(run / "stranger")]) == 2
     assert "no tuned.safetensors" in capsys.readouterr().err
+
+
+def test_pti_reads_its_own_export_back(run_folder, tmp_path, capsys):
+    """New-user test: `pti info RUN/PHOTO/export/tuned_nvidia.pt` exited 2 ("no 'g_ema' state dict in the file"),
+    and pti.stylegan2.load (so `pti edit --generator`) refused the file `pti export` had written."""
+    from pti.stylegan2 import CheckpointError, load, load_with_format
+
+    photo, exported = run_folder / "face", tmp_path / "out" / GENERATOR_FILE
+    assert main(["export", str(photo), "--output", str(tmp_path / "out")]) == 0
+    tuned = load(photo / "tuned.safetensors")
+    G, fmt = load_with_format(exported)
+    assert fmt == "pti-nvidia-state-dict-v1" and G.init_kwargs == tuned.init_kwargs and not G.training
+    ours = tuned.state_dict()
+    assert set(G.state_dict()) == set(ours) and all(torch.equal(v, ours[k]) for k, v in G.state_dict().items())
+    ws = torch.randn(3, tuned.num_ws, tuned.w_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # bit-identical: same weights, same code, same thread count
+        assert torch.equal(G.synthesis(ws, noise_mode="const"), tuned.synthesis(ws, noise_mode="const"))
+
+    capsys.readouterr()
+    assert main(["info", str(exported)]) == 0
+    out = capsys.readouterr().out
+    assert "format:         pti-nvidia-state-dict-v1" in out and f"num_ws:         {tuned.num_ws}" in out
+
+    ckpt = torch.load(exported, weights_only=True)
+    for key, value, wanted in (("format", "pti-nvidia-state-dict-v2", "'pti-nvidia-state-dict-v2' (written by pti"),
+                               ("class", "training.networks.Other", "needs class 'training.networks.Generator'"),
+                               ("init_kwargs", {**ckpt["init_kwargs"], "img_resolution": 32}, "missing:")):
+        other = tmp_path / f"{key}.pt"
+        torch.save({**ckpt, key: value}, other)
+        with pytest.raises(CheckpointError) as raised:
+            load(other)
+        message = str(raised.value)
+        assert message.startswith(f"{other}: ") and wanted in message and "\n" not in message, message
+        assert main(["info", str(other)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(other) in err and "Traceback" not in err, err

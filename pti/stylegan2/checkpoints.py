@@ -1,15 +1,18 @@
-"""Generator checkpoints: one :func:`load` for three formats, and :func:`save` for ours.
+"""Generator checkpoints: one :func:`load` for four formats, and :func:`save` for ours.
 
-==================  ==================  ==============================================
-format name         file                read by
-==================  ==================  ==============================================
-``nvidia-pkl``      ``*.pkl``           restricted unpickler (:mod:`.nvidia_pickle`),
-                                        never runs code from the file
-``rosinality-pt``   ``*.pt``/``*.pth``  ``torch.load(weights_only=True)`` + key
-                                        mapping (:mod:`.rosinality`)
-``pti-safetensors`` ``*.safetensors``   safetensors; constructor kwargs as JSON in the
-                                        header metadata (written by :func:`save`)
-==================  ==================  ==============================================
+==============================  ==================  ==============================================
+format name                     file                read by
+==============================  ==================  ==============================================
+``nvidia-pkl``                  ``*.pkl``           restricted unpickler (:mod:`.nvidia_pickle`),
+                                                    never runs code from the file
+``rosinality-pt``               ``*.pt``/``*.pth``  ``torch.load(weights_only=True)`` + key
+                                                    mapping (:mod:`.rosinality`)
+``pti-nvidia-state-dict-v1``    ``*.pt``/``*.pth``  ``torch.load(weights_only=True)``: ``pti export``'s
+                                                    file for NVIDIA's code (:mod:`.export`), told
+                                                    from a rosinality file by its ``format`` tag
+``pti-safetensors``             ``*.safetensors``   safetensors; constructor kwargs as JSON in the
+                                                    header metadata (written by :func:`save`)
+==============================  ==================  ==============================================
 
 A zoo name (``'demo'``, ``'ffhq'``; see :mod:`pti.zoo`) may be given instead of a path.
 Every failure is a :class:`CheckpointError` naming the file and the expected format;
@@ -17,6 +20,7 @@ a file that asks for code to be run raises :class:`UnsafeCheckpointError`.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -29,10 +33,11 @@ from pti import __version__
 from pti.io_utils import atomic_path
 from pti.stylegan2 import nvidia_pickle, rosinality
 from pti.stylegan2.errors import CheckpointError, UnsafeCheckpointError
+from pti.stylegan2.export import EXPORT_FORMAT, generator_from_export, is_export
 from pti.stylegan2.networks import Generator
 from pti.stylegan2.nvidia_pickle import load_state_dict_strict
 from pti.stylegan2.rosinality import estimate_w_avg, from_rosinality_state_dict, to_rosinality_checkpoint, \
-    to_rosinality_state_dict
+    to_rosinality_state_dict, torch_load_weights_only
 
 NATIVE_FORMAT = "pti-safetensors"
 NATIVE_FORMAT_VERSION = 1
@@ -147,23 +152,49 @@ def _load_native(path: Path) -> Generator:
     return G.eval()
 
 
-_LOADERS: dict[str, tuple[str, Callable[[Path], Generator]]] = {
-    ".pkl": (nvidia_pickle.FORMAT_NAME, nvidia_pickle.load_nvidia_generator),
-    ".pt": (rosinality.FORMAT_NAME, rosinality.load_rosinality_generator),
-    ".pth": (rosinality.FORMAT_NAME, rosinality.load_rosinality_generator),
-    ".safetensors": (NATIVE_FORMAT, _load_native),
+_TORCH_FILE_DESCRIPTION = f"{rosinality.FORMAT_DESCRIPTION} or a pti export ({EXPORT_FORMAT}, from `pti export`)"
+
+
+def _load_torch_file(path: Path) -> tuple[Generator, str]:
+    """A ``.pt``/``.pth`` read once with ``weights_only=True``: pti's export to NVIDIA's code (a dict whose
+    ``format`` names it, :func:`.export.generator_from_export`) or a rosinality checkpoint (``g_ema``)."""
+    expected = f"expected a {_TORCH_FILE_DESCRIPTION}"
+    ckpt = torch_load_weights_only(path, expected, allow=(argparse.Namespace,))
+    if is_export(ckpt):
+        return generator_from_export(ckpt, str(path)), EXPORT_FORMAT
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
+        found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: no 'g_ema' state dict and no pti export 'format' in the file (found {found}); "
+                              f"{expected}")
+    lr_mlp = float(getattr(ckpt.get("args"), "lr_mlp", rosinality.DEFAULT_LR_MLP))
+    G = from_rosinality_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), lr_mlp=lr_mlp, source=str(path))
+    return G, rosinality.FORMAT_NAME
+
+
+def _named(name: str, loader: Callable[[Path], Generator]) -> Callable[[Path], tuple[Generator, str]]:
+    return lambda path: (loader(path), name)
+
+
+# extension -> (format name detect_format reports, loader returning the generator and the format it found)
+_LOADERS: dict[str, tuple[str, Callable[[Path], tuple[Generator, str]]]] = {
+    ".pkl": (nvidia_pickle.FORMAT_NAME, _named(nvidia_pickle.FORMAT_NAME, nvidia_pickle.load_nvidia_generator)),
+    ".pt": (rosinality.FORMAT_NAME, _load_torch_file),
+    ".pth": (rosinality.FORMAT_NAME, _load_torch_file),
+    ".safetensors": (NATIVE_FORMAT, _named(NATIVE_FORMAT, _load_native)),
 }
 
 
 def detect_format(path: str | Path) -> str:
-    """Format name of a checkpoint path, from its extension (:class:`CheckpointError` if unknown)."""
+    """Format name of a checkpoint path, from its extension (:class:`CheckpointError` if unknown); a ``.pt`` is
+    named ``rosinality-pt`` here, and :func:`load_with_format` tells a pti export (``EXPORT_FORMAT``) by its content."""
     path = Path(path)
     try:
         return _LOADERS[path.suffix.lower()][0]
     except KeyError:
         raise CheckpointError(
             f"{path}: unknown checkpoint extension {path.suffix or '(none)'!r}; expected .pkl (NVIDIA "
-            f"StyleGAN2-ADA network pickle), .pt/.pth (rosinality stylegan2-pytorch) or .safetensors (pti)") from None
+            f"StyleGAN2-ADA network pickle), .pt/.pth (rosinality stylegan2-pytorch, or pti export) or .safetensors "
+            f"(pti)") from None
 
 
 def _resolve(path_or_name: str | Path) -> Path:
@@ -175,13 +206,14 @@ def _resolve(path_or_name: str | Path) -> Path:
 
 
 def load_with_format(path_or_name: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, str]:
-    """Load a generator and say which format it came in (``nvidia-pkl``, ``rosinality-pt``, ``pti-safetensors``).
+    """Load a generator and say which format it came in (``nvidia-pkl``, ``rosinality-pt``, ``pti-safetensors``,
+    ``pti-nvidia-state-dict-v1``: a ``pti export`` file).
 
     The generator is in eval mode on ``device``; its parameters require grad (ready for tuning).
     """
     path = _resolve(path_or_name)
-    fmt = detect_format(path)
-    G = _LOADERS[path.suffix.lower()][1](path)
+    detect_format(path)  # an unknown extension: its error
+    G, fmt = _LOADERS[path.suffix.lower()][1](path)
     return G.to(device), fmt
 
 

@@ -23,7 +23,8 @@ In NVIDIA's code: ``ckpt = torch.load(path, weights_only=True); G =
 training.networks.Generator(**ckpt['init_kwargs']); G.load_state_dict(ckpt['state_dict'])``.
 ``projected_w.npz``: ``np.savez(path, w=float32 [1, num_ws, w_dim])``, the layout of NVIDIA's
 ``projector.py`` output, which ``generate.py --projected-w`` reads (``np.load(path)['w']``).
-Checked once against NVIDIA's own code by ``tools/check_export_nvidia.py``.
+Checked once against NVIDIA's own code by ``tools/check_export_nvidia.py``. pti reads the file back
+(:func:`pti.stylegan2.load`, ``pti info``) with :func:`generator_from_export`.
 """
 from __future__ import annotations
 
@@ -36,8 +37,13 @@ import torch
 
 from pti import __version__
 from pti.io_utils import atomic_path, atomic_torch_save
+from pti.stylegan2.errors import CheckpointError
+from pti.stylegan2.networks import Generator
+from pti.stylegan2.nvidia_pickle import load_state_dict_strict
 
 EXPORT_FORMAT = "pti-nvidia-state-dict-v1"
+#: every version of the format tag starts with this (``EXPORT_FORMAT`` is the one this pti writes and reads)
+EXPORT_FORMAT_PREFIX = "pti-nvidia-state-dict-"
 NVIDIA_CLASS = "training.networks.Generator"
 #: the positional parameters of NVIDIA's ``training.networks.Generator.__init__`` (stylegan2-ada-pytorch)
 NVIDIA_GENERATOR_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs",
@@ -81,6 +87,43 @@ def export_nvidia_generator(G: torch.nn.Module, path: str | Path, noise: list[to
                        "state_dict": nvidia_state_dict(G, noise), "noise_const": "pivot" if noise else "generator",
                        "pti_version": __version__}, path)
     return path
+
+
+def is_export(ckpt: Any) -> bool:
+    """Whether a ``torch.load``ed object is this module's export (of any version): a dict whose ``format`` is a
+    string starting with ``EXPORT_FORMAT_PREFIX``."""
+    return isinstance(ckpt, dict) and str(ckpt.get("format", "")).startswith(EXPORT_FORMAT_PREFIX)
+
+
+def generator_from_export(ckpt: dict[str, Any], source: str) -> Generator:
+    """The pti Generator (eval mode, CPU, float32) of an export read with ``torch.load(weights_only=True)``:
+    built from ``init_kwargs`` (NVIDIA's constructor arguments are pti's), loaded ``strict=True`` from
+    ``state_dict``; the ``noise_const`` buffers come with the state dict (the pivot's noise if
+    ``noise_const == 'pivot'``), so ``G.synthesis(ws, noise_mode='const')`` renders what the export does.
+
+    Raises:
+        CheckpointError: (naming ``source``) another version of the format, another class, constructor
+            arguments that do not build a Generator, or weights that do not fit it.
+    """
+    found = ckpt.get("format")
+    if found != EXPORT_FORMAT:
+        raise CheckpointError(f"{source}: export format {found!r} (written by pti {ckpt.get('pti_version', '?')}); "
+                              f"this pti reads {EXPORT_FORMAT!r}: export it again with this pti, or upgrade pti")
+    init_kwargs, state = ckpt.get("init_kwargs"), ckpt.get("state_dict")
+    if ckpt.get("class") != NVIDIA_CLASS or not isinstance(init_kwargs, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"{source}: a {EXPORT_FORMAT} file needs class {NVIDIA_CLASS!r}, an 'init_kwargs' "
+                              f"dict and a 'state_dict' dict (found class {ckpt.get('class')!r}, keys "
+                              f"{sorted(map(str, ckpt))}); export it again with `pti export`")
+    extra = sorted(set(init_kwargs) - set(NVIDIA_GENERATOR_ARGS))
+    try:
+        if extra:
+            raise TypeError(f"unexpected constructor arguments {extra}")
+        G = Generator(**init_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the stored init_kwargs {init_kwargs} do not build a Generator "
+                              f"({exc})") from None
+    load_state_dict_strict(G, state, source)
+    return G.eval()
 
 
 def export_projected_w(w: torch.Tensor, path: str | Path) -> Path:
