@@ -167,3 +167,43 @@ def test_state_every_must_be_a_finite_number_of_seconds(every, tmp_path):
         process_multi_id(G, [tmp_path / "a.png"], tmp_path / "run", None, TuningConfig(), RunOptions(),
                          state_every_s=every)
     assert not (tmp_path / "run").exists()
+
+
+def test_switching_between_multi_id_and_plain_runs_redoes_and_says_why(tmp_path, capsys):
+    """New-user test: a --multi-id run folder run again without --multi-id said "0 done, 2 already finished" (the
+    photos kept the shared generator), and the reverse redid them without a reason line. Results of an older pti
+    (no made_from.multi_id) are kept as before."""
+    from pti.cli import main
+    from pti.stylegan2.checkpoints import save
+
+    generator = save(make_tiny_generator(32), tmp_path / "g.safetensors")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gen = torch.Generator().manual_seed(1)
+    for i in range(2):
+        Image.fromarray((torch.rand(32, 32, 3, generator=gen) * 255).to(torch.uint8).numpy()).save(photos / f"p{i}.png")
+    run = tmp_path / "run"
+    plain = _command(photos, generator, run, 2)[3:]  # without `python -m pti`
+    plain.remove("--multi-id")
+    multi = plain + ["--multi-id"]
+
+    def pti_run(argv: list[str]) -> str:
+        capsys.readouterr()
+        assert main(argv) == 0
+        return capsys.readouterr().out
+
+    assert "2 done" in pti_run(multi)
+    out = pti_run(plain)
+    assert "2 done, 0 already finished" in out and "redone: multi-id changed" in out, out
+    assert not json.loads((run / "p0" / "metrics.json").read_text())["tuning"].get("multi_id")
+    assert "0 done, 2 already finished" in pti_run(plain)
+    out = pti_run(multi)
+    assert "2 done, 0 already finished" in out and "redone: multi-id changed" in out, out
+    m = json.loads((run / "p0" / "metrics.json").read_text())
+    assert m["made_from"]["multi_id"] is True and m["tuning"]["multi_id"] is True
+    for i in range(2):  # as an older pti wrote them: no multi_id entry
+        path = run / f"p{i}" / "metrics.json"
+        m = json.loads(path.read_text())
+        del m["made_from"]["multi_id"]
+        path.write_text(json.dumps(m))
+    assert "0 done, 2 already finished" in pti_run(plain)

@@ -175,8 +175,8 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
     check_state_every(state_every_s)  # before any photo
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    outcomes = process_images(G, paths, run_dir, inv_cfg, tune_cfg, dataclasses.replace(options, stage="invert",
-                                                                                          edits=()), worker=worker)
+    step_one = dataclasses.replace(options, stage="invert", edits=(), multi_id=True)  # tuned alone: 'multi-id changed'
+    outcomes = process_images(G, paths, run_dir, inv_cfg, tune_cfg, step_one, worker=worker)
     ready = [o for o in outcomes if o.status != "failed"]
     if not ready:
         return outcomes
@@ -220,7 +220,7 @@ def process_multi_id(G: torch.nn.Module, paths: Sequence[Path], run_dir: str | P
             metrics = _finish_photo(G, tuned, out_dir, target, pivot, tune_cfg, options, perceptual, tuning, share,
                                     metrics)
             result_outcomes[name] = ImageOutcome(name, "done", invert_seconds / len(ready) + share, metrics=metrics,
-                                                 file=result_outcomes[name].file)
+                                                 file=result_outcomes[name].file, redone=result_outcomes[name].redone)
     return [result_outcomes[output_name(p)] for p in paths if output_name(p) in result_outcomes]
 
 

@@ -95,6 +95,7 @@ class RunOptions:
     edits: Sequence["RunEdit"] = ()  # edits rendered after tuning into edits/ (see pti.editing.run_edits)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)  # how the steps run (pti.fast; default: core)
     encoder: Any = None              # pivots start at this encoder's code (e4e, `--init e4e`); None: the mean w
+    multi_id: bool = False           # the photos are tuned together (pti.jobs.multi_id), not each alone
 
 
 def load_target(path: Path, resolution: int, align: bool, face_index: int = 0) -> torch.Tensor:
@@ -141,7 +142,8 @@ def made_from_record(G: torch.nn.Module, path: Path, options: RunOptions, genera
     """What a result of the photo ``path`` is made from, besides the configs (``metrics.json``'s "made_from"):
     ``generator`` (its :func:`~pti.stylegan2.checkpoints.weights_fingerprint`; computed when None),
     ``photo_sha256`` (of the file's bytes), ``align``, ``face_index`` (None without alignment),
-    ``class_index``, ``init`` ('mean' or 'e4e') and ``encoder`` (the e4e encoder's weights fingerprint)."""
+    ``class_index``, ``init`` ('mean' or 'e4e'), ``encoder`` (the e4e encoder's weights fingerprint) and
+    ``multi_id`` (tuned with other photos, ``pti run --multi-id``, or alone; see :func:`_multi_id_changed`)."""
     from pti.stylegan2.checkpoints import weights_fingerprint
     from pti.zoo import sha256_file
 
@@ -150,7 +152,16 @@ def made_from_record(G: torch.nn.Module, path: Path, options: RunOptions, genera
     return {"generator": generator or weights_fingerprint(G), "photo_sha256": sha256_file(path),
             "align": options.align, "face_index": options.face_index if options.align else None,
             "class_index": options.class_index, "init": "e4e" if options.encoder is not None else "mean",
-            "encoder": encoder}
+            "encoder": encoder, "multi_id": options.multi_id}
+
+
+def _multi_id_changed(metrics: dict[str, Any], made: dict[str, Any]) -> bool:
+    """Whether a finished result (its ``metrics``) was tuned otherwise than ``made`` says (alone or in a multi-ID
+    run): compared for tuned results only (a pivot is the same either way), and only when recorded (results of an
+    older pti have no ``multi_id`` entry and are kept as before)."""
+    recorded = metrics.get("made_from")
+    return (metrics.get("stage") == "tune" and isinstance(recorded, dict) and "multi_id" in recorded
+            and recorded["multi_id"] != made.get("multi_id"))
 
 
 def _pivot_blocker(prior: dict[str, Any] | None, made: dict[str, Any], require_pivot: bool) -> str | None:
@@ -393,7 +404,7 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
         del compared["tuning"]
     if options.require_pivot:
         del compared["inversion"]
-    ignored = ("init", "encoder") if options.require_pivot else ()
+    ignored = ("init", "encoder", "multi_id") if options.require_pivot else ("multi_id",)  # multi_id: below
     fingerprint = weights_fingerprint(G)
     encoder = weights_fingerprint(options.encoder) if isinstance(options.encoder, torch.nn.Module) else None
     perceptual_inv = perceptual_tune = None
@@ -417,6 +428,8 @@ def process_images(G: torch.nn.Module, paths: Iterable[Path], run_dir: str | Pat
         if finished is not None:
             metrics = finished
             changed = tuple(what_changed(metrics, made, compared, ignored))
+            if _multi_id_changed(metrics, made):
+                changed += ("multi-id changed",)
             kept_files = metrics.get("files") or {}
             if options.save_generator and options.stage == "tune" and "tuned.safetensors" not in kept_files:
                 changed += ("tuned.safetensors requested (--save-generator)",)
