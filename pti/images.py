@@ -263,9 +263,10 @@ def _grid_layout(n_rows: int, n_cols: int, cell_size: int, row_labels: Sequence[
     label_w = _label_width(row_labels, font, pad) if label_width is None else int(label_width)
     col_h = max((_text_size(probe, s, font)[1] for s in col_labels or []), default=0)
     col_h = col_h + 2 * pad if col_labels else 0
-    title_h = _text_size(probe, title, font)[1] + 2 * pad if title else 0
-    return _GridLayout(font, label_w, title_h, col_h, cell_size, pad,
-                       width=label_w + n_cols * (cell_size + pad) + pad,
+    title_w, title_h = _text_size(probe, title, font) if title else (0, 0)
+    title_h = title_h + 2 * pad if title else 0
+    return _GridLayout(font, label_w, title_h, col_h, cell_size, pad,  # wide enough for the whole title
+                       width=max(label_w + n_cols * (cell_size + pad) + pad, title_w + 2 * pad),
                        height=title_h + col_h + n_rows * (cell_size + pad) + pad)
 
 

@@ -119,3 +119,8 @@ def test_grid_layout_and_labels(rgb, tmp_path):
     assert (a[:, :label_w].sum(axis=2) < 200).any()
     with pytest.raises(ValueError, match="row labels"):
         save_grid(rows, tmp_path / "h.png", row_labels=["one"])
+    # a title longer than the grid widens it instead of being cut (a one-column edit grid lost its end)
+    long = "edits of the W inversion pivot on tuned.safetensors"
+    one = save_grid([[red]], tmp_path / "t.png", row_labels=["W"], cell_size=40, title=long)
+    dark_columns = np.nonzero((np.asarray(one).astype(int).sum(axis=2) < 200).any(axis=0))[0]
+    assert one.size[0] > 3 * 40 and dark_columns.max() < one.size[0] - 2  # the title ends inside the image
