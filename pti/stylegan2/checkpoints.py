@@ -162,13 +162,8 @@ def _load_torch_file(path: Path) -> tuple[Generator, str]:
     ckpt = torch_load_weights_only(path, expected, allow=(argparse.Namespace,))
     if is_export(ckpt):
         return generator_from_export(ckpt, str(path)), EXPORT_FORMAT
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
-        found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path}: no 'g_ema' state dict and no pti export 'format' in the file (found {found}); "
-                              f"{expected}")
-    lr_mlp = float(getattr(ckpt.get("args"), "lr_mlp", rosinality.DEFAULT_LR_MLP))
-    G = from_rosinality_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), lr_mlp=lr_mlp, source=str(path))
-    return G, rosinality.FORMAT_NAME
+    missing = "no 'g_ema' state dict and no pti export 'format' in the file"
+    return rosinality.generator_from_checkpoint(ckpt, path, missing, expected), rosinality.FORMAT_NAME
 
 
 def _named(name: str, loader: Callable[[Path], Generator]) -> Callable[[Path], tuple[Generator, str]]:

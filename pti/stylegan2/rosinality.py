@@ -251,10 +251,15 @@ def load_rosinality_generator(path: str | Path) -> Generator:
     """``g_ema`` of a rosinality checkpoint as our Generator; only ``argparse.Namespace`` is allowed beyond tensors."""
     path = Path(path)
     expected = f"expected a {FORMAT_DESCRIPTION}"
-    ckpt = torch_load_weights_only(path, expected, allow=(argparse.Namespace,))
+    return generator_from_checkpoint(torch_load_weights_only(path, expected, allow=(argparse.Namespace,)), path,
+                                     "no 'g_ema' state dict in the file", expected)
+
+
+def generator_from_checkpoint(ckpt: object, path: str | Path, missing: str, expected: str) -> Generator:
+    """Our Generator from a loaded rosinality checkpoint dict (``g_ema``, ``latent_avg``, ``args.lr_mlp``);
+    :class:`CheckpointError` ``"{path}: {missing} (found [...]); {expected}"`` when it has no ``g_ema``."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path}: no 'g_ema' state dict in the file (found {found}); {expected}")
-    args = ckpt.get("args")
-    lr_mlp = float(getattr(args, "lr_mlp", DEFAULT_LR_MLP))
+        raise CheckpointError(f"{path}: {missing} (found {found}); {expected}")
+    lr_mlp = float(getattr(ckpt.get("args"), "lr_mlp", DEFAULT_LR_MLP))
     return from_rosinality_state_dict(ckpt["g_ema"], ckpt.get("latent_avg"), lr_mlp=lr_mlp, source=str(path))
