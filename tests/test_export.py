@@ -110,6 +110,10 @@ def test_export_refuses_a_run_without_tuned_weights(run_folder, tmp_path, capsys
     assert main(["export", str(photo), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"pti export: {photo}: no tuned.safetensors" in err and "--save-generator" in err
+    assert "pti run INPUT --output" in err  # no summary.json beside the photo folder: a placeholder
+    (tmp_path / "summary.json").write_text('{"input": "my photos"}')
+    assert main(["export", str(photo), "--output", str(tmp_path / "out")]) == 2
+    assert "pti run 'my photos' --output" in capsys.readouterr().err  # the run's own input
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     assert main(["export", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err

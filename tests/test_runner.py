@@ -291,6 +291,18 @@ def test_pti_run_cli_reports_unreadable_image(G, images, tmp_path, capsys):
     assert summary["counts"]["done"] == 4 and summary["failures"] == []
     assert (summary["this_run"]["processed"], summary["this_run"]["skipped_finished"]) == (1, 3)
     assert not failure_path(run, "broken").exists()
+    # a run with nothing left says so (it printed "0.00 images/min")
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nothing left to do" in out and "images/min" not in out
+
+
+def test_summary_markdown_cells_show_names_as_written():
+    """A photo named like HTML shows as written in summary.md (summary.html escaped it; the markdown did not)."""
+    from pti.jobs.summary import _cell
+
+    assert _cell("<b>me</b> | you\nthen") == "&lt;b&gt;me&lt;/b&gt; \\| you then"
 
 
 # --- issue 29, item 1: a finished result is reused only when what it was made from is unchanged ---------------

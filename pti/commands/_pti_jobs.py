@@ -210,9 +210,11 @@ def run_job(args: argparse.Namespace, stage: str) -> int:
                                     execution=config_to_dict(options.execution))
             json_path, md_path = write_summary(summary, run_dir, progress=not args.quiet)
             c = summary["counts"]
+            t = summary["this_run"]
+            rate = (f"{t['images_per_minute']:.2f} images/min over {ctx.world_size} process(es)" if t["processed"]
+                    else "nothing left to do")
             print(f"pti {stage}: {c['done']} of {c['images']} image(s) finished, {c['failed']} failed, "
-                  f"{c['missing']} missing; {summary['this_run']['images_per_minute']:.2f} images/min over "
-                  f"{ctx.world_size} process(es); summary: {md_path}, {run_dir / 'summary.html'}")
+                  f"{c['missing']} missing; {rate}; summary: {md_path}, {run_dir / 'summary.html'}")
             if ctx.distributed:
                 for f in summary["failures"]:
                     print(f"  FAILED {f['name']} (rank {f['rank']}): {f['error']}", file=sys.stderr)

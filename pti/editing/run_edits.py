@@ -539,6 +539,8 @@ def no_tuned_weights_message(folder: Path, then: str) -> str:
     """The error for a photo folder without tuned weights (:func:`tuned_generator_file` is None): how to get them
     (``pti run ... --save-generator`` redoes such photos, reusing their pivot.pt), then ``then``."""
     folder = Path(folder)
+    source = read_json_object(folder.parent / "summary.json").get("input")  # the run's own input, if known
+    source = shlex.quote(source) if isinstance(source, str) and source else "INPUT"
     return (f"{folder}: no tuned.safetensors: this run did not keep the tuned weights (it was made without "
-            f"--save-generator). Run `pti run INPUT --output {shlex.quote(str(folder.parent))} --save-generator` "
+            f"--save-generator). Run `pti run {source} --output {shlex.quote(str(folder.parent))} --save-generator` "
             f"(it tunes the photos without kept weights again, reusing their pivot.pt){then}")

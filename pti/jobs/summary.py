@@ -9,6 +9,8 @@ ranks send to rank 0 (:func:`session_record`). Every file is written atomically.
 """
 from __future__ import annotations
 
+import html
+
 import statistics
 import time
 from pathlib import Path
@@ -136,7 +138,9 @@ def _num(value: Any, digits: int = 2) -> str:
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text for a markdown table cell or list item: HTML escaped (a photo named ``<b>.png`` shows as written),
+    ``|`` escaped, one line."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def summary_markdown(summary: dict[str, Any], thumbs: dict[str, dict[str, str]] | None = None) -> str:
@@ -167,7 +171,7 @@ def summary_markdown(summary: dict[str, Any], thumbs: dict[str, dict[str, str]] 
     lines += [f"## Failures ({len(summary['failures'])})", ""]
     for f in summary["failures"]:
         first, _, rest = f["error"].partition("\n")
-        lines.append(f"- **{f['name']}** (`{f['file']}`, rank {f['rank']}): {first}")
+        lines.append(f"- **{_cell(f['name'])}** (`{f['file']}`, rank {f['rank']}): {_cell(first)}")
         if rest.strip():
             lines += ["  ```", *("  " + r for r in rest.rstrip().splitlines()), "  ```"]
     if not summary["failures"]:
