@@ -357,22 +357,33 @@ def edit_files(edits: Sequence[Edit]) -> list[str]:
     return [f for e in edits for f in e.files()] + (["edits/grid.png"] if edits else [])
 
 
+def render_noise(pivot: "Pivot", device: torch.device, tuned: bool, noise_mode: str = "const",
+                 use_pivot_noise: bool = False) -> tuple[list[torch.Tensor] | None, str]:
+    """``(noise, noise_mode)`` that a pivot is rendered with, for ``G.synthesis``: on the original generator
+    (``tuned=False``) its own noise maps and ``'const'``, as the W inversion image (inversion.png); on a tuned one
+    ``noise_mode`` (:attr:`TuningConfig.noise_mode`) with the pivot's noise maps only when ``use_pivot_noise``, as
+    the PTI reconstruction (reconstruction.png). Edits (:func:`render_pair`) and ``pti run``'s images
+    (:func:`pti.jobs.runner.render`) follow this one rule."""
+    if not tuned:
+        return pivot.noise_maps(device), "const"
+    return (pivot.noise_maps(device) if use_pivot_noise else None), noise_mode
+
+
 def render_pair(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", edit: Edit, noise_mode: str = "const",
                 use_pivot_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One pivot edited on the original and on the tuned generator: ``(w_edits, pti_edits)``, each
     ``[S, C, H, W]`` float32 in [-1, 1] on ``tuned``'s device (S = ``len(edit.strengths)``).
 
-    W edits: ``G`` with the pivot's noise maps and noise mode ``'const'``, as the W inversion image is
-    rendered (strength 0 reproduces it). PTI edits: ``tuned`` rendered like the PTI reconstruction, with
-    ``noise_mode`` (:attr:`TuningConfig.noise_mode`) and the pivot's noise maps only when
-    ``use_pivot_noise`` (strength 0 reproduces the reconstruction). Both through ``edit.render``.
+    W edits: ``G`` rendered as the W inversion image (strength 0 reproduces it); PTI edits: ``tuned`` rendered as
+    the PTI reconstruction (strength 0 reproduces it), with ``noise_mode`` and ``use_pivot_noise``
+    (:func:`render_noise`). Both through ``edit.render``.
     """
     device = next(tuned.parameters()).device
     w = pivot.w.to(device)
-    noise = pivot.noise_maps(device)
-    w_edits = edit.render(G, w, noise=noise, noise_mode="const")[0]
-    pti_edits = edit.render(tuned, w, noise=noise if use_pivot_noise else None, noise_mode=noise_mode)[0]
-    return w_edits, pti_edits
+    w_noise, w_mode = render_noise(pivot, device, False)
+    pti_noise, pti_mode = render_noise(pivot, device, True, noise_mode, use_pivot_noise)
+    return (edit.render(G, w, noise=w_noise, noise_mode=w_mode)[0],
+            edit.render(tuned, w, noise=pti_noise, noise_mode=pti_mode)[0])
 
 
 def render_w_and_pti(G: torch.nn.Module, tuned: torch.nn.Module, pivot: "Pivot", direction: Direction,

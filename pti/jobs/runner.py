@@ -222,12 +222,11 @@ def render(generator: torch.nn.Module, pivot: "Pivot", tuned: bool, tune_cfg: Tu
     reconstruction.png, :attr:`TuningConfig.noise_mode`, the pivot's noise maps only with
     :attr:`TuningConfig.use_pivot_noise`). ``w``: other codes ``[N, num_ws, w_dim]`` (edited ones) instead of
     the pivot's. On ``generator``'s device; used by ``pti run``, ``pti compare`` and the multi-ID job."""
+    from pti.editing.run_edits import render_noise
+
     device = next(generator.parameters()).device
-    codes = (pivot.w if w is None else w).to(device)
-    if not tuned:
-        return generator.synthesis(codes, noise_mode="const", noise=pivot.noise_maps(device))
-    noise = pivot.noise_maps(device) if tune_cfg.use_pivot_noise else None
-    return generator.synthesis(codes, noise_mode=tune_cfg.noise_mode, noise=noise)
+    noise, noise_mode = render_noise(pivot, device, tuned, tune_cfg.noise_mode, tune_cfg.use_pivot_noise)
+    return generator.synthesis((pivot.w if w is None else w).to(device), noise_mode=noise_mode, noise=noise)
 
 
 def process_image(G: torch.nn.Module, path: Path, out_dir: Path, inv_cfg: InversionConfig, tune_cfg: TuningConfig,
