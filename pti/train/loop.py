@@ -206,7 +206,9 @@ def parse_run_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argpar
     import torch
 
     a = p.parse_args(argv)
-    if a.max_seconds is not None and not a.max_seconds > 0:
+    try:
+        check_max_seconds(a.max_seconds)
+    except ValueError:
         p.error(f"--max-seconds must be positive, got {a.max_seconds}")
     torch.set_num_threads(a.threads)
     return a
